@@ -1,0 +1,1 @@
+"""genmodels.inference"""
