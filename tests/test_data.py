@@ -118,3 +118,13 @@ def test_log_density_random_input(arr):
         finite = np.isfinite(arr).all(1)
         assert torch.isfinite(out[torch.from_numpy(finite)]).all()
         assert (out[torch.from_numpy(finite)] <= 0).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(name=st.one_of(st.text(max_size=12), st.integers(), st.none()), split=st.text(max_size=6))
+def test_load_random_names_error_clearly(name, split):
+    if name in data.names() and split in ("train", "test"):
+        assert len(data.load(name, split)) > 0
+    else:
+        with pytest.raises(ValueError, match="unknown data set|split must be"):
+            data.load(name, split)
