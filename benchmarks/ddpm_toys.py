@@ -36,7 +36,16 @@ from genmodels.models.ddpm import DDPM, NoiseSchedule, ancestral, ddim
 from genmodels.nn import TimeMLP
 from genmodels.train import TrainConfig, fit, step_generator
 
-TOYS = ["swissroll", "circles", "rings", "moons", "8gaussians", "pinwheel", "2spirals", "checkerboard"]
+TOYS = [
+    "swissroll",
+    "circles",
+    "rings",
+    "moons",
+    "8gaussians",
+    "pinwheel",
+    "2spirals",
+    "checkerboard",
+]
 T = 1000
 
 
@@ -53,7 +62,12 @@ def train_ours(toy, steps, seed, batch):
     net = make_net(seed)
     model = DDPM(net, (2,), NoiseSchedule.linear(T))
     cfg = TrainConfig(
-        steps=steps, batch_size=batch, lr=1e-3, ema_decay=0.995, seed=seed, progress=False,
+        steps=steps,
+        batch_size=batch,
+        lr=1e-3,
+        ema_decay=0.995,
+        seed=seed,
+        progress=False,
         device="cpu",
     )
     t0 = time.perf_counter()
@@ -155,13 +169,21 @@ def main():
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args()
     if a.quick:
-        a.toys, a.steps, a.n_eval = a.toys[:2] if a.toys != TOYS else ["moons", "8gaussians"], 1000, 2000
+        a.toys, a.steps, a.n_eval = (
+            a.toys[:2] if a.toys != TOYS else ["moons", "8gaussians"],
+            1000,
+            2000,
+        )
     torch.set_num_threads(a.threads)
     import diffusers
 
     sched = diffusers.DDPMScheduler(
-        num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        variance_type="fixed_small", clip_sample=False,
+        num_train_timesteps=T,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        variance_type="fixed_small",
+        clip_sample=False,
     )
     sched.set_timesteps(T)
     dsched = diffusers.DDIMScheduler.from_config(sched.config, clip_sample=False)
@@ -170,21 +192,28 @@ def main():
     for toy in a.toys:
         test = data.load(toy, "test")
         train = data.load(toy)
-        floor_x = train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: a.n_eval]]
+        floor_x = train.x[
+            torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: a.n_eval]
+        ]
         ours, t_ours = train_ours(toy, a.steps, a.seed, a.batch)
         dnet, t_diff = train_diffusers(toy, a.steps, a.seed, a.batch, sched)
         t_bare = None if a.skip_bare else train_bare(toy, a.steps, a.seed, a.batch)
-        res = {"train_s_per_1k": {"ours": 1000 * t_ours / a.steps, "diffusers": 1000 * t_diff / a.steps}}
+        res = {
+            "train_s_per_1k": {
+                "ours": 1000 * t_ours / a.steps,
+                "diffusers": 1000 * t_diff / a.steps,
+            }
+        }
         if t_bare is not None:
             res["train_s_per_1k"]["bare"] = 1000 * t_bare / a.steps
             res["loop_overhead"] = (t_ours - t_bare) / t_ours
-        for name, fn in (
-            ("ours-ddpm1000", lambda: sample_ours(ours, a.n_eval, 7, "ancestral")),
-            ("ours-ddim50", lambda: sample_ours(ours, a.n_eval, 7, "ddim")),
-            ("diffusers-ddpm1000", lambda: sample_diffusers(dnet, sched, a.n_eval, 7)),
-            ("diffusers-ddim50", lambda: sample_diffusers(dnet, dsched, a.n_eval, 7)),
+        for name, fn, args in (
+            ("ours-ddpm1000", sample_ours, (ours, a.n_eval, 7, "ancestral")),
+            ("ours-ddim50", sample_ours, (ours, a.n_eval, 7, "ddim")),
+            ("diffusers-ddpm1000", sample_diffusers, (dnet, sched, a.n_eval, 7)),
+            ("diffusers-ddim50", sample_diffusers, (dnet, dsched, a.n_eval, 7)),
         ):
-            s, secs = timed(fn)
+            s, secs = timed(lambda fn=fn, args=args: fn(*args))
             m = sample_metrics(s, test.x, floor_x)
             m["sample_s"] = secs
             res[name] = m
@@ -198,7 +227,8 @@ def main():
             f"| {res['ours-ddpm1000']['energy_distance']:.4f} / "
             f"{res['diffusers-ddpm1000']['energy_distance']:.4f} "
             f"| {res['train_s_per_1k']['ours']:.2f} / {res['train_s_per_1k']['diffusers']:.2f} "
-            f"| {res['ours-ddpm1000']['sample_s']:.1f} / {res['diffusers-ddpm1000']['sample_s']:.1f} |"
+            f"| {res['ours-ddpm1000']['sample_s']:.1f} / "
+            f"{res['diffusers-ddpm1000']['sample_s']:.1f} |"
         )
         print(rows[-1], flush=True)
 
@@ -206,10 +236,16 @@ def main():
     net = ours.eps_model.eval()
     speed = {}
     for label, ours_fn, diff_fn in (
-        ("ddpm1000", lambda: sample_ours(ours, 64, 1, "ancestral"),
-         lambda: sample_diffusers(net, sched, 64, 1)),
-        ("ddim50", lambda: sample_ours(ours, 64, 1, "ddim"),
-         lambda: sample_diffusers(net, dsched, 64, 1)),
+        (
+            "ddpm1000",
+            lambda: sample_ours(ours, 64, 1, "ancestral"),
+            lambda: sample_diffusers(net, sched, 64, 1),
+        ),
+        (
+            "ddim50",
+            lambda: sample_ours(ours, 64, 1, "ddim"),
+            lambda: sample_diffusers(net, dsched, 64, 1),
+        ),
     ):
         to, td = [], []
         for _ in range(5):  # interleaved pairs
@@ -223,9 +259,11 @@ def main():
     results["_speed"] = speed
 
     print()
-    print("| toy | SW1 DDPM-1000 ours | diffusers | SW1 DDIM-50 ours | diffusers | SW1 floor "
-          "| MMD² ours / diffusers | energy ours / diffusers | train s/1k ours / diffusers "
-          "| sample 10k s ours / diffusers |")
+    print(
+        "| toy | SW1 DDPM-1000 ours | diffusers | SW1 DDIM-50 ours | diffusers | SW1 floor "
+        "| MMD² ours / diffusers | energy ours / diffusers | train s/1k ours / diffusers "
+        "| sample 10k s ours / diffusers |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(r)
@@ -233,15 +271,22 @@ def main():
     for toy in a.toys:
         r = results[toy]
         if "loop_overhead" in r:
-            print(f"{toy}: loop overhead {100 * r['loop_overhead']:.1f}% "
-                  f"(fit {r['train_s_per_1k']['ours']:.2f} s/1k, bare {r['train_s_per_1k']['bare']:.2f})")
+            print(
+                f"{toy}: loop overhead {100 * r['loop_overhead']:.1f}% "
+                f"(fit {r['train_s_per_1k']['ours']:.2f} s/1k, "
+                f"bare {r['train_s_per_1k']['bare']:.2f})"
+            )
     for k, v in speed.items():
         if "diffusers" in v:
-            print(f"sampling {k}: ours {v['ours']:.3f}s, diffusers {v['diffusers']:.3f}s, "
-                  f"ratio {v['ours'] / v['diffusers']:.2f}x")
+            print(
+                f"sampling {k}: ours {v['ours']:.3f}s, diffusers {v['diffusers']:.3f}s, "
+                f"ratio {v['ours'] / v['diffusers']:.2f}x"
+            )
         else:
-            print(f"sampling batch {v['batch']} DDPM-1000: ours {v['ours']:.2f}s, network alone "
-                  f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}")
+            print(
+                f"sampling batch {v['batch']} DDPM-1000: ours {v['ours']:.2f}s, network alone "
+                f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}"
+            )
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)
