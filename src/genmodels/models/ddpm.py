@@ -154,9 +154,10 @@ def ancestral(
         c_x0 = (abp.sqrt() * schedule.betas / (1 - ab)).tolist()
         c_xt = (a.sqrt() * (1 - abp) / (1 - ab)).tolist()
         sqrt_ab, sqrt_1mab = ab.sqrt().tolist(), (1 - ab).sqrt().tolist()
+    steps = [_shared_t(i, n, dev) for i in range(T)]
     x = x_T.clone()
     for i in reversed(range(T)):  # i = t - 1
-        eps = eps_model(x, _shared_t(i, n, dev))
+        eps = eps_model(x, steps[i])
         if clip is None:
             x = (x - c_eps[i] * eps).mul_(c_x[i])
         else:

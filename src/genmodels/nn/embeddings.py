@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 __all__ = ["sinusoidal_embedding"]
+
+
+@functools.lru_cache(maxsize=64)
+def _frequencies(half: int, max_period: float, device, dtype) -> torch.Tensor:
+    # ω_k = max_period^(-k/half), computed once per (size, device, dtype)
+    k = torch.arange(half, dtype=torch.float64)
+    return torch.exp(-math.log(max_period) * k / half).to(device=device, dtype=dtype)
 
 
 def sinusoidal_embedding(
@@ -26,10 +34,7 @@ def sinusoidal_embedding(
     """
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    half = dim // 2
     dtype = t.dtype if t.is_floating_point() else torch.float32
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half
-    )
+    freqs = _frequencies(dim // 2, max_period, t.device, dtype)
     args = t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
