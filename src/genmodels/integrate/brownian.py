@@ -35,7 +35,7 @@ order 1.5 need (Rößler 2010): for ta < tb, h = tb - ta,
 with H ~ N(0, σ² h / 12) independent of the increment. Splitting an interval of
 length h at its midpoint given (W, H) of the whole (Foster 2020, "Numerical
 approximation of SDEs and the stochastic Taylor expansion", thesis; derived again in
-``_split_matrix`` below):
+``_split`` below):
 
     W_left  = W / 2 + 3 H / 2 + σ √(h/16) Z₁
     H_left  = (C + B) / 2,  H_right = (C - B) / 2,
@@ -159,7 +159,6 @@ class BrownianMotion:
         # A node's state is one tensor (4, *size): rows W(a), W(b), I(a), H(a, b).
         self._cache: OrderedDict[tuple[int, int], Tensor] = OrderedDict()
         self._cache_size = int(cache_size)
-        self._split_matrices: dict[int, Tensor] = {}
         # root: W(t0) = 0, I(t0) = 0; W(t1) ~ N(0, σ² L), H ~ N(0, σ² L / 12) independent
         z = self._normal(_mix64(self._seed))
         sd = sigma * math.sqrt(self._length)
@@ -262,8 +261,8 @@ class BrownianMotion:
         )
         return z.to(self._tree_dtype)
 
-    def _split_matrix(self, level: int) -> Tensor:
-        """(8, 6) matrix taking [W(a), W(b), I(a), H, Z₁, Z₂] to both children's states.
+    def _split(self, level: int, seed: int, state: Tensor) -> Tensor:
+        """Both children's states (2, 4, *size) of a node at ``level`` with ``state``.
 
         With h the node's width, s = σ√h, k = s/√12 and m = (a + b)/2 (derivation: σ = 1,
         halves of width h/2 have independent (W_i, H_i), W_i ~ N(0, h/2), H_i ~ N(0, h/24);
@@ -275,26 +274,18 @@ class BrownianMotion:
             H(a, m) = H/4 - (s/8) Z₁ + (k/2) Z₂,    H(m, b) = H/4 - (s/8) Z₁ - (k/2) Z₂
             I(m) = I(a) + (3h/8) W(a) + (h/8) W(b) + (h/2) H + (h k/4) Z₂
         """
-        mat = self._split_matrices.get(level)
-        if mat is None:
-            h = self._length / 2.0**level
-            s = self._sigma * math.sqrt(h)
-            k = s / math.sqrt(12.0)
-            wm = [0.5, 0.5, 0.0, 1.5, 0.25 * s, 0.0]
-            im = [0.375 * h, 0.125 * h, 1.0, 0.5 * h, 0.0, 0.25 * h * k]
-            rows = [
-                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # left child: W(a)
-                wm,  # W(m)
-                [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],  # I(a)
-                [0.0, 0.0, 0.0, 0.25, -0.125 * s, 0.5 * k],  # H(a, m)
-                wm,  # right child: W(m)
-                [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # W(b)
-                im,  # I(m)
-                [0.0, 0.0, 0.0, 0.25, -0.125 * s, -0.5 * k],  # H(m, b)
-            ]
-            mat = torch.tensor(rows, dtype=self._tree_dtype, device=self._device)
-            self._split_matrices[level] = mat
-        return mat
+        h = self._length / 2.0**level
+        s = self._sigma * math.sqrt(h)
+        k = s / math.sqrt(12.0)
+        z1, z2 = self._normal(seed)
+        wa, wb, ia, hh = state
+        wm = torch.add(wa, wb).mul_(0.5).add_(hh, alpha=1.5).add_(z1, alpha=0.25 * s)
+        c = torch.add(hh, z1, alpha=-0.5 * s).mul_(0.25)
+        h_left = torch.add(c, z2, alpha=0.5 * k)
+        h_right = torch.add(c, z2, alpha=-0.5 * k)
+        im = torch.add(ia, wa, alpha=0.375 * h).add_(wb, alpha=0.125 * h)
+        im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
+        return torch.stack([wa, wm, ia, h_left, wm, wb, im, h_right]).view(2, 4, *self._size)
 
     def _query(self, t: float) -> tuple[Tensor, Tensor]:
         """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds."""
@@ -315,8 +306,7 @@ class BrownianMotion:
             key = (level, index)
             children = cache.get(key)
             if children is None:
-                x = torch.cat([state, self._normal(seed)]).reshape(6, -1)
-                children = (self._split_matrix(level) @ x).reshape(2, 4, *self._size)
+                children = self._split(level, seed, state)
                 cache[key] = children
                 if len(cache) > self._cache_size:
                     cache.popitem(last=False)
