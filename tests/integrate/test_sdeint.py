@@ -283,7 +283,7 @@ class Mixed(torch.nn.Module):
         if self.noise_type == "diagonal":
             return 0.5 * torch.cos(y) + 0.2 * t
         if self.noise_type == "scalar":
-            return (0.5 * torch.cos(y) + 0.2 * t).unsqueeze(-1)
+            return (0.5 * torch.cos(y.flip(-1)) + 0.2 * t).unsqueeze(-1)  # couples coordinates
         if self.noise_type == "additive":
             return (0.5 + t) * torch.ones(*y.shape, 3, dtype=y.dtype)
         return torch.stack([torch.cos(y), torch.sin(y), 0.3 * y], dim=-1)  # general
@@ -374,32 +374,46 @@ def test_general_noise_with_constant_diffusion_is_exact():
         torch.testing.assert_close(y, want)
 
 
-def test_gradients_flow_through_milstein():
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar"])
+def test_milstein_backprop_matches_finite_differences(noise_type):
+    # the Milstein correction ½ (∂g/∂y) g (ΔW² - h) depends on the parameters too: the
+    # gradient through it must be exact (same path, float64, central differences)
     class Net(torch.nn.Module):
-        noise_type, sde_type = "diagonal", "ito"
+        sde_type = "ito"
 
         def __init__(self):
             super().__init__()
-            self.lin = torch.nn.Linear(2, 2)
-            self.scale = torch.nn.Parameter(torch.tensor(0.3))
+            self.noise_type = noise_type
+            self.lin = torch.nn.Linear(2, 2).double()
+            self.scale = torch.nn.Parameter(torch.tensor(0.6, dtype=F64))
 
         def f(self, t, y):
             return torch.tanh(self.lin(y))
 
         def g(self, t, y):
-            return self.scale * torch.sin(y)
+            if noise_type == "diagonal":
+                return self.scale * torch.sin(y) + 0.1
+            # scalar noise: g may couple the coordinates (non-diagonal Jacobian)
+            return (self.scale * torch.sin(y.flip(-1)) + 0.1 * y).unsqueeze(-1)
 
+    torch.manual_seed(0)
     net = Net()
-    y = sdeint(
-        net,
-        torch.randn(8, 2),
-        [0.0, 1.0],
-        method="milstein",
-        dt=0.1,
-        generator=torch.Generator().manual_seed(0),
-    )
-    y[-1].square().sum().backward()
-    assert net.scale.grad is not None and torch.isfinite(net.scale.grad)
+    m = 2 if noise_type == "diagonal" else 1
+    bm = BrownianMotion(size=(4, m), seed=1, dtype=F64)
+    y0 = torch.randn(4, 2, dtype=F64)
+
+    def loss():
+        return sdeint(net, y0, [0.0, 1.0], bm=bm, method="milstein", dt=0.125)[-1].sum()
+
+    loss().backward()
+    eps = 1e-6
+    with torch.no_grad():
+        net.scale += eps
+        up = loss().item()
+        net.scale -= 2 * eps
+        down = loss().item()
+        net.scale += eps
+    assert abs(net.scale.grad.item() - (up - down) / (2 * eps)) < 1e-6
     assert net.lin.weight.grad.abs().sum() > 0
 
 
