@@ -175,3 +175,16 @@ def test_bad_input():
         bm(0.5, 1.5)
     with pytest.raises(NotImplementedError):
         bm(0.0, 0.5, return_A=True)
+
+
+def test_plot_paths_draws_and_saves(tmp_path):
+    from genmodels.plot.paths import plot_paths
+
+    ts = torch.linspace(0, 1, 65)
+    bm = BrownianMotion(size=(7,), seed=0)
+    fig = plot_paths(ts, bm.path(ts), band=2.0, path=tmp_path / "bm.png")
+    ax = fig.axes[0]
+    assert len(ax.lines) == 7 + 1  # the paths and the zero line
+    assert (tmp_path / "bm.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="paths"):
+        plot_paths(ts, torch.zeros(10, 2))
