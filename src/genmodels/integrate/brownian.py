@@ -59,6 +59,9 @@ _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
+_State = tuple[Tensor, Tensor, Tensor, Tensor]  # W(a), W(b), I(a), H(a, b) of a tree node
+
+
 def _mix64(z: int) -> int:
     """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit scrambler."""
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
@@ -102,7 +105,9 @@ class BrownianMotion:
         generator: used only to draw ``seed`` when it is not given.
         dtype, device: of returned values (default float32 / CPU). The tree itself is
             computed in float64 (float32 on MPS) so that tiny increments are accurate.
-        tol: width below which nodes are not split further. Default (t1 - t0) * 2**-24.
+        tol: width below which nodes are not split further. Default (t1 - t0) * 2**-20
+            (interpolation error below 2.5e-4 σ √(t1 - t0)); smaller is exact to finer
+            scales, larger is faster on non-dyadic queries (fewer levels).
         cache_size: number of split nodes kept (LRU); memory ≈ cache_size × 4 × size.
 
     Example:
@@ -144,7 +149,7 @@ class BrownianMotion:
         if cache_size < 1:
             raise ValueError(f"BrownianMotion: cache_size must be >= 1, got {cache_size}")
         self._t0, self._t1, self._length = t0, t1, t1 - t0
-        self._tol = float(tol) if tol is not None else self._length * 2.0**-24
+        self._tol = float(tol) if tol is not None else self._length * 2.0**-20
         if not self._tol > 0:
             raise ValueError(f"BrownianMotion: tol must be positive, got {tol}")
         self._sigma = sigma
@@ -156,14 +161,14 @@ class BrownianMotion:
             seed = int(torch.randint(0, 2**62, (), generator=generator))
         self._seed = int(seed) & _MASK64
         self._gen = torch.Generator(device=self._device)
-        # A node's state is one tensor (4, *size): rows W(a), W(b), I(a), H(a, b).
-        self._cache: OrderedDict[tuple[int, int], Tensor] = OrderedDict()
+        # A node's state: W(a), W(b), I(a), H(a, b), each of shape size.
+        self._cache: OrderedDict[tuple[int, int], tuple[_State, _State]] = OrderedDict()
         self._cache_size = int(cache_size)
         # root: W(t0) = 0, I(t0) = 0; W(t1) ~ N(0, σ² L), H ~ N(0, σ² L / 12) independent
         z = self._normal(_mix64(self._seed))
         sd = sigma * math.sqrt(self._length)
         zero = torch.zeros(size, dtype=self._tree_dtype, device=self._device)
-        self._root = torch.stack([zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1]])
+        self._root = (zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1])
 
     # --- torchsde's Brownian protocol -------------------------------------------------------
     @property
@@ -261,8 +266,8 @@ class BrownianMotion:
         )
         return z.to(self._tree_dtype)
 
-    def _split(self, level: int, seed: int, state: Tensor) -> Tensor:
-        """Both children's states (2, 4, *size) of a node at ``level`` with ``state``.
+    def _split(self, level: int, seed: int, state: _State) -> tuple[_State, _State]:
+        """Both children's states of a node at ``level`` with ``state``.
 
         With h the node's width, s = σ√h, k = s/√12 and m = (a + b)/2 (derivation: σ = 1,
         halves of width h/2 have independent (W_i, H_i), W_i ~ N(0, h/2), H_i ~ N(0, h/24);
@@ -285,7 +290,7 @@ class BrownianMotion:
         h_right = torch.add(c, z2, alpha=-0.5 * k)
         im = torch.add(ia, wa, alpha=0.375 * h).add_(wb, alpha=0.125 * h)
         im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
-        return torch.stack([wa, wm, ia, h_left, wm, wb, im, h_right]).view(2, 4, *self._size)
+        return (wa, wm, ia, h_left), (wm, wb, im, h_right)
 
     def _query(self, t: float) -> tuple[Tensor, Tensor]:
         """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds."""
@@ -324,14 +329,14 @@ class BrownianMotion:
             index = 2 * index + side
 
     @staticmethod
-    def _integral_at(tau: float, h: float, state: Tensor) -> Tensor:
+    def _integral_at(tau: float, h: float, state: _State) -> Tensor:
         """I(a + τ) from the conditional mean of W inside the node (exact at τ = h)."""
         wa, wb, ia, hh = state
         r = tau / h
         # ∫_0^τ [W(a) + (u/h) w + 6 u (h - u)/h² H] du, w = W(b) - W(a)
         return ia + tau * wa + (0.5 * tau * r) * (wb - wa) + (6.0 * tau * r * (0.5 - r / 3.0)) * hh
 
-    def _interpolate(self, tau: float, h: float, state: Tensor) -> tuple[Tensor, Tensor]:
+    def _interpolate(self, tau: float, h: float, state: _State) -> tuple[Tensor, Tensor]:
         """Conditional mean inside a leaf: E[W(a+τ) - W(a) | W, H] = (τ/h) W + 6 τ (h-τ)/h² H.
 
         (Cov(B(τ), ∫B) = τ (h - τ)/2 for the Brownian bridge B, Var(∫B) = h³/12.)
