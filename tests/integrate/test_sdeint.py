@@ -80,7 +80,7 @@ def test_ou_euler_strong_order_one_and_srk_order_one_and_a_half():
     # additive noise: Euler–Maruyama is strong order 1. Reference: SRA1 with 2^10 steps on the
     # same path (error ~ 2^-15, far below the coarse errors; more accurate than 2^12 EM steps)
     n, T = 1000, 1.0
-    bm = BrownianMotion(0.0, T, size=(n, 1), seed=2, dtype=F64)
+    bm = BrownianMotion(0.0, T, size=(n, 1), seed=2, dtype=F64, levy_area=True)
     y0 = torch.randn(n, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
     ref = sdeint(OU(), y0, [0.0, T], bm=bm, method="srk", dt=T / 2**10)[-1]
     dts = [T / 2**k for k in range(3, 8)]
@@ -106,7 +106,7 @@ class NonlinearAdditive:
 def test_srk_strong_order_one_and_a_half_on_additive_noise():
     # Rößler's SRA1; on a linear drift it is even exact to higher order, so take a nonlinear one
     n, T = 1000, 1.0
-    bm = BrownianMotion(0.0, T, size=(n, 1), seed=2, dtype=F64)
+    bm = BrownianMotion(0.0, T, size=(n, 1), seed=2, dtype=F64, levy_area=True)
     y0 = torch.randn(n, 1, generator=torch.Generator().manual_seed(1), dtype=F64)
     sde = NonlinearAdditive()
     ref = sdeint(sde, y0, [0.0, T], bm=bm, method="srk", dt=T / 2**10)[-1]
@@ -287,7 +287,7 @@ def test_backwards_replays_the_forward_path():
         def g(self, t, y):
             return torch.ones(*y.shape, 1, dtype=y.dtype)
 
-    bm = BrownianMotion(0.0, 1.0, size=(5, 1), seed=7, dtype=F64)
+    bm = BrownianMotion(0.0, 1.0, size=(5, 1), seed=7, dtype=F64, levy_area=True)
     y0 = torch.randn(5, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
     ts = torch.linspace(0, 1, 11, dtype=F64)
     for method in ["euler", "srk", "heun"]:
@@ -340,7 +340,7 @@ def test_same_path_as_torchsde(sde_type, noise_type, method):
     sde = Mixed(noise_type, sde_type)
     y0 = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     m = {"diagonal": 2, "scalar": 1, "additive": 3, "general": 3}[noise_type]
-    bm = BrownianMotion(0.0, 1.0, size=(6, m), seed=8, dtype=F64)
+    bm = BrownianMotion(0.0, 1.0, size=(6, m), seed=8, dtype=F64, levy_area=method == "srk")
     ts = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     ours = sdeint(sde, y0, ts, bm=bm, method=method, dt=2**-6)
     theirs = torchsde.sdeint(sde, y0, ts, bm=bm, method=method, dt=2**-6)

@@ -26,9 +26,9 @@ the conditional mean inside it. Nothing depends on the order of queries, nothing
 stored but an LRU cache of recently split nodes (sequential queries share their path
 from the root, so the cache makes a sweep over a grid cheap).
 
-Besides W the tree carries the running time integral I(t) = ∫_{t0}^t W(s) ds, so it
-also answers the *space-time Lévy area* that stochastic Runge–Kutta methods of strong
-order 1.5 need (Rößler 2010): for ta < tb, h = tb - ta,
+With ``levy_area=True`` the tree also carries the running time integral
+I(t) = ∫_{t0}^t W(s) ds, so it also answers the *space-time Lévy area* that stochastic
+Runge–Kutta methods of strong order 1.5 need (Rößler 2010): for ta < tb, h = tb - ta,
 
     U(ta, tb) = ∫_ta^tb (W(s) - W(ta)) ds,      H = U / h - (W(tb) - W(ta)) / 2,
 
@@ -84,7 +84,8 @@ class BrownianMotion:
 
     ``bm(t)`` returns W(t) (with W(t0) = 0); ``bm(ta, tb)`` returns the increment
     W(tb) - W(ta), the protocol of torchsde's ``BrownianInterval``/``BrownianTree``;
-    ``bm(ta, tb, return_U=True)`` also returns U = ∫_ta^tb (W(s) - W(ta)) ds.
+    ``bm(ta, tb, return_U=True)`` also returns U = ∫_ta^tb (W(s) - W(ta)) ds (with
+    ``levy_area=True``).
 
     Each of the ``size`` coordinates is an independent path with
 
@@ -92,9 +93,9 @@ class BrownianMotion:
 
     Values are exact (samples of the true joint law) at every time of the dyadic
     grid t0 + k (t1 - t0) / 2^j down to ``tol``; between the nodes of a leaf narrower
-    than ``tol`` the path is the conditional mean given the leaf's end values and Lévy
-    area (a quadratic; error standard deviation below σ √tol / 4). A grid such as
-    ``torch.linspace(t0, t1, 2**k + 1)`` is therefore sampled exactly.
+    than ``tol`` the path is the conditional mean given the leaf's end values (and Lévy
+    area): linear, or quadratic with Lévy area; error standard deviation below σ √tol / 2.
+    A grid such as ``torch.linspace(t0, t1, 2**k + 1)`` is therefore sampled exactly.
 
     Args:
         t0, t1: the time interval, t0 < t1 (Python floats; queries outside raise).
@@ -106,9 +107,13 @@ class BrownianMotion:
         dtype, device: of returned values (default float32 / CPU). The tree itself is
             computed in float64 (float32 on MPS) so that tiny increments are accurate.
         tol: width below which nodes are not split further. Default (t1 - t0) * 2**-20
-            (interpolation error below 2.5e-4 σ √(t1 - t0)); smaller is exact to finer
+            (interpolation error below 5e-4 σ √(t1 - t0)); smaller is exact to finer
             scales, larger is faster on non-dyadic queries (fewer levels).
         cache_size: number of split nodes kept (LRU); memory ≈ cache_size × 4 × size.
+        levy_area: also carry the space-time Lévy area, so that ``return_U=True`` works (as
+            ``srk`` needs). Off by default, like torchsde's ``levy_area_approximation="none"``:
+            a W-only tree draws half the normals and does a third of the arithmetic. The two
+            modes give different (equally valid) paths for the same seed.
 
     Example:
         >>> bm = BrownianMotion(0.0, 1.0, size=(3,), seed=0)
@@ -118,8 +123,6 @@ class BrownianMotion:
         >>> torch.allclose(w, bm(0.5) - bm(0.25))   # same path, any query order
         True
     """
-
-    levy_area_approximation = "space-time"
 
     def __init__(
         self,
@@ -134,6 +137,7 @@ class BrownianMotion:
         device: torch.device | str | None = None,
         tol: float | None = None,
         cache_size: int = 128,
+        levy_area: bool = False,
     ) -> None:
         t0, t1 = float(t0), float(t1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
@@ -153,6 +157,7 @@ class BrownianMotion:
         if not self._tol > 0:
             raise ValueError(f"BrownianMotion: tol must be positive, got {tol}")
         self._sigma = sigma
+        self._levy = bool(levy_area)
         self._size = size
         self._dtype = dtype if dtype is not None else torch.get_default_dtype()
         self._device = torch.device(device) if device is not None else torch.device("cpu")
@@ -168,7 +173,10 @@ class BrownianMotion:
         z = self._normal(_mix64(self._seed))
         sd = sigma * math.sqrt(self._length)
         zero = torch.zeros(size, dtype=self._tree_dtype, device=self._device)
-        self._root = (zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1])
+        if self._levy:
+            self._root = (zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1])
+        else:
+            self._root = (zero, sd * z[0])
 
     # --- torchsde's Brownian protocol -------------------------------------------------------
     @property
@@ -178,6 +186,11 @@ class BrownianMotion:
 
     def size(self) -> torch.Size:
         return self._size
+
+    @property
+    def levy_area_approximation(self) -> str:
+        """torchsde's attribute: "space-time" with ``levy_area=True``, else "none"."""
+        return "space-time" if self._levy else "none"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -224,6 +237,11 @@ class BrownianMotion:
         """
         if return_A:
             raise NotImplementedError("BrownianMotion: Lévy area between channels (return_A)")
+        if return_U and not self._levy:
+            raise ValueError(
+                "BrownianMotion: return_U needs the space-time Lévy area; create it with "
+                "BrownianMotion(..., levy_area=True)"
+            )
         if tb is None:
             ta, tb = self._t0, ta
         ta, tb = self._check_time(ta, "ta"), self._check_time(tb, "tb")
@@ -262,7 +280,10 @@ class BrownianMotion:
         # drawn in float32 (4x faster on CPU than float64), so the path does not depend on
         # the requested dtype; the tree's arithmetic is float64
         z = torch.randn(
-            (2, *self._size), generator=self._gen, dtype=torch.float32, device=self._device
+            (2 if self._levy else 1, *self._size),
+            generator=self._gen,
+            dtype=torch.float32,
+            device=self._device,
         )
         return z.to(self._tree_dtype)
 
@@ -281,6 +302,10 @@ class BrownianMotion:
         """
         h = self._length / 2.0**level
         s = self._sigma * math.sqrt(h)
+        if not self._levy:  # the Brownian bridge midpoint: N((W(a) + W(b))/2, σ² h/4)
+            wa, wb = state
+            wm = torch.add(wa, wb).mul_(0.5).add_(self._normal(seed)[0], alpha=0.5 * s)
+            return (wa, wm), (wm, wb)
         k = s / math.sqrt(12.0)
         z1, z2 = self._normal(seed)
         wa, wb, ia, hh = state
@@ -292,8 +317,8 @@ class BrownianMotion:
         im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
         return (wa, wm, ia, h_left), (wm, wb, im, h_right)
 
-    def _query(self, t: float) -> tuple[Tensor, Tensor]:
-        """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds."""
+    def _query(self, t: float) -> tuple[Tensor, Tensor | None]:
+        """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds (None without Lévy area)."""
         t0, length = self._t0, self._length
         a, b = t0, self._t1
         state = self._root
@@ -302,10 +327,10 @@ class BrownianMotion:
         cache = self._cache
         while True:
             if t == a:
-                return state[0], state[2]
+                return state[0], (state[2] if self._levy else None)
             h = b - a
             if t == b:
-                return state[1], self._integral_at(h, h, state)
+                return state[1], (self._integral_at(h, h, state) if self._levy else None)
             if h <= self._tol:
                 return self._interpolate(t - a, h, state)
             key = (level, index)
@@ -336,12 +361,16 @@ class BrownianMotion:
         # ∫_0^τ [W(a) + (u/h) w + 6 u (h - u)/h² H] du, w = W(b) - W(a)
         return ia + tau * wa + (0.5 * tau * r) * (wb - wa) + (6.0 * tau * r * (0.5 - r / 3.0)) * hh
 
-    def _interpolate(self, tau: float, h: float, state: _State) -> tuple[Tensor, Tensor]:
-        """Conditional mean inside a leaf: E[W(a+τ) - W(a) | W, H] = (τ/h) W + 6 τ (h-τ)/h² H.
+    def _interpolate(self, tau: float, h: float, state: _State) -> tuple[Tensor, Tensor | None]:
+        """Conditional mean inside a leaf: E[W(a+τ) - W(a) | W, H] = (τ/h) W + 6 τ (h-τ)/h² H,
+        or (τ/h) W without Lévy area.
 
         (Cov(B(τ), ∫B) = τ (h - τ)/2 for the Brownian bridge B, Var(∫B) = h³/12.)
         """
-        wa, wb, _, hh = state
         r = tau / h
+        if not self._levy:
+            wa, wb = state
+            return torch.lerp(wa, wb, r), None
+        wa, wb, _, hh = state
         w_tau = wa + r * (wb - wa) + (6.0 * r * (1.0 - r)) * hh
         return w_tau, self._integral_at(tau, h, state)
