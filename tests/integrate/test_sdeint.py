@@ -520,6 +520,8 @@ def test_errors_are_clear():
         sdeint(BadShapes(), y0, [0.0, 1.0])
     with pytest.raises(ValueError, match=r"g\(t, y\) returned shape"):
         sdeint(_bad_g(), y0, [0.0, 1.0])
+    with pytest.raises(ValueError, match="levy_area=True"):
+        sdeint(OU(), y0, [0.0, 1.0], bm=BrownianMotion(size=(3, 1)), method="srk")
     with pytest.raises(ValueError, match="bm has shape"):
         sdeint(sde, y0, [0.0, 1.0], bm=BrownianMotion(size=(3, 2)))
     with pytest.raises(FloatingPointError, match="t=1"):

@@ -409,11 +409,12 @@ def sdeint(
             backwards in time (reverse-time SDEs).
         bm: the Brownian motion, any callable with torchsde's protocol ``bm(ta, tb)`` =
             W(tb) - W(ta) of the Brownian shape (and ``return_U=True`` for ``srk``), e.g.
-            :class:`~genmodels.integrate.brownian.BrownianMotion` or torchsde's
-            ``BrownianInterval``; it must cover [min ts, max ts]. Default: increments drawn
-            directly from ``generator`` on the solver's grid (much faster than a tree, and
-            reproducible: the same generator state, ts and dt give the same path; with
-            ``generator=None`` torch's global generator is used, as ``torch.randn`` does).
+            :class:`~genmodels.integrate.brownian.BrownianMotion` (``levy_area=True`` for
+            ``srk``) or torchsde's ``BrownianInterval``; it must cover [min ts, max ts].
+            Default: increments drawn directly from ``generator`` on the solver's grid
+            (much faster than a tree, and reproducible: the same generator state, ts and dt
+            give the same path; with ``generator=None`` torch's global generator is used,
+            as ``torch.randn`` does).
         method: "euler", "milstein", "heun", "midpoint" or "srk"; default by the SDE's type
             (module docstring).
         dt: largest step. Between consecutive ``ts`` the solver takes the fewest equal steps
@@ -506,7 +507,7 @@ def sdeint(
         ):
             raise ValueError(
                 f"sdeint: method {method!r} needs the space-time Lévy area (bm(ta, tb, "
-                "return_U=True)); create the Brownian motion with it"
+                "return_U=True)); create it with BrownianMotion(..., levy_area=True)"
             )
         noise = _QueriedIncrements(bm, grid, spec.levy_area)
 
