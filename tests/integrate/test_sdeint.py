@@ -401,6 +401,9 @@ def test_shapes_and_reproducibility():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a[0], y0)
     assert sdeint(sde, y0, [0.5]).shape == (1, 2, 3, 4)
+    # a float64 path drives a float32 state without promoting it
+    bm = BrownianMotion(size=(2, 3, 3), seed=0, dtype=F64)
+    assert sdeint(sde, y0, ts, bm=bm, dt=0.1).dtype == torch.float32
 
 
 def test_general_noise_with_constant_diffusion_is_exact():

@@ -291,11 +291,17 @@ class _DrawnIncrements:
 class _QueriedIncrements:
     """Increments asked of a Brownian object with torchsde's protocol ``bm(ta, tb)``."""
 
-    def __init__(self, bm, grid: list[float], levy: bool):
-        self.bm, self.grid, self.levy = bm, grid, levy
+    def __init__(self, bm, grid: list[float], levy: bool, dtype: torch.dtype):
+        self.bm, self.grid, self.levy, self.dtype = bm, grid, levy, dtype
         self.reverse = grid[-1] < grid[0]
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor | None]:
+        dw, j = self._query(n)
+        if dw.dtype != self.dtype:  # e.g. a float64 path driving a float32 state
+            dw, j = dw.to(self.dtype), (None if j is None else j.to(self.dtype))
+        return dw, j
+
+    def _query(self, n: int) -> tuple[Tensor, Tensor | None]:
         t0, t1 = self.grid[n], self.grid[n + 1]
         if not self.reverse:
             if not self.levy:
@@ -509,7 +515,7 @@ def sdeint(
                 f"sdeint: method {method!r} needs the space-time Lévy area (bm(ta, tb, "
                 "return_U=True)); create it with BrownianMotion(..., levy_area=True)"
             )
-        noise = _QueriedIncrements(bm, grid, spec.levy_area)
+        noise = _QueriedIncrements(bm, grid, spec.levy_area, y0.dtype)
 
     problem = _Problem(f, g, _NOISE[noise_type], noise_type, sde_type == "ito", grad_free)
     step = spec.step
