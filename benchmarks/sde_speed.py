@@ -61,7 +61,7 @@ def _case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
         sdeint(sde, y0, ts, method=method, dt=dt, generator=gen)
 
     def ours_tree():
-        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0)
+        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0, levy_area=method == "srk")
         sdeint(sde, y0, ts, bm=bm, method=method, dt=dt)
 
     def theirs():
@@ -95,6 +95,11 @@ def main() -> None:
     with torch.no_grad():
         for sde_type, noise_type, method in cases:
             rows.append(_case(torchsde, sde_type, noise_type, method, y0, ts, dt, args.repeats))
+        # per-step overhead: a tiny state
+        name, *times = _case(
+            torchsde, "ito", "diagonal", "euler", y0[:16, :2], ts, dt, args.repeats
+        )
+        rows.append((name + " (batch 16, d 2)", *times))
 
         grid = torch.linspace(0, 1, args.steps + 1).tolist()
 
