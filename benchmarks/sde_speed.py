@@ -1,0 +1,133 @@
+"""Wall-clock speed of genmodels' sdeint and BrownianMotion against torchsde.
+
+    PYTHONPATH=src python benchmarks/sde_speed.py [--batch 1024] [--dim 8] [--steps 1000]
+                                                   [--threads 1] [--repeats 3]
+
+Prints a Markdown table (median seconds over repeats). Each solve integrates over [0, 1]
+with dt = 1/steps and returns y at 11 times. torchsde uses its defaults (BrownianInterval
+for the noise); genmodels uses its default (increments drawn from a generator on the grid)
+and, separately, its BrownianMotion tree (the like-for-like comparison: a queryable path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from genmodels.integrate.brownian import BrownianMotion
+from genmodels.integrate.sdeint import sdeint
+
+
+class MLPSDE(torch.nn.Module):
+    """Drift: a 2-layer MLP of (t, y); diffusion by noise type."""
+
+    def __init__(self, dim: int, noise_type: str, sde_type: str):
+        super().__init__()
+        self.noise_type, self.sde_type = noise_type, sde_type
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim + 1, 64), torch.nn.Tanh(), torch.nn.Linear(64, dim)
+        )
+        self.scale = torch.nn.Parameter(torch.tensor(0.3))
+
+    def f(self, t, y):
+        return self.net(torch.cat([y, t.expand(*y.shape[:-1], 1)], dim=-1))
+
+    def g(self, t, y):
+        if self.noise_type == "diagonal":
+            return self.scale * torch.sin(y) + 0.1
+        return (self.scale * (1 + t)).expand(*y.shape, 1)  # additive, one channel
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
+    b, d = y0.shape
+    sde = MLPSDE(d, noise_type, sde_type)
+    m = d if noise_type == "diagonal" else 1
+    gen = torch.Generator().manual_seed(0)
+
+    def ours():
+        sdeint(sde, y0, ts, method=method, dt=dt, generator=gen)
+
+    def ours_tree():
+        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0, levy_area=method == "srk")
+        sdeint(sde, y0, ts, bm=bm, method=method, dt=dt)
+
+    def theirs():
+        torchsde.sdeint(sde, y0, ts, method=method, dt=dt)
+
+    name = f"sdeint {sde_type}/{noise_type}/{method}"
+    return name, _time(ours, repeats), _time(ours_tree, repeats), _time(theirs, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--dim", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import torchsde
+
+    b, d, dt = args.batch, args.dim, 1.0 / args.steps
+    ts = torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d)
+    rows = []
+    cases = [
+        ("ito", "diagonal", "euler"),
+        ("ito", "diagonal", "milstein"),
+        ("ito", "additive", "srk"),
+        ("stratonovich", "diagonal", "heun"),
+    ]
+    with torch.no_grad():
+        for sde_type, noise_type, method in cases:
+            rows.append(_case(torchsde, sde_type, noise_type, method, y0, ts, dt, args.repeats))
+        # per-step overhead: a tiny state
+        name, *times = _case(
+            torchsde, "ito", "diagonal", "euler", y0[:16, :2], ts, dt, args.repeats
+        )
+        rows.append((name + " (batch 16, d 2)", *times))
+
+        grid = torch.linspace(0, 1, args.steps + 1).tolist()
+
+        def queries(bm):
+            for a, c in zip(grid[:-1], grid[1:]):
+                bm(a, c)
+
+        ours_bm = _time(
+            lambda: queries(BrownianMotion(0.0, 1.0, size=(b, d), seed=0)), args.repeats
+        )
+        bi = _time(lambda: queries(torchsde.BrownianInterval(0.0, 1.0, size=(b, d))), args.repeats)
+        bt = _time(
+            lambda: queries(torchsde.BrownianTree(0.0, torch.zeros(b, d), t1=1.0, tol=1e-5)),
+            args.repeats,
+        )
+        rows.append((f"{args.steps} sequential bm(t_k, t_k+1) queries", None, ours_bm, bi))
+        rows.append(("  ... torchsde.BrownianTree(tol=1e-5)", None, None, bt))
+
+    print(
+        f"batch={b} dim={d} steps={args.steps} threads={args.threads} "
+        f"(median of {args.repeats}, seconds)\n"
+    )
+    print("| case | genmodels (drawn) | genmodels (BrownianMotion) | torchsde |")
+    print("|---|---|---|---|")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"
+    for name, a, c, r in rows:
+        print(f"| {name} | {fmt(a)} | {fmt(c)} | {fmt(r)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Brownian motion (the Wiener process) as a reproducible, queryable object.
+
+The lecture (section 5, "Brownian motion") defines the Wiener process with parameter
+σ² as a process W(t), t ≥ t0, with
+
+1. W(t0) = 0,
+2. E[W(t)] = 0,
+3. stationary independent increments,
+4. W(t) - W(s) ~ N(0, σ² (t - s)) for s < t,
+
+and notes that it is a Markov process. :class:`BrownianMotion` is one sample path of
+that process (a batch of independent paths, really), that can be queried at any time
+or over any interval, in any order, forwards or backwards, and always returns values
+of the *same* path: the path is a deterministic function of ``seed``.
+
+How: a *virtual Brownian tree* (Li et al. 2020, "Scalable gradients for stochastic
+differential equations", §4; the Brownian interval of Kidger et al. 2021, "Efficient
+and accurate gradients for neural SDEs", is the same idea with a query-shaped tree).
+The interval [t0, t1] is split dyadically. Each node of the tree owns a seed; the
+seed of a child is a hash of its parent's seed and its side (a *splittable* seed, as
+JAX's keys). Knowing W at both ends of a node (and the node's space-time Lévy area,
+below), the values at its midpoint are drawn from the exact conditional law (the
+Brownian bridge) with the node's own seed. A query at time t walks from the root to
+the node whose end point is t, or down to a node narrower than ``tol`` and then takes
+the conditional mean inside it. Nothing depends on the order of queries, nothing is
+stored but an LRU cache of recently split nodes (sequential queries share their path
+from the root, so the cache makes a sweep over a grid cheap).
+
+With ``levy_area=True`` the tree also carries the running time integral
+I(t) = ∫_{t0}^t W(s) ds, so it also answers the *space-time Lévy area* that stochastic
+Runge–Kutta methods of strong order 1.5 need (Rößler 2010): for ta < tb, h = tb - ta,
+
+    U(ta, tb) = ∫_ta^tb (W(s) - W(ta)) ds,      H = U / h - (W(tb) - W(ta)) / 2,
+
+with H ~ N(0, σ² h / 12) independent of the increment. Splitting an interval of
+length h at its midpoint given (W, H) of the whole (Foster 2020, "Numerical
+approximation of SDEs and the stochastic Taylor expansion", thesis; derived again in
+``_split`` below):
+
+    W_left  = W / 2 + 3 H / 2 + σ √(h/16) Z₁
+    H_left  = (C + B) / 2,  H_right = (C - B) / 2,
+    C = 2 H - (W_left - W / 2),  B = σ √(h/12) Z₂,     Z₁, Z₂ ~ N(0, 1) independent.
+
+Marginally W_left | W is the Brownian bridge midpoint N(W/2, σ² h / 4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["BrownianMotion"]
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+_State = tuple[Tensor, Tensor, Tensor, Tensor]  # W(a), W(b), I(a), H(a, b) of a tree node
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit scrambler."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+    return z ^ (z >> 31)
+
+
+def _child_seed(seed: int, side: int) -> int:
+    """Seed of the left (side 0) or right (side 1) child of a tree node."""
+    return _mix64((seed + (2 * side + 1) * _GOLDEN) & _MASK64)
+
+
+def _torch_seed(seed: int) -> int:
+    # torch.Generator.manual_seed accepts up to 2**64 - 1 on CPU; keep within int64 to be safe
+    return seed & ((1 << 63) - 1)
+
+
+class BrownianMotion:
+    """A batch of Wiener-process paths on [t0, t1], queryable at any time, reproducibly.
+
+    ``bm(t)`` returns W(t) (with W(t0) = 0); ``bm(ta, tb)`` returns the increment
+    W(tb) - W(ta), the protocol of torchsde's ``BrownianInterval``/``BrownianTree``;
+    ``bm(ta, tb, return_U=True)`` also returns U = ∫_ta^tb (W(s) - W(ta)) ds (with
+    ``levy_area=True``).
+
+    Each of the ``size`` coordinates is an independent path with
+
+        W(t0) = 0,   W(t) - W(s) ~ N(0, σ² (t - s)),   independent over disjoint intervals.
+
+    Values are exact (samples of the true joint law) at every time of the dyadic
+    grid t0 + k (t1 - t0) / 2^j down to ``tol``; between the nodes of a leaf narrower
+    than ``tol`` the path is the conditional mean given the leaf's end values (and Lévy
+    area): linear, or quadratic with Lévy area; error standard deviation below σ √tol / 2.
+    A grid such as ``torch.linspace(t0, t1, 2**k + 1)`` is therefore sampled exactly.
+
+    Args:
+        t0, t1: the time interval, t0 < t1 (Python floats; queries outside raise).
+        size: batch shape of the process, e.g. ``(batch, channels)``; ``()`` for one path.
+        sigma: σ, the scale (the lecture's parameter is σ²; σ = 1 is standard).
+        seed: an integer; the same seed gives the same path. Default: drawn from
+            ``generator`` (or from torch's global generator when that is None too).
+        generator: used only to draw ``seed`` when it is not given.
+        dtype, device: of returned values (default float32 / CPU). The tree itself is
+            computed in float64 (float32 on MPS) so that tiny increments are accurate.
+        tol: width below which nodes are not split further. Default (t1 - t0) * 2**-20
+            (interpolation error below 5e-4 σ √(t1 - t0)); smaller is exact to finer
+            scales, larger is faster on non-dyadic queries (fewer levels).
+        cache_size: number of split nodes kept (LRU); memory ≈ cache_size × 4 × size.
+        levy_area: also carry the space-time Lévy area, so that ``return_U=True`` works (as
+            ``srk`` needs). Off by default, like torchsde's ``levy_area_approximation="none"``:
+            a W-only tree draws half the normals and does a third of the arithmetic. The two
+            modes give different (equally valid) paths for the same seed.
+
+    Example:
+        >>> bm = BrownianMotion(0.0, 1.0, size=(3,), seed=0)
+        >>> bm(0.0)
+        tensor([0., 0., 0.])
+        >>> w = bm(0.25, 0.5)                       # W(0.5) - W(0.25), shape (3,)
+        >>> torch.allclose(w, bm(0.5) - bm(0.25))   # same path, any query order
+        True
+    """
+
+    def __init__(
+        self,
+        t0: float = 0.0,
+        t1: float = 1.0,
+        size: Sequence[int] | torch.Size = (),
+        *,
+        sigma: float = 1.0,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        tol: float | None = None,
+        cache_size: int = 128,
+        levy_area: bool = False,
+    ) -> None:
+        t0, t1 = float(t0), float(t1)
+        if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
+            raise ValueError(f"BrownianMotion: need finite t0 < t1, got t0={t0}, t1={t1}")
+        sigma = float(sigma)
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"BrownianMotion: sigma must be positive and finite, got {sigma}")
+        if isinstance(size, int):
+            size = (size,)
+        size = torch.Size(size)
+        if any(s < 0 for s in size):
+            raise ValueError(f"BrownianMotion: size must be non-negative, got {tuple(size)}")
+        if cache_size < 1:
+            raise ValueError(f"BrownianMotion: cache_size must be >= 1, got {cache_size}")
+        self._t0, self._t1, self._length = t0, t1, t1 - t0
+        self._tol = float(tol) if tol is not None else self._length * 2.0**-20
+        if not self._tol > 0:
+            raise ValueError(f"BrownianMotion: tol must be positive, got {tol}")
+        self._sigma = sigma
+        self._levy = bool(levy_area)
+        self._size = size
+        self._dtype = dtype if dtype is not None else torch.get_default_dtype()
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._tree_dtype = torch.float32 if self._device.type == "mps" else torch.float64
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+        self._seed = int(seed) & _MASK64
+        self._gen = torch.Generator(device=self._device)
+        # A node's state: W(a), W(b), I(a), H(a, b), each of shape size.
+        self._cache: OrderedDict[tuple[int, int], tuple[_State, _State]] = OrderedDict()
+        self._cache_size = int(cache_size)
+        # root: W(t0) = 0, I(t0) = 0; W(t1) ~ N(0, σ² L), H ~ N(0, σ² L / 12) independent
+        z = self._normal(_mix64(self._seed))
+        sd = sigma * math.sqrt(self._length)
+        zero = torch.zeros(size, dtype=self._tree_dtype, device=self._device)
+        if self._levy:
+            self._root = (zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1])
+        else:
+            self._root = (zero, sd * z[0])
+
+    # --- torchsde's Brownian protocol -------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        """Batch shape of the process (torchsde calls it ``shape``)."""
+        return self._size
+
+    def size(self) -> torch.Size:
+        return self._size
+
+    @property
+    def levy_area_approximation(self) -> str:
+        """torchsde's attribute: "space-time" with ``levy_area=True``, else "none"."""
+        return "space-time" if self._levy else "none"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def t0(self) -> float:
+        return self._t0
+
+    @property
+    def t1(self) -> float:
+        return self._t1
+
+    @property
+    def sigma(self) -> float:
+        return self._sigma
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def __repr__(self) -> str:
+        return (
+            f"BrownianMotion(t0={self._t0}, t1={self._t1}, size={tuple(self._size)}, "
+            f"sigma={self._sigma}, seed={self._seed}, dtype={self._dtype}, device={self._device})"
+        )
+
+    def __call__(
+        self,
+        ta: float | Tensor,
+        tb: float | Tensor | None = None,
+        return_U: bool = False,
+        return_A: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """W(ta) when ``tb`` is None, else the increment W(tb) - W(ta).
+
+        With ``return_U`` also U = ∫_ta^tb (W(s) - W(ta)) ds (torchsde's name; with ``tb``
+        None, over [t0, ta]). Shapes: ``self.shape`` each. ``return_A`` (Lévy area between
+        channels) is not provided.
+        """
+        if return_A:
+            raise NotImplementedError("BrownianMotion: Lévy area between channels (return_A)")
+        if return_U and not self._levy:
+            raise ValueError(
+                "BrownianMotion: return_U needs the space-time Lévy area; create it with "
+                "BrownianMotion(..., levy_area=True)"
+            )
+        if tb is None:
+            ta, tb = self._t0, ta
+        ta, tb = self._check_time(ta, "ta"), self._check_time(tb, "tb")
+        wa, ia = self._query(ta)
+        wb, ib = self._query(tb)
+        w = (wb - wa).to(self._dtype)
+        if not return_U:
+            return w
+        u = (ib - ia - (tb - ta) * wa).to(self._dtype)
+        return w, u
+
+    def path(self, ts: Tensor | Sequence[float]) -> Tensor:
+        """W at each of ``ts``: shape ``(len(ts), *size)``.
+
+        >>> BrownianMotion(size=(2,), seed=1).path(torch.linspace(0, 1, 5)).shape
+        torch.Size([5, 2])
+        """
+        ts = [float(t) for t in (ts.tolist() if isinstance(ts, Tensor) else ts)]
+        out = [self._query(self._check_time(t, "ts"))[0] for t in ts]
+        if not out:
+            return torch.empty((0, *self._size), dtype=self._dtype, device=self._device)
+        return torch.stack(out).to(self._dtype)
+
+    # --- the tree -----------------------------------------------------------------------------
+    def _check_time(self, t: float | Tensor, name: str) -> float:
+        t = float(t)
+        if not (self._t0 <= t <= self._t1):
+            raise ValueError(
+                f"BrownianMotion: {name}={t} outside the interval [t0, t1] = "
+                f"[{self._t0}, {self._t1}]"
+            )
+        return t
+
+    def _normal(self, seed: int) -> Tensor:
+        self._gen.manual_seed(_torch_seed(seed))
+        # drawn in float32 (4x faster on CPU than float64), so the path does not depend on
+        # the requested dtype; the tree's arithmetic is float64
+        z = torch.randn(
+            (2 if self._levy else 1, *self._size),
+            generator=self._gen,
+            dtype=torch.float32,
+            device=self._device,
+        )
+        return z.to(self._tree_dtype)
+
+    def _split(self, level: int, seed: int, state: _State) -> tuple[_State, _State]:
+        """Both children's states of a node at ``level`` with ``state``.
+
+        With h the node's width, s = σ√h, k = s/√12 and m = (a + b)/2 (derivation: σ = 1,
+        halves of width h/2 have independent (W_i, H_i), W_i ~ N(0, h/2), H_i ~ N(0, h/24);
+        I = I₁ + I₂ + (h/2) W₁ gives H₁ + H₂ + (W₁ - W₂)/2 = 2H; with A = W₁ - W₂ ⟂ W₁ + W₂
+        and C = H₁ + H₂ ⟂ B = H₁ - H₂, conditioning on C + A/2 = 2H gives
+        A/2 ~ N(3H/2, h/16), C = 2H - A/2, B ~ N(0, h/12)):
+
+            W(m) = (W(a) + W(b))/2 + 3H/2 + (s/4) Z₁
+            H(a, m) = H/4 - (s/8) Z₁ + (k/2) Z₂,    H(m, b) = H/4 - (s/8) Z₁ - (k/2) Z₂
+            I(m) = I(a) + (3h/8) W(a) + (h/8) W(b) + (h/2) H + (h k/4) Z₂
+        """
+        h = self._length / 2.0**level
+        s = self._sigma * math.sqrt(h)
+        if not self._levy:  # the Brownian bridge midpoint: N((W(a) + W(b))/2, σ² h/4)
+            wa, wb = state
+            wm = torch.add(wa, wb).mul_(0.5).add_(self._normal(seed)[0], alpha=0.5 * s)
+            return (wa, wm), (wm, wb)
+        k = s / math.sqrt(12.0)
+        z1, z2 = self._normal(seed)
+        wa, wb, ia, hh = state
+        wm = torch.add(wa, wb).mul_(0.5).add_(hh, alpha=1.5).add_(z1, alpha=0.25 * s)
+        c = torch.add(hh, z1, alpha=-0.5 * s).mul_(0.25)
+        h_left = torch.add(c, z2, alpha=0.5 * k)
+        h_right = torch.add(c, z2, alpha=-0.5 * k)
+        im = torch.add(ia, wa, alpha=0.375 * h).add_(wb, alpha=0.125 * h)
+        im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
+        return (wa, wm, ia, h_left), (wm, wb, im, h_right)
+
+    def _query(self, t: float) -> tuple[Tensor, Tensor | None]:
+        """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds (None without Lévy area)."""
+        t0, length = self._t0, self._length
+        a, b = t0, self._t1
+        state = self._root
+        seed = self._seed
+        level, index = 0, 0
+        cache = self._cache
+        while True:
+            if t == a:
+                return state[0], (state[2] if self._levy else None)
+            h = b - a
+            if t == b:
+                return state[1], (self._integral_at(h, h, state) if self._levy else None)
+            if h <= self._tol:
+                return self._interpolate(t - a, h, state)
+            key = (level, index)
+            children = cache.get(key)
+            if children is None:
+                children = self._split(level, seed, state)
+                cache[key] = children
+                if len(cache) > self._cache_size:
+                    cache.popitem(last=False)
+            else:
+                cache.move_to_end(key)
+            level += 1
+            mid = t0 + length * ((2 * index + 1) / 2.0**level)
+            side = 0 if t < mid else 1
+            if side == 0:
+                b = mid
+            else:
+                a = mid
+            state = children[side]
+            seed = _child_seed(seed, side)
+            index = 2 * index + side
+
+    @staticmethod
+    def _integral_at(tau: float, h: float, state: _State) -> Tensor:
+        """I(a + τ) from the conditional mean of W inside the node (exact at τ = h)."""
+        wa, wb, ia, hh = state
+        r = tau / h
+        # ∫_0^τ [W(a) + (u/h) w + 6 u (h - u)/h² H] du, w = W(b) - W(a)
+        return ia + tau * wa + (0.5 * tau * r) * (wb - wa) + (6.0 * tau * r * (0.5 - r / 3.0)) * hh
+
+    def _interpolate(self, tau: float, h: float, state: _State) -> tuple[Tensor, Tensor | None]:
+        """Conditional mean inside a leaf: E[W(a+τ) - W(a) | W, H] = (τ/h) W + 6 τ (h-τ)/h² H,
+        or (τ/h) W without Lévy area.
+
+        (Cov(B(τ), ∫B) = τ (h - τ)/2 for the Brownian bridge B, Var(∫B) = h³/12.)
+        """
+        r = tau / h
+        if not self._levy:
+            wa, wb = state
+            return torch.lerp(wa, wb, r), None
+        wa, wb, _, hh = state
+        w_tau = wa + r * (wb - wa) + (6.0 * r * (1.0 - r)) * hh
+        return w_tau, self._integral_at(tau, h, state)
