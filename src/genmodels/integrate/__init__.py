@@ -1,1 +1,23 @@
-"""genmodels.integrate"""
+"""genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion."""
+
+from .odeint import (
+    MaxStepsExceededError,
+    NonFiniteSolutionError,
+    ODESolverError,
+    SolverStats,
+    StepSizeUnderflowError,
+    odeint,
+)
+from .tableaus import TABLEAUS, ButcherTableau, get_tableau
+
+__all__ = [
+    "odeint",
+    "SolverStats",
+    "ODESolverError",
+    "StepSizeUnderflowError",
+    "MaxStepsExceededError",
+    "NonFiniteSolutionError",
+    "ButcherTableau",
+    "TABLEAUS",
+    "get_tableau",
+]
