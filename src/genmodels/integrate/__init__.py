@@ -1,5 +1,6 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion."""
 
+from .adjoint import odeint_adjoint
 from .odeint import (
     MaxStepsExceededError,
     NonFiniteSolutionError,
@@ -12,6 +13,7 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = [
     "odeint",
+    "odeint_adjoint",
     "SolverStats",
     "ODESolverError",
     "StepSizeUnderflowError",
