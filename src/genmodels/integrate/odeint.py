@@ -337,8 +337,12 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     t = ts[0]
     direction = 1.0 if ts[-1] > t else -1.0
     # times the steps must land on, ahead of t0 and before the end, in the direction of time
-    ahead = [x for x in o.step_t + o.jump_t if (x - t) * direction > 0]
-    stops = sorted({x for x in ahead if (ts[-1] - x) * direction > 0}, key=lambda x: x * direction)
+    landings = o.step_t + o.jump_t
+    if tab.c_mid is None and tab.order > 5:
+        # a cubic Hermite interpolant would spoil an 8th-order method: step onto the outputs
+        landings = landings + list(ts[1:])
+    ahead = [x for x in landings if (x - t) * direction > 0]
+    stops = sorted({x for x in ahead if (ts[-1] - x) * direction >= 0}, key=lambda x: x * direction)
     jumps = set(o.jump_t)
     t_first = math.nextafter(t, t + direction) if t in jumps else t
     if not grad:
@@ -525,7 +529,8 @@ def odeint(
             ``norm(err / (atol + rtol * max(|y0|, |y1|))) <= 1`` (RMS norm; for a tuple state
             the maximum of the components' RMS).
         method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
-            ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``.
+            ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
+            or any :class:`~genmodels.integrate.ButcherTableau`.
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,

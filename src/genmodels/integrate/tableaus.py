@@ -25,8 +25,8 @@ Sources of the coefficients (facts from the papers):
   column simplifying assumption", Comput. Math. Appl. 62(2); dense output by cubic Hermite.
 - ``dopri8``: the 8th-order formula of Hairer's DOP853 (Hairer, Nørsett & Wanner 1993, Solving
   Ordinary Differential Equations I, sec. II.10) with its embedded 5th-order error estimate;
-  dense output by cubic Hermite.  (torchdiffeq's ``dopri8`` is the Prince–Dormand 8(7) pair: an
-  8th-order method as well, with other coefficients.)
+  no dense output: its steps land on the requested output times.  (torchdiffeq's ``dopri8``
+  is the Prince–Dormand 8(7) pair: an 8th-order method as well, with other coefficients.)
 """
 
 from __future__ import annotations
@@ -288,8 +288,10 @@ TABLEAUS: dict[str, ButcherTableau] = {
 }
 
 
-def get_tableau(method: str) -> ButcherTableau:
-    """The tableau of ``method`` (one of ``TABLEAUS``); ValueError naming the choices otherwise."""
+def get_tableau(method: str | ButcherTableau) -> ButcherTableau:
+    """The tableau of ``method`` (a name in ``TABLEAUS`` or a tableau); ValueError otherwise."""
+    if isinstance(method, ButcherTableau):
+        return method
     try:
         return TABLEAUS[method]
     except (KeyError, TypeError):
