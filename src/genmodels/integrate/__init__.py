@@ -1,6 +1,7 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion."""
 
 from .adjoint import odeint_adjoint
+from .cdeint import ControlPath, cdeint
 from .odeint import (
     MaxStepsExceededError,
     NonFiniteSolutionError,
@@ -14,6 +15,8 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "cdeint",
+    "ControlPath",
     "SolverStats",
     "ODESolverError",
     "StepSizeUnderflowError",
