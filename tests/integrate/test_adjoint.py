@@ -20,9 +20,9 @@ class Field(nn.Module):
         return self.net(y) * torch.cos(t)
 
 
-def _grads(solve, f, y0, t, **kw):
+def _grads(solve, f, y0, t, tol=1e-10, **kw):
     y0 = y0.clone().requires_grad_(True)
-    y = solve(f, y0, t, rtol=1e-10, atol=1e-10, **kw)
+    y = solve(f, y0, t, rtol=tol, atol=tol, **kw)
     loss = (y**2).sum() + y[-1].sin().sum()
     inputs = (y0, *f.parameters()) + ((t,) if t.requires_grad else ())
     return torch.autograd.grad(loss, inputs)
@@ -87,9 +87,10 @@ def test_seminorm_same_gradients_fewer_backward_evaluations():
     y0 = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([0.0, 2.0], dtype=torch.float64)
     full, semi = SolverStats(), SolverStats()
-    g_full = _grads(odeint_adjoint, f, y0, t, stats=full)
-    g_semi = _grads(odeint_adjoint, f, y0, t, stats=semi, adjoint_options=dict(norm="seminorm"))
-    _close(g_full, g_semi, 1e-6)
+    g_full = _grads(odeint_adjoint, f, y0, t, tol=1e-8, stats=full)
+    g_semi = _grads(odeint_adjoint, f, y0, t, tol=1e-8, stats=semi,
+                    adjoint_options=dict(norm="seminorm"))  # fmt: skip
+    _close(g_full, g_semi, 1e-5)
     assert semi.nfe_backward < full.nfe_backward
     assert semi.nfe == full.nfe  # the forward pass is the same
 
