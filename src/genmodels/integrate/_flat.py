@@ -71,6 +71,12 @@ class FlatState:
                     return r.reshape(-1)
                 return out.copy_(r.view(-1))
 
+            def shaped(t: float, y: Tensor, out: Tensor) -> Tensor:
+                # y and out already have the state's shape: no view ops in the hot loop
+                return out.copy_(func(torch.scalar_tensor(t, dtype=dtype, device=device), y))
+
+            shaped.shape = shape
+            f.shaped = shaped
             return f
         offsets = self.offsets
 

@@ -260,12 +260,9 @@ def _integrate(
 def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
     """Fixed steps on ``grid``; outputs at ``ts`` by linear or cubic Hermite interpolation."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
-    A = [None] + [torch.tensor(r, dtype=dtype, device=device) for r in tab.a[1:]]
-    B = torch.tensor(tab.b, dtype=dtype, device=device)
+    A, B, _ = _coefficients(tab, dtype, device)
     if not grad:
-        K = torch.empty(s, y0.numel(), dtype=dtype, device=device)
-        rows = list(K.unbind(0))
-        Kt = [None] + [K[:i].t() for i in range(1, s + 1)]
+        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
     cubic = o.interp == "cubic"
     out, j, n = [y0], 1, len(ts)
     y, direction = y0, (1.0 if ts[-1] > ts[0] else -1.0)
@@ -289,8 +286,12 @@ def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
             else:
                 f(t0p, y, rows[0])
             for i in range(1, s):
-                yi = torch.addmv(y, Kt[i], A[i], alpha=h)
-                f(_stage_time(g0, c[i], h, t1p), yi, rows[i])
+                if g is not None:
+                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
+                    g(_stage_time(g0, c[i], h, t1p), Yv[i], Kv[i])
+                else:
+                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
+                    f(_stage_time(g0, c[i], h, t1p), yi, rows[i])
             y1 = torch.addmv(y, Kt[s], B, alpha=h)
             k_first = rows[0]
         stats.nfe += s - (f_next is not None)
@@ -315,6 +316,45 @@ def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
     return out
 
 
+def _buffers(f, s: int, y0: Tensor):
+    """Stage buffer ``K`` (s, N), its rows, the transposed prefixes ``K[:i]^T`` for one
+    ``addmv`` per stage, and for a single-tensor state the stage inputs ``Y`` with state-shaped
+    views of ``Y`` and ``K`` (so the hot loop makes no view ops)."""
+    n = y0.numel()
+    K = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+    rows = list(K.unbind(0))
+    Kt = [None] + [K[:i].t() for i in range(1, s + 1)]
+    g = getattr(f, "shaped", None)
+    if g is None:
+        return K, rows, Kt, None, None, None, None
+    Y = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+    Yv = [r.view(g.shape) for r in Y.unbind(0)]
+    Kv = [r.view(g.shape) for r in rows]
+    return K, rows, Kt, g, list(Y.unbind(0)), Yv, Kv
+
+
+_COEFF_CACHE: dict = {}
+
+
+def _coefficients(tab: ButcherTableau, dtype: torch.dtype, device: torch.device):
+    """The tableau's rows ``a_i``, ``b`` and ``e`` as tensors, made once per dtype and device."""
+    key = (tab, dtype, device)
+    hit = _COEFF_CACHE.get(key)
+    if hit is None:
+        A = [None] + [torch.tensor(r, dtype=dtype, device=device) for r in tab.a[1:]]
+        B = torch.tensor(tab.b, dtype=dtype, device=device)
+        E = None if tab.e is None else torch.tensor(tab.e, dtype=dtype, device=device)
+        hit = _COEFF_CACHE[key] = (A, B, E)
+    return hit
+
+
+def _dense(tab: ButcherTableau) -> list[list[float]]:
+    key = (tab, "dense")
+    if key not in _COEFF_CACHE:
+        _COEFF_CACHE[key] = tab.dense_weights().tolist()
+    return _COEFF_CACHE[key]
+
+
 def _hermite(y0, f0, y1, f1, t0, h, t) -> Tensor:
     th = (t - t0) / h
     h00, h10 = (1 + 2 * th) * (1 - th) ** 2, th * (1 - th) ** 2
@@ -327,9 +367,8 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
     if not tab.fsal:
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
-    A = [None] + [torch.tensor(r, dtype=dtype, device=device) for r in tab.a[1:]]
-    E = torch.tensor(tab.e, dtype=dtype, device=device)
-    P = tab.dense_weights().tolist()
+    A, _, E = _coefficients(tab, dtype, device)
+    P = _dense(tab)
     degree = len(P[0])
     expo = 1.0 / (tab.error_order + 1)
     safety, ifactor, dfactor, max_steps = o.safety, o.ifactor, o.dfactor, o.max_num_steps
@@ -346,9 +385,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     jumps = set(o.jump_t)
     t_first = math.nextafter(t, t + direction) if t in jumps else t
     if not grad:
-        K = torch.empty(s, y0.numel(), dtype=dtype, device=device)
-        rows = list(K.unbind(0))
-        Kt = [None] + [K[:i].t() for i in range(1, s + 1)]
+        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
         k0 = f_first(t_first, y0, rows[0])
     else:
         k0 = f_first(t_first, y0)
@@ -393,9 +430,15 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             with torch.no_grad():
                 err = torch.addmv(y0, torch.stack([k.detach() for k in ks], 1), E, beta=0, alpha=h)
         else:
-            for i in range(1, s):
-                yi = torch.addmv(y, Kt[i], A[i], alpha=h)
-                f(_stage_time(t, c[i], h, t_last), yi, rows[i])
+            for i in range(1, s - 1):
+                if g is not None:
+                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
+                    g(_stage_time(t, c[i], h, t_last), Yv[i], Kv[i])
+                else:
+                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
+                    f(_stage_time(t, c[i], h, t_last), yi, rows[i])
+            yi = torch.addmv(y, Kt[s - 1], A[s - 1], alpha=h)  # FSAL: y1, a fresh tensor
+            f(t_last, yi, rows[s - 1])
             err = torch.addmv(y, Kt[s], E, beta=0, alpha=h)
         y1 = yi
         stats.nfe += s - 1
