@@ -71,6 +71,26 @@ def test_adjoint_equals_finite_differences():
     assert abs(g[0].item() - (fd[0] - fd[1]) / (2 * eps)) < 1e-6
 
 
+def test_time_gradients_backprop_adjoint_and_finite_differences():
+    f = Field(width=8)
+    y0 = torch.randn(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([0.1, 0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    g_bp = _grads(odeint, f, y0, t)[-1]
+    g_adj = _grads(odeint_adjoint, f, y0, t)[-1]
+    assert torch.allclose(g_bp, g_adj, atol=1e-7)
+    eps, fd = 1e-6, []
+    for i in range(3):
+        vals = []
+        for sgn in (1, -1):
+            tt = t.detach().clone()
+            tt[i] += sgn * eps
+            with torch.no_grad():
+                y = odeint(f, y0, tt, rtol=1e-12, atol=1e-12)
+                vals.append(((y**2).sum() + y[-1].sin().sum()).item())
+        fd.append((vals[0] - vals[1]) / (2 * eps))
+    assert torch.allclose(g_bp, torch.tensor(fd, dtype=torch.float64), atol=1e-6)
+
+
 @pytest.mark.parametrize("seminorm", [False, True])
 def test_adjoint_agrees_with_torchdiffeq(seminorm):
     f = Field(width=8)

@@ -605,10 +605,58 @@ def odeint(
     grad = _needs_grad(func, y0f)
     norm = _norm_for(o, flat)
     first = _checked(f, func, flat)
+    time_grad = grad and t.requires_grad
+    if time_grad:
+        link = {"f": f, "ts": ts}
+        y0f = _TimeIn.apply(link, y0f, t)
     out = _integrate(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
     ys = torch.stack(out)
+    if time_grad:
+        ys = _TimeOut.apply(link, ys, t)
     _check_finite(ys, ts)
     return flat.unflatten(ys)
+
+
+class _TimeOut(torch.autograd.Function):
+    """Gradients for the output times: ``dL/dt_i = dL/dy(t_i) . f(t_i, y(t_i))``, i > 0."""
+
+    @staticmethod
+    def forward(ctx, link: dict, ys: Tensor, t: Tensor) -> Tensor:
+        ctx.link = link
+        ctx.save_for_backward(ys.detach(), t)
+        return ys.view_as(ys)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        ys, t = ctx.saved_tensors
+        link = ctx.link
+        link["g0"] = g[0]
+        gt = torch.zeros_like(t)
+        with torch.no_grad():
+            for i in range(1, len(link["ts"])):
+                gt[i] = torch.dot(link["f"](link["ts"][i], ys[i]), g[i]).to(t.dtype)
+        return None, g, gt
+
+
+class _TimeIn(torch.autograd.Function):
+    """Gradient for the initial time: ``dL/dt_0 = -a(t_0) . f(t_0, y_0)``, where ``a(t_0)`` is
+    the gradient reaching ``y0`` through the solution (not through the output ``y(t_0) = y0``)."""
+
+    @staticmethod
+    def forward(ctx, link: dict, y0: Tensor, t: Tensor) -> Tensor:
+        ctx.link = link
+        ctx.save_for_backward(y0.detach(), t)
+        return y0.view_as(y0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        y0, t = ctx.saved_tensors
+        link = ctx.link
+        a = g - link.get("g0", torch.zeros_like(g))
+        gt = torch.zeros_like(t)
+        with torch.no_grad():
+            gt[0] = -torch.dot(link["f"](link["ts"][0], y0), a).to(t.dtype)
+        return None, g, gt
 
 
 def _checked(f: Callable, func: Callable, flat: FlatState) -> Callable:
