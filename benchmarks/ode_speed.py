@@ -9,6 +9,7 @@ solutions/gradients compared (max relative difference), and the solver overhead
 
     PYTHONPATH=src python benchmarks/ode_speed.py            # full (>= 9 pairs per row)
     PYTHONPATH=src python benchmarks/ode_speed.py --quick    # short run
+    PYTHONPATH=src python benchmarks/ode_speed.py --profile  # where a small solve's time goes
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 MODES = ("forward", "backprop", "adjoint", "adjoint-semi", "rk4")
 
 
+def profile(d: int = 64, batch: int = 1, solves: int = 100) -> None:
+    """cProfile of dopri5 forward solves: time per solve and the share spent inside ``func``."""
+    import cProfile
+    import io
+    import pstats
+
+    torch.manual_seed(0)
+    f, y0, t = MLP(d), torch.randn(batch, d), torch.linspace(0.0, 1.0, 2)
+    for lib, solve in (("genmodels", odeint), ("torchdiffeq", torchdiffeq.odeint)):
+        with torch.no_grad():
+            for _ in range(5):
+                solve(f, y0, t, rtol=1e-5, atol=1e-5)
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(solves):
+                solve(f, y0, t, rtol=1e-5, atol=1e-5)
+            pr.disable()
+        st = pstats.Stats(pr)
+        inside = sum(v[3] for k, v in st.stats.items() if k[2] == "forward" and k[0] == __file__)
+        print(f"{lib}: {st.total_tt / solves * 1e3:.2f} ms/solve under cProfile, "
+              f"{inside / st.total_tt:.0%} inside func")  # fmt: skip
+        out = io.StringIO()
+        pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(8)
+        print("\n".join(out.getvalue().splitlines()[6:16]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 pairs per row, smaller batches")
@@ -95,8 +122,12 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="*", default=[2, 64])
     ap.add_argument("--batches", type=int, nargs="*", default=None)
     ap.add_argument("--modes", nargs="*", default=list(MODES))
+    ap.add_argument("--profile", action="store_true", help="cProfile dopri5 forward, d=64, batch 1")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.profile:
+        profile()
+        return
     pairs = args.pairs or (3 if args.quick else 9)
     batches = args.batches or ([1, 256] if args.quick else [1, 256, 4096])
     t = torch.linspace(0.0, 1.0, 2)
