@@ -61,7 +61,7 @@ class FlatState:
     def wrap(self, func: Callable, time_dtype: torch.dtype | None = None) -> Callable:
         """``func(t, y)`` on structured states as ``f(t_float, y_flat, out=None) -> flat``."""
         dtype, device = time_dtype or self.dtype, self.device
-        shapes, sizes = self.shapes, self.sizes
+        shapes = self.shapes
         if not self.is_tuple:
             shape = shapes[0]
 
@@ -69,7 +69,7 @@ class FlatState:
                 r = func(torch.scalar_tensor(t, dtype=dtype, device=device), y.view(shape))
                 if out is None:
                     return r.reshape(-1)
-                return out.copy_(r.view(-1))
+                return out.copy_(r.reshape(-1))
 
             def shaped(t: float, y: Tensor, out: Tensor) -> Tensor:
                 # y and out already have the state's shape: no view ops in the hot loop
@@ -88,7 +88,6 @@ class FlatState:
                 return torch.cat(flat)
             return torch.cat(flat, out=out)
 
-        del sizes
         return f
 
 

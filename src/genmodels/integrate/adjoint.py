@@ -67,10 +67,25 @@ def _seg_norm(segments: list[tuple[int, int]], numel: int) -> Callable[[Tensor],
 class _AugmentedDynamics:
     """``aug_dynamics`` of Algorithm 1 on the flat state ``[z, a, g]`` (N + N + P,)."""
 
-    def __init__(self, func, flat: FlatState, params: tuple[Tensor, ...]):
+    def __init__(self, func, flat: FlatState, params: tuple[Tensor, ...], params_in_norm: bool):
         self.func, self.flat, self.params = func, flat, params
         self.n = flat.numel
         self.dtype, self.device = flat.dtype, flat.device
+        self.params_in_norm = params_in_norm  # read by the stepping loop
+        self._zeros = None
+
+    def lean(self, t: float, s: Tensor, out: Tensor) -> Tensor:
+        """``aug_dynamics`` without ``-a^T df/dtheta`` (left zero), for stages whose weights in
+        the solution and the error estimate are zero (dopri5's second stage)."""
+        n = self.n
+        with torch.enable_grad():
+            z = s[:n].detach().requires_grad_(True)
+            tt = torch.scalar_tensor(t, dtype=self.dtype, device=self.device)
+            fz = self.flat.flatten(self.func(tt, self.flat.unflatten(z)))
+            (vjp,) = torch.autograd.grad(fz, (z,), -s[n : 2 * n])
+        if self._zeros is None:
+            self._zeros = s.new_zeros(s.numel() - 2 * n)
+        return torch.cat([fz.detach(), vjp, self._zeros], out=out)
 
     def __call__(self, t: float, s: Tensor, out: Tensor | None = None) -> Tensor:
         n = self.n
@@ -117,7 +132,7 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
     n = flat.numel
     sizes = [p.numel() for p in params]
     grad_ys = grad_ys.to(ys.dtype)
-    aug = _AugmentedDynamics(s["func"], flat, params)
+    aug = _AugmentedDynamics(s["func"], flat, params, s["adj_params_in_norm"])
     stats = SolverStats()
     f_state = s["f"]
     need_t = s["t_requires_grad"]
@@ -257,6 +272,7 @@ def odeint_adjoint(
         grid=_ode._make_grid(o, func, y0, t, ts), stats=stats,
         adj_tab=adj_tab, adj_rtol=adj_rtol, adj_atol=adj_atol, adj_o=adj_o, adj_norm=adj_norm,
         adj_grid=adj_grid, t_requires_grad=bool(t.requires_grad),
+        adj_params_in_norm=callable(adj_o.norm) or adj_o.norm != "seminorm",
     )  # fmt: skip
     ys = _Adjoint.apply(setup, y0f, t, *params)
     _ode._check_finite(ys, ts)

@@ -98,7 +98,6 @@ class SolverStats:
 @dataclass
 class _Options:
     step_size: float | None = None
-    grid: list[float] | None = None
     grid_constructor: Callable | None = None
     perturb: bool = False
     interp: str = "linear"
@@ -384,6 +383,12 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     stops = sorted({x for x in ahead if (ts[-1] - x) * direction >= 0}, key=lambda x: x * direction)
     jumps = set(o.jump_t)
     t_first = math.nextafter(t, t + direction) if t in jumps else t
+    lean = None
+    if not grad and hasattr(f, "lean"):
+        # adjoint: stages weighted zero in b (and in e, when the parameters are in the norm)
+        # need no parameter vector-Jacobian product
+        skip = [tab.b[i] == 0 and (tab.e[i] == 0 or not f.params_in_norm) for i in range(s)]
+        lean = [f.lean if k else f for k in skip] if any(skip[1 : s - 1]) else None
     if not grad:
         K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
         k0 = f_first(t_first, y0, rows[0])
@@ -436,7 +441,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
                     g(_stage_time(t, c[i], h, t_last), Yv[i], Kv[i])
                 else:
                     yi = torch.addmv(y, Kt[i], A[i], alpha=h)
-                    f(_stage_time(t, c[i], h, t_last), yi, rows[i])
+                    (lean[i] if lean else f)(_stage_time(t, c[i], h, t_last), yi, rows[i])
             yi = torch.addmv(y, Kt[s - 1], A[s - 1], alpha=h)  # FSAL: y1, a fresh tensor
             f(t_last, yi, rows[s - 1])
             err = torch.addmv(y, Kt[s], E, beta=0, alpha=h)
@@ -538,10 +543,10 @@ def _norm_for(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
     return make_norm(segs, flat.numel)
 
 
-def _needs_grad(func, y0f: Tensor) -> bool:
+def _needs_grad(func, y0f: Tensor, t: Tensor) -> bool:
     if not torch.is_grad_enabled():
         return False
-    if y0f.requires_grad:
+    if y0f.requires_grad or t.requires_grad:
         return True
     if isinstance(func, torch.nn.Module):
         return any(p.requires_grad for p in func.parameters())
@@ -602,7 +607,7 @@ def odeint(
     stats = SolverStats() if stats is None else stats
     f = flat.wrap(func)
     grid = _make_grid(o, func, y0, t, ts)
-    grad = _needs_grad(func, y0f)
+    grad = _needs_grad(func, y0f, t)
     norm = _norm_for(o, flat)
     first = _checked(f, func, flat)
     time_grad = grad and t.requires_grad
