@@ -1,0 +1,167 @@
+"""ODE solver speed: genmodels.integrate vs torchdiffeq on neural vector fields (CPU, 1 thread).
+
+Vector field: MLP d -> 64 -> 64 -> d with tanh, float32, t in [0, 1].  Rows per (d, batch):
+dopri5 rtol=atol=1e-5 forward (no grad), forward+backward by backprop, by adjoint (default
+norm, and seminorm on both sides), and rk4 with step 0.01 (forward).  Each row: median of
+interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
+solutions/gradients compared (max relative difference), and the solver overhead
+``wall - NFE * t_eval`` as a share of wall, with ``t_eval`` the no-grad time of one evaluation.
+
+    PYTHONPATH=src python benchmarks/ode_speed.py            # full (>= 9 pairs per row)
+    PYTHONPATH=src python benchmarks/ode_speed.py --quick    # short run
+    PYTHONPATH=src python benchmarks/ode_speed.py --profile  # where a small solve's time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchdiffeq
+from torch import nn
+
+from genmodels.integrate import odeint, odeint_adjoint
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, d)
+        )
+        self.nfe = 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        return self.net(y)
+
+
+def _run(lib: str, mode: str, f: MLP, y0: torch.Tensor, t: torch.Tensor):
+    """One solve (and backward); returns (wall seconds, nfe, result tensors)."""
+    ours = lib == "ours"
+    kw = dict(rtol=1e-5, atol=1e-5, method="dopri5")
+    params = list(f.parameters())
+    f.nfe = 0
+    t0 = time.perf_counter()
+    if mode == "forward":
+        with torch.no_grad():
+            y = (odeint if ours else torchdiffeq.odeint)(f, y0, t, **kw)
+        res = [y]
+    elif mode == "rk4":
+        with torch.no_grad():
+            y = (odeint if ours else torchdiffeq.odeint)(
+                f, y0, t, method="rk4", options=dict(step_size=0.01)
+            )
+        res = [y]
+    else:
+        x0 = y0.clone().requires_grad_(True)
+        if mode == "backprop":
+            y = (odeint if ours else torchdiffeq.odeint)(f, x0, t, **kw)
+        else:
+            extra = dict(adjoint_options=dict(norm="seminorm")) if mode == "adjoint-semi" else {}
+            y = (odeint_adjoint if ours else torchdiffeq.odeint_adjoint)(f, x0, t, **kw, **extra)
+        loss = y[-1].square().sum()
+        grads = torch.autograd.grad(loss, [x0, *params])
+        res = [y.detach(), *grads]
+    wall = time.perf_counter() - t0
+    return wall, f.nfe, res
+
+
+def _eval_time(f: MLP, y0: torch.Tensor, reps: int) -> float:
+    tt = torch.zeros(())
+    with torch.no_grad():
+        for _ in range(3):
+            f(tt, y0)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f(tt, y0)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max() / y.abs().max().clamp_min(1e-12)) for x, y in zip(a, b))
+
+
+MODES = ("forward", "backprop", "adjoint", "adjoint-semi", "rk4")
+
+
+def profile(d: int = 64, batch: int = 1, solves: int = 100) -> None:
+    """cProfile of dopri5 forward solves: time per solve and the share spent inside ``func``."""
+    import cProfile
+    import io
+    import pstats
+
+    torch.manual_seed(0)
+    f, y0, t = MLP(d), torch.randn(batch, d), torch.linspace(0.0, 1.0, 2)
+    for lib, solve in (("genmodels", odeint), ("torchdiffeq", torchdiffeq.odeint)):
+        with torch.no_grad():
+            for _ in range(5):
+                solve(f, y0, t, rtol=1e-5, atol=1e-5)
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(solves):
+                solve(f, y0, t, rtol=1e-5, atol=1e-5)
+            pr.disable()
+        st = pstats.Stats(pr)
+        inside = sum(v[3] for k, v in st.stats.items() if k[2] == "forward" and k[0] == __file__)
+        print(f"{lib}: {st.total_tt / solves * 1e3:.2f} ms/solve under cProfile, "
+              f"{inside / st.total_tt:.0%} inside func")  # fmt: skip
+        out = io.StringIO()
+        pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(8)
+        print("\n".join(out.getvalue().splitlines()[6:16]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 pairs per row, smaller batches")
+    ap.add_argument("--pairs", type=int, default=None, help="paired runs per row (default 9)")
+    ap.add_argument("--dims", type=int, nargs="*", default=[2, 64])
+    ap.add_argument("--batches", type=int, nargs="*", default=None)
+    ap.add_argument("--modes", nargs="*", default=list(MODES))
+    ap.add_argument("--profile", action="store_true", help="cProfile dopri5 forward, d=64, batch 1")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.profile:
+        profile()
+        return
+    pairs = args.pairs or (3 if args.quick else 9)
+    batches = args.batches or ([1, 256] if args.quick else [1, 256, 4096])
+    t = torch.linspace(0.0, 1.0, 2)
+    print(f"torch {torch.__version__}, torchdiffeq {torchdiffeq.__version__}, 1 thread, "
+          f"{pairs} interleaved pairs per row, medians\n")  # fmt: skip
+    print("| d | batch | row | ours ms | torchdiffeq ms | ratio | NFE ours/tdq | "
+          "overhead ours / tdq | max rel diff |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for d in args.dims:
+        for batch in batches:
+            torch.manual_seed(0)
+            f = MLP(d)
+            y0 = torch.randn(batch, d)
+            t_eval = _eval_time(f, y0, 50 if batch < 4096 else 10)
+            for mode in args.modes:
+                _run("ours", mode, f, y0, t)  # warm-up both
+                _run("tdq", mode, f, y0, t)
+                walls = {"ours": [], "tdq": []}
+                nfes, results = {}, {}
+                for r in range(pairs):
+                    for lib in ("ours", "tdq") if r % 2 == 0 else ("tdq", "ours"):
+                        w, n, res = _run(lib, mode, f, y0, t)
+                        walls[lib].append(w)
+                        nfes[lib], results[lib] = n, res
+                mo, mt = statistics.median(walls["ours"]), statistics.median(walls["tdq"])
+                oo = max(0.0, mo - nfes["ours"] * t_eval) / mo
+                ot = max(0.0, mt - nfes["tdq"] * t_eval) / mt
+                print(
+                    f"| {d} | {batch} | {mode} | {mo * 1e3:.2f} | {mt * 1e3:.2f} | "
+                    f"{mo / mt:.2f}x | {nfes['ours']}/{nfes['tdq']} | {oo:.0%} / {ot:.0%} | "
+                    f"{_rel(results['ours'], results['tdq']):.1e} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,692 @@
+"""``odeint``: explicit Runge–Kutta solvers (fixed step and adaptive) in one stepping loop.
+
+Solves ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and returns ``y`` at every time of ``t``
+(the lecture's ``ODESolve(z(t0), f, t0, t1, theta)``).  The interface is torchdiffeq's, so
+scripts written for ``torchdiffeq.odeint`` run unchanged; the methods are the data in
+:mod:`genmodels.integrate.tableaus`.
+
+The hot loop keeps the state as one flat tensor, the stages ``k_i`` as rows of one buffer, time
+and step size as Python floats, and does one fused ``addmv`` per stage (``y + h * K^T a_i``),
+one for the error estimate and a single ``.item()`` per step for the accept/reject decision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ._flat import FlatState, State, check_output, make_norm, user_norm
+from .tableaus import ButcherTableau, get_tableau
+
+__all__ = [
+    "odeint",
+    "SolverStats",
+    "ODESolverError",
+    "StepSizeUnderflowError",
+    "MaxStepsExceededError",
+    "NonFiniteSolutionError",
+]
+
+OPTION_KEYS = frozenset(
+    {
+        "step_size",
+        "grid_constructor",
+        "perturb",
+        "interp",
+        "first_step",
+        "max_num_steps",
+        "norm",
+        "dtype",
+        "safety",
+        "ifactor",
+        "dfactor",
+        "step_t",
+        "jump_t",
+    }
+)
+
+
+class ODESolverError(RuntimeError):
+    """A solve that cannot go on; ``t`` is the time it reached."""
+
+    def __init__(self, message: str, t: float):
+        super().__init__(message)
+        self.t = t
+
+
+class StepSizeUnderflowError(ODESolverError):
+    """The adaptive step size became too small to advance time."""
+
+
+class MaxStepsExceededError(ODESolverError):
+    """More than ``max_num_steps`` steps between two output times."""
+
+
+class NonFiniteSolutionError(ODESolverError):
+    """The solution became NaN or infinite."""
+
+
+@dataclass
+class SolverStats:
+    """Counters of a solve; pass one as ``odeint(..., stats=s)`` and read it afterwards.
+
+    Counts accumulate over every solve the object is passed to.  ``odeint_adjoint`` fills the
+    ``*_backward`` fields when the backward pass runs.
+
+    Example:
+        >>> s = SolverStats()
+        >>> _ = odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), stats=s)
+        >>> s.nfe > 0
+        True
+    """
+
+    nfe: int = 0
+    n_steps: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
+    nfe_backward: int = 0
+    n_steps_backward: int = 0
+    n_accepted_backward: int = 0
+    n_rejected_backward: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Options:
+    step_size: float | None = None
+    grid_constructor: Callable | None = None
+    perturb: bool = False
+    interp: str = "linear"
+    first_step: float | None = None
+    max_num_steps: int = 2**31 - 1
+    norm: Callable | str | None = None
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    step_t: list[float] = field(default_factory=list)
+    jump_t: list[float] = field(default_factory=list)
+
+
+def _floats(name: str, v) -> list[float]:
+    if isinstance(v, Tensor):
+        return [float(x) for x in v.detach().reshape(-1).double().tolist()]
+    try:
+        return [float(x) for x in v]
+    except TypeError:
+        raise TypeError(f"options[{name!r}] must be a sequence or tensor of times") from None
+
+
+def _positive(name: str, v) -> float:
+    x = float(v)
+    if not x > 0 or not math.isfinite(x):
+        raise ValueError(f"options[{name!r}] must be a positive finite number, got {v!r}")
+    return x
+
+
+def _parse_options(options: dict | None) -> _Options:
+    o = _Options()
+    if options is None:
+        return o
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    unknown = set(options) - OPTION_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {sorted(unknown)}; known options: {', '.join(sorted(OPTION_KEYS))}"
+        )
+    for k, v in options.items():
+        if v is None:
+            continue
+        if k == "step_size":
+            o.step_size = _positive(k, v)
+        elif k == "grid_constructor":
+            if not callable(v):
+                raise TypeError("options['grid_constructor'] must be callable(func, y0, t)")
+            o.grid_constructor = v
+        elif k == "perturb":
+            o.perturb = bool(v)
+        elif k == "interp":
+            if v not in ("linear", "cubic"):
+                raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {v!r}")
+            o.interp = v
+        elif k == "first_step":
+            o.first_step = _positive(k, v)
+        elif k == "max_num_steps":
+            if int(v) < 1:
+                raise ValueError(f"options['max_num_steps'] must be >= 1, got {v!r}")
+            o.max_num_steps = int(v)
+        elif k == "norm":
+            if not (callable(v) or v == "seminorm"):
+                raise TypeError("options['norm'] must be callable(tensor or tuple) -> scalar")
+            o.norm = v
+        elif k == "dtype":
+            if not isinstance(v, torch.dtype) or not v.is_floating_point:
+                raise TypeError(f"options['dtype'] must be a floating torch.dtype, got {v!r}")
+            # time is always kept as Python float64; accepted for torchdiffeq compatibility
+        elif k in ("safety", "ifactor", "dfactor"):
+            setattr(o, k, _positive(k, v))
+        elif k in ("step_t", "jump_t"):
+            setattr(o, k, _floats(k, v))
+    return o
+
+
+def _check_times(t: Tensor) -> list[float]:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a 1-D tensor of times, got {type(t).__name__}")
+    if t.ndim != 1 or t.numel() < 1:
+        raise ValueError(f"t must be a non-empty 1-D tensor, got shape {tuple(t.shape)}")
+    ts = t.detach().double().tolist()
+    if not all(math.isfinite(x) for x in ts):
+        raise ValueError("t contains NaN or infinite times")
+    if len(ts) > 1:
+        d = [b - a for a, b in zip(ts[:-1], ts[1:])]
+        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
+            i = next(i for i, x in enumerate(d) if (x <= 0) != (d[0] <= 0) or x == 0)
+            raise ValueError(
+                f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i]!r}, "
+                f"t[{i + 1}]={ts[i + 1]!r}"
+            )
+    return ts
+
+
+def _tolerance(name: str, v, strict: bool) -> float:
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(v.shape)}")
+        v = v.item()
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a float, got {type(v).__name__}") from None
+    if not math.isfinite(x) or x < 0 or (strict and x == 0):
+        raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {v!r}")
+    return x
+
+
+def _stage_time(t: float, ci: float, h: float, t1: float) -> float:
+    return t1 if ci == 1.0 else t + ci * h
+
+
+def _initial_step(f, t0, y0, f0, direction, order, rtol, atol, norm, stats) -> float:
+    """Hairer, Nørsett & Wanner (1993), Solving ODEs I, sec. II.4: starting step size."""
+    with torch.no_grad():
+        y0, f0 = y0.detach(), f0.detach()
+        scale = y0.abs().mul_(rtol).add_(atol)
+        d0 = norm(y0 / scale)
+        d1 = norm(f0 / scale)
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        f1 = f(t0 + direction * h0, torch.add(y0, f0, alpha=direction * h0))
+        stats.nfe += 1
+        d2 = norm((f1 - f0).div_(scale)) / h0
+        if max(d1, d2) <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+        return min(100 * h0, h1)
+
+
+def _integrate(
+    f: Callable,
+    y0: Tensor,
+    ts: Sequence[float],
+    tab: ButcherTableau,
+    rtol: float,
+    atol: float,
+    norm: Callable[[Tensor], float],
+    o: _Options,
+    stats: SolverStats,
+    grad: bool,
+    grid: list[float] | None = None,
+    f_first: Callable | None = None,
+) -> list[Tensor]:
+    """Solve on the flat state ``y0`` (N,) with ``f(t, y, out=None)``; list of (N,) per time.
+
+    ``f_first`` (default ``f``) makes the first evaluation, e.g. with output checks.
+    """
+    if len(ts) == 1:
+        return [y0]
+    f_first = f if f_first is None else f_first
+    if grid is not None or not tab.adaptive:
+        g = grid if grid is not None else list(ts)
+        return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first)
+    return _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first)
+
+
+def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
+    """Fixed steps on ``grid``; outputs at ``ts`` by linear or cubic Hermite interpolation."""
+    s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
+    A, B, _ = _coefficients(tab, dtype, device)
+    if not grad:
+        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
+    cubic = o.interp == "cubic"
+    out, j, n = [y0], 1, len(ts)
+    y, direction = y0, (1.0 if ts[-1] > ts[0] else -1.0)
+    f_next = f_first(math.nextafter(grid[0], grid[1]) if o.perturb else grid[0], y0)
+    stats.nfe += 1
+    for g0, g1 in zip(grid[:-1], grid[1:]):
+        h = g1 - g0
+        t0p = math.nextafter(g0, g1) if o.perturb else g0
+        t1p = math.nextafter(g1, g0) if o.perturb else g1
+        if grad:
+            ks = [f_next if f_next is not None else f(t0p, y)]
+            for i in range(1, s):
+                yi = torch.addmv(y, torch.stack(ks, 1), A[i], alpha=h)
+                ks.append(f(_stage_time(g0, c[i], h, t1p), yi))
+            K_all = torch.stack(ks, 1)
+            y1 = torch.addmv(y, K_all, B, alpha=h)
+            k_first = ks[0]
+        else:
+            if f_next is not None:
+                rows[0].copy_(f_next)
+            else:
+                f(t0p, y, rows[0])
+            for i in range(1, s):
+                if g is not None:
+                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
+                    g(_stage_time(g0, c[i], h, t1p), Yv[i], Kv[i])
+                else:
+                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
+                    f(_stage_time(g0, c[i], h, t1p), yi, rows[i])
+            y1 = torch.addmv(y, Kt[s], B, alpha=h)
+            k_first = rows[0]
+        stats.nfe += s - (f_next is not None)
+        stats.n_steps += 1
+        stats.n_accepted += 1
+        f_next = None
+        while j < n and (ts[j] - g1) * direction <= 0:
+            tj = ts[j]
+            if tj == g1:
+                out.append(y1)
+            elif cubic:
+                if f_next is None:
+                    f_next = f(t1p, y1)
+                    stats.nfe += 1
+                out.append(_hermite(y, k_first, y1, f_next, g0, h, tj))
+            else:
+                out.append(torch.lerp(y, y1, (tj - g0) / h))
+            j += 1
+        if o.perturb:
+            f_next = None  # the next step starts just after g1, not at its left limit
+        y = y1
+    return out
+
+
+def _buffers(f, s: int, y0: Tensor):
+    """Stage buffer ``K`` (s, N), its rows, the transposed prefixes ``K[:i]^T`` for one
+    ``addmv`` per stage, and for a single-tensor state the stage inputs ``Y`` with state-shaped
+    views of ``Y`` and ``K`` (so the hot loop makes no view ops)."""
+    n = y0.numel()
+    K = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+    rows = list(K.unbind(0))
+    Kt = [None] + [K[:i].t() for i in range(1, s + 1)]
+    g = getattr(f, "shaped", None)
+    if g is None:
+        return K, rows, Kt, None, None, None, None
+    Y = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+    Yv = [r.view(g.shape) for r in Y.unbind(0)]
+    Kv = [r.view(g.shape) for r in rows]
+    return K, rows, Kt, g, list(Y.unbind(0)), Yv, Kv
+
+
+_COEFF_CACHE: dict = {}
+
+
+def _coefficients(tab: ButcherTableau, dtype: torch.dtype, device: torch.device):
+    """The tableau's rows ``a_i``, ``b`` and ``e`` as tensors, made once per dtype and device."""
+    key = (tab, dtype, device)
+    hit = _COEFF_CACHE.get(key)
+    if hit is None:
+        A = [None] + [torch.tensor(r, dtype=dtype, device=device) for r in tab.a[1:]]
+        B = torch.tensor(tab.b, dtype=dtype, device=device)
+        E = None if tab.e is None else torch.tensor(tab.e, dtype=dtype, device=device)
+        hit = _COEFF_CACHE[key] = (A, B, E)
+    return hit
+
+
+def _dense(tab: ButcherTableau) -> list[list[float]]:
+    key = (tab, "dense")
+    if key not in _COEFF_CACHE:
+        _COEFF_CACHE[key] = tab.dense_weights().tolist()
+    return _COEFF_CACHE[key]
+
+
+def _hermite(y0, f0, y1, f1, t0, h, t) -> Tensor:
+    th = (t - t0) / h
+    h00, h10 = (1 + 2 * th) * (1 - th) ** 2, th * (1 - th) ** 2
+    h01, h11 = th * th * (3 - 2 * th), th * th * (th - 1)
+    return y0 * h00 + f0 * (h10 * h) + y1 * h01 + f1 * (h11 * h)
+
+
+def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list[Tensor]:
+    """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``."""
+    s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
+    if not tab.fsal:
+        raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
+    A, _, E = _coefficients(tab, dtype, device)
+    P = _dense(tab)
+    degree = len(P[0])
+    expo = 1.0 / (tab.error_order + 1)
+    safety, ifactor, dfactor, max_steps = o.safety, o.ifactor, o.dfactor, o.max_num_steps
+    n = len(ts)
+    t = ts[0]
+    direction = 1.0 if ts[-1] > t else -1.0
+    # times the steps must land on, ahead of t0 and before the end, in the direction of time
+    landings = o.step_t + o.jump_t
+    if tab.c_mid is None and tab.order > 5:
+        # a cubic Hermite interpolant would spoil an 8th-order method: step onto the outputs
+        landings = landings + list(ts[1:])
+    ahead = [x for x in landings if (x - t) * direction > 0]
+    stops = sorted({x for x in ahead if (ts[-1] - x) * direction >= 0}, key=lambda x: x * direction)
+    jumps = set(o.jump_t)
+    t_first = math.nextafter(t, t + direction) if t in jumps else t
+    lean = None
+    if not grad and hasattr(f, "lean"):
+        # adjoint: stages weighted zero in b (and in e, when the parameters are in the norm)
+        # need no parameter vector-Jacobian product
+        skip = [tab.b[i] == 0 and (tab.e[i] == 0 or not f.params_in_norm) for i in range(s)]
+        lean = [f.lean if k else f for k in skip] if any(skip[1 : s - 1]) else None
+    if not grad:
+        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
+        k0 = f_first(t_first, y0, rows[0])
+    else:
+        k0 = f_first(t_first, y0)
+    stats.nfe += 1
+    if o.first_step is not None:
+        h = direction * o.first_step
+    else:
+        h = direction * _initial_step(
+            f, t, y0, k0, direction, tab.error_order, rtol, atol, norm, stats
+        )
+    out, j = [y0], 1
+    y = y0
+    abs_y = y0.detach().abs()
+    steps_here = 0
+    while j < n:
+        landing = None
+        if stops and (t + h - stops[0]) * direction >= 0:
+            landing = stops[0]
+            h = landing - t
+        t1 = landing if landing is not None else t + h
+        if t1 == t or not math.isfinite(t1):
+            raise StepSizeUnderflowError(
+                f"step size underflow at t={t!r} (h={h!r}); the problem may be stiff, "
+                f"have a singularity, or the tolerances rtol={rtol}, atol={atol} are too tight",
+                t,
+            )
+        if steps_here >= max_steps:
+            raise MaxStepsExceededError(
+                f"max_num_steps={max_steps} exceeded at t={t!r} before reaching t={ts[j]!r}", t
+            )
+        steps_here += 1
+        stats.n_steps += 1
+        t_last = math.nextafter(t1, t) if landing in jumps else t1
+        if grad:
+            ks = [k0]
+            for i in range(1, s):
+                if i == 1:
+                    yi = torch.add(y, k0, alpha=h * tab.a[1][0])
+                else:
+                    yi = torch.addmv(y, torch.stack(ks, 1), A[i], alpha=h)
+                ks.append(f(_stage_time(t, c[i], h, t_last), yi))
+            with torch.no_grad():
+                err = torch.addmv(y0, torch.stack([k.detach() for k in ks], 1), E, beta=0, alpha=h)
+        else:
+            for i in range(1, s - 1):
+                if g is not None:
+                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
+                    g(_stage_time(t, c[i], h, t_last), Yv[i], Kv[i])
+                else:
+                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
+                    (lean[i] if lean else f)(_stage_time(t, c[i], h, t_last), yi, rows[i])
+            yi = torch.addmv(y, Kt[s - 1], A[s - 1], alpha=h)  # FSAL: y1, a fresh tensor
+            f(t_last, yi, rows[s - 1])
+            err = torch.addmv(y, Kt[s], E, beta=0, alpha=h)
+        y1 = yi
+        stats.nfe += s - 1
+        with torch.no_grad():
+            abs_y1 = y1.detach().abs()
+            scale = torch.maximum(abs_y, abs_y1).mul_(rtol).add_(atol)
+            ratio = norm(err.div_(scale))
+        accept = ratio <= 1.0
+        if accept:
+            stats.n_accepted += 1
+            if grad:
+                K_all = None
+            while j < n and (ts[j] - t1) * direction <= 0:
+                tj = ts[j]
+                if tj == t1:
+                    out.append(y1)
+                else:
+                    th = (tj - t) / h
+                    pw = [th ** (p + 1) for p in range(degree)]
+                    w = torch.tensor(
+                        [sum(pi * q for pi, q in zip(row, pw)) for row in P],
+                        dtype=dtype,
+                        device=device,
+                    )
+                    if grad:
+                        if K_all is None:
+                            K_all = torch.stack(ks, 1)
+                        out.append(torch.addmv(y, K_all, w, alpha=h))
+                    else:
+                        out.append(torch.addmv(y, Kt[s], w, alpha=h))
+                j += 1
+                steps_here = 0
+            if landing is not None:
+                stops.pop(0)
+            if landing is not None and landing in jumps and j < n:
+                # discontinuity: the next step starts from the right limit of f
+                tn = math.nextafter(t1, t1 + direction)
+                k0 = f(tn, y1) if grad else f(tn, y1, rows[0])
+                stats.nfe += 1
+            elif grad:
+                k0 = ks[-1]
+            else:
+                rows[0].copy_(rows[s - 1])
+            t, y, abs_y = t1, y1, abs_y1
+        else:
+            stats.n_rejected += 1
+        if ratio == 0.0:
+            factor = ifactor
+        elif not math.isfinite(ratio):
+            factor = dfactor
+        else:
+            factor = min(ifactor, max(safety * ratio**-expo, 1.0 if ratio < 1.0 else dfactor))
+        h = h * factor
+    return out
+
+
+def _setup(func, y0, t, rtol, atol, method, options, event_fn):
+    if event_fn is not None:
+        raise NotImplementedError(
+            "event_fn (event handling) is not supported by genmodels.integrate.odeint; "
+            "solve on a time grid and locate the event from the dense output instead"
+        )
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    flat = FlatState(y0)
+    ts = _check_times(t)
+    rtol = _tolerance("rtol", rtol, strict=True)
+    atol = _tolerance("atol", atol, strict=False)
+    tab = get_tableau("dopri5" if method is None else method)
+    o = _parse_options(options)
+    y0f = flat.flatten(y0)
+    if not bool(torch.isfinite(y0f.detach()).all()):
+        raise ValueError("y0 contains NaN or infinite values")
+    return flat, ts, rtol, atol, tab, o, y0f
+
+
+def _make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
+    if o.grid_constructor is not None:
+        g = o.grid_constructor(func, y0, t)
+        grid = _floats("grid_constructor", g)
+        if len(grid) < 2 or grid[0] != ts[0] or grid[-1] != ts[-1]:
+            raise ValueError("grid_constructor must return a grid from t[0] to t[-1]")
+        return grid
+    if o.step_size is None:
+        return None
+    t0, t1 = ts[0], ts[-1]
+    span = abs(t1 - t0)
+    steps = max(1, math.ceil(round(span / o.step_size, 9)))
+    d = math.copysign(o.step_size, t1 - t0)
+    return [t0 + i * d for i in range(steps)] + [t1]
+
+
+def _norm_for(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
+    if callable(o.norm):
+        return user_norm(o.norm, flat)
+    segs = list(zip(flat.offsets[:-1], flat.offsets[1:]))
+    return make_norm(segs, flat.numel)
+
+
+def _needs_grad(func, y0f: Tensor, t: Tensor) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if y0f.requires_grad or t.requires_grad:
+        return True
+    if isinstance(func, torch.nn.Module):
+        return any(p.requires_grad for p in func.parameters())
+    return True  # a closure may capture tensors that require grad
+
+
+def odeint(
+    func: Callable[[Tensor, State], State],
+    y0: State,
+    t: Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+    event_fn: Callable | None = None,
+    stats: SolverStats | None = None,
+) -> State:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, returning ``y`` at every time in ``t``.
+
+    Args:
+        func: ``func(t, y)`` with ``t`` a 0-dim tensor (the state's dtype) and ``y`` shaped like
+            ``y0``; returns a tensor (or tuple) shaped like ``y``.
+        y0: initial state, a tensor of any shape ``(*S)`` or a tuple of tensors.
+        t: 1-D tensor ``(T,)`` of strictly increasing or strictly decreasing times; ``t[0]`` is
+            the initial time.  Times are handled in float64 whatever their dtype.
+        rtol, atol: relative and absolute tolerance of adaptive methods: a step is accepted when
+            ``norm(err / (atol + rtol * max(|y0|, |y1|))) <= 1`` (RMS norm; for a tuple state
+            the maximum of the components' RMS).
+        method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
+            ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
+            or any :class:`~genmodels.integrate.ButcherTableau`.
+        options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
+            (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
+            Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,
+            ``safety`` (0.9), ``ifactor`` (10), ``dfactor`` (0.2), ``step_t`` (times to step
+            onto), ``jump_t`` (discontinuities: step onto them and re-evaluate ``func``),
+            ``dtype`` (accepted; time is always float64).  ``step_size`` or
+            ``grid_constructor`` with an adaptive method runs its tableau at fixed steps.
+        event_fn: not supported (NotImplementedError).
+        stats: a :class:`SolverStats` whose counters (``nfe``, steps) this solve adds to.
+
+    Returns:
+        ``(T, *S)`` tensor, or a tuple of ``(T, *S_i)`` for a tuple ``y0``; differentiable by
+        backpropagation through the solver's operations (see ``odeint_adjoint`` for O(1) memory).
+
+    Raises:
+        ValueError/TypeError for bad input, :class:`StepSizeUnderflowError`,
+        :class:`MaxStepsExceededError`, :class:`NonFiniteSolutionError` (all RuntimeError
+        subclasses with the time ``.t`` reached).
+
+    Example:
+        >>> y = odeint(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 5))
+        >>> y.shape
+        torch.Size([5, 3])
+    """
+    flat, ts, rtol, atol, tab, o, y0f = _setup(func, y0, t, rtol, atol, method, options, event_fn)
+    stats = SolverStats() if stats is None else stats
+    f = flat.wrap(func)
+    grid = _make_grid(o, func, y0, t, ts)
+    grad = _needs_grad(func, y0f, t)
+    norm = _norm_for(o, flat)
+    first = _checked(f, func, flat)
+    time_grad = grad and t.requires_grad
+    if time_grad:
+        link = {"f": f, "ts": ts}
+        y0f = _TimeIn.apply(link, y0f, t)
+    out = _integrate(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
+    ys = torch.stack(out)
+    if time_grad:
+        ys = _TimeOut.apply(link, ys, t)
+    _check_finite(ys, ts)
+    return flat.unflatten(ys)
+
+
+class _TimeOut(torch.autograd.Function):
+    """Gradients for the output times: ``dL/dt_i = dL/dy(t_i) . f(t_i, y(t_i))``, i > 0."""
+
+    @staticmethod
+    def forward(ctx, link: dict, ys: Tensor, t: Tensor) -> Tensor:
+        ctx.link = link
+        ctx.save_for_backward(ys.detach(), t)
+        return ys.view_as(ys)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        ys, t = ctx.saved_tensors
+        link = ctx.link
+        link["g0"] = g[0]
+        gt = torch.zeros_like(t)
+        with torch.no_grad():
+            for i in range(1, len(link["ts"])):
+                gt[i] = torch.dot(link["f"](link["ts"][i], ys[i]), g[i]).to(t.dtype)
+        return None, g, gt
+
+
+class _TimeIn(torch.autograd.Function):
+    """Gradient for the initial time: ``dL/dt_0 = -a(t_0) . f(t_0, y_0)``, where ``a(t_0)`` is
+    the gradient reaching ``y0`` through the solution (not through the output ``y(t_0) = y0``)."""
+
+    @staticmethod
+    def forward(ctx, link: dict, y0: Tensor, t: Tensor) -> Tensor:
+        ctx.link = link
+        ctx.save_for_backward(y0.detach(), t)
+        return y0.view_as(y0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        y0, t = ctx.saved_tensors
+        link = ctx.link
+        a = g - link.get("g0", torch.zeros_like(g))
+        gt = torch.zeros_like(t)
+        with torch.no_grad():
+            gt[0] = -torch.dot(link["f"](link["ts"][0], y0), a).to(t.dtype)
+        return None, g, gt
+
+
+def _checked(f: Callable, func: Callable, flat: FlatState) -> Callable:
+    """``f`` whose first call checks the structure and shapes of ``func``'s output."""
+    state = {"checked": False}
+
+    def first(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
+        if not state["checked"]:
+            tt = torch.scalar_tensor(t, dtype=flat.dtype, device=flat.device)
+            r = func(tt, flat.unflatten(y))
+            check_output(r, flat, t)
+            state["checked"] = True
+            r = flat.flatten(r)
+            return r if out is None else out.copy_(r)
+        return f(t, y, out)
+
+    return first
+
+
+def _check_finite(ys: Tensor, ts: Sequence[float]) -> None:
+    ok = torch.isfinite(ys.detach()).reshape(len(ts), -1).all(1)
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0, 0])
+        raise NonFiniteSolutionError(
+            f"the solution is NaN or infinite at t={ts[i]!r} (output index {i}); "
+            f"last finite output at t={ts[i - 1]!r}",
+            ts[i - 1],
+        )
