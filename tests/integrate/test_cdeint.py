@@ -98,3 +98,20 @@ def test_bad_field_shape():
     X = LinearPath(torch.tensor([0.0, 1.0]), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="hidden=2, input_channels=3"):
         cdeint(X, lambda t, z: torch.ones(2, 2), torch.zeros(2), torch.tensor([0.0, 1.0]))
+
+
+def test_cdeint_on_our_natural_cubic_spline():
+    """The lecture's Neural CDE pipeline: a natural cubic spline of the observations drives
+    the CDE. With a constant field, z(t_k) = z0 + M (x_k - x_0) at every knot (the spline
+    interpolates the knots), whatever the path does in between."""
+    from genmodels.integrate import NaturalCubicSpline
+
+    g = torch.Generator().manual_seed(1)
+    knots = torch.linspace(0, 2, 9, dtype=torch.float64)
+    x = torch.randn(3, 9, 2, generator=g, dtype=torch.float64)
+    X = NaturalCubicSpline(knots, x)
+    M = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    z0 = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    z = cdeint(X, lambda t, z: M.expand(*z.shape, 2), z0, knots, rtol=1e-10, atol=1e-12)
+    expected = z0 + torch.einsum("hc,bkc->kbh", M, x - x[:, :1])
+    assert torch.allclose(z, expected, atol=1e-7)

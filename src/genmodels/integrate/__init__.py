@@ -1,6 +1,7 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion."""
 
 from .adjoint import odeint_adjoint
+from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
 from .odeint import (
     MaxStepsExceededError,
@@ -10,6 +11,9 @@ from .odeint import (
     StepSizeUnderflowError,
     odeint,
 )
+from .sdeint import METHODS as SDE_METHODS
+from .sdeint import SDEProtocol, sdeint
+from .spline import NaturalCubicSpline
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = [
@@ -25,4 +29,9 @@ __all__ = [
     "ButcherTableau",
     "TABLEAUS",
     "get_tableau",
+    "sdeint",
+    "SDEProtocol",
+    "SDE_METHODS",
+    "BrownianMotion",
+    "NaturalCubicSpline",
 ]

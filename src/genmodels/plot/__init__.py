@@ -6,5 +6,6 @@ from .core import (
     save_run_pictures,
     scatter_samples,
 )
+from .paths import plot_paths
 
-__all__ = ["scatter_samples", "image_grid", "loss_curve", "save_run_pictures"]
+__all__ = ["scatter_samples", "image_grid", "loss_curve", "save_run_pictures", "plot_paths"]
