@@ -80,7 +80,7 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path):
     assert 100 <= step < 300
     assert not (killed / "model.safetensors").exists()
     r = subprocess.run(
-        _train_cmd(killed, 600, ["--resume"]), env=env, capture_output=True, text=True
+        _train_cmd(killed, 300, ["--resume"]), env=env, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
     a, b = _weights(full), _weights(killed)
