@@ -60,7 +60,7 @@ class VAEConfig:
     """
 
     latent_dim: int | None = None
-    hidden: int = 512
+    hidden: int = 256
     depth: int = 2
     decoder: str = "auto"
     train_k: int = 1
