@@ -258,6 +258,7 @@ class VAE(nn.Module):
             out.append(iwae_bound(lj, q, k, generator=generator))
         return torch.cat(out)
 
+    @torch.no_grad()
     def nll_bound(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Upper bound ``(n,)`` on the continuous NLL of x in its stored coordinates (nats).
 
