@@ -49,7 +49,9 @@ def test_discretised_logistic_is_a_normalised_cdf_difference():
         torch.testing.assert_close(lp[1:-1][ok], naive[1:-1][ok].log(), rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("decoder,levels", [("categorical", 5), ("logistic", 5), ("bernoulli", 2)])
+@pytest.mark.parametrize(
+    "decoder,levels", [("categorical", 5), ("logistic", 5), ("logistic", 256), ("bernoulli", 2)]
+)
 def test_image_decoders_sum_to_one_over_all_images(decoder, levels):
     m = tiny(decoder, levels)
     x = all_images(levels, 2)
@@ -125,6 +127,15 @@ def test_loss_sample_reconstruct():
     assert all(p.grad is not None for p in m.parameters())
     assert m.reconstruct(x).shape == x.shape
     assert m.sample(3, mean=True, generator=g).abs().max() <= 1
+
+
+def test_logistic_mixture_samples_lie_on_the_grid():
+    m = tiny("logistic", 256, event=(1, 3, 3), latent=2)
+    assert m.config.mixtures == 5
+    x = m.sample(6, generator=torch.Generator().manual_seed(0))
+    k = (x + 1) * 127.5
+    torch.testing.assert_close(k, k.round())
+    assert torch.isfinite(m.loss(x, generator=torch.Generator().manual_seed(0)))
 
 
 def test_points_gaussian_decoder_in_data_coordinates():

@@ -16,9 +16,10 @@ Decoders for the kind of data:
 - ``categorical`` (images with few grey levels, e.g. digits' 17): an independent
   softmax over the levels of every pixel, so -log2 P(x)/D is exactly bits/dim
   of the discrete data.
-- ``logistic`` (images with many levels, e.g. 256): the discretised logistic of
-  Salimans et al. 2017 (PixelCNN++), P(k) = σ((x_k + δ/2 - μ)/s) - σ((x_k - δ/2 - μ)/s),
-  with the end bins extended to ±∞.
+- ``logistic`` (images with many levels, e.g. 256): a mixture of ``mixtures``
+  discretised logistics per pixel, as in Salimans et al. 2017 (PixelCNN++),
+  P(k) = Σ_m π_m [σ((x_k + δ/2 - μ_m)/s_m) - σ((x_k - δ/2 - μ_m)/s_m)], the end
+  bins extended to ±∞.
 - ``bernoulli``: only for binarised (2-level) data.
 
 Units: :meth:`VAE.elbo` and :meth:`VAE.iwae_bound` are lower bounds on log p(x) in
@@ -57,6 +58,7 @@ class VAEConfig:
             logistic), ``gaussian``, ``categorical``, ``logistic`` or ``bernoulli``.
         train_k: importance samples in the training objective (1: the ELBO; >1: IWAE).
         dropout: dropout rate in the hidden layers (images overfit fast).
+        mixtures: components of the discretised-logistic mixture per pixel (``logistic``).
     """
 
     latent_dim: int | None = None
@@ -65,12 +67,13 @@ class VAEConfig:
     decoder: str = "auto"
     train_k: int = 1
     dropout: float = 0.0
+    mixtures: int = 5
 
     def validate(self) -> None:
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
-        if self.hidden < 1 or self.depth < 1 or self.train_k < 1:
-            raise ValueError("hidden, depth and train_k must be ≥ 1")
+        if self.hidden < 1 or self.depth < 1 or self.train_k < 1 or self.mixtures < 1:
+            raise ValueError("hidden, depth, train_k and mixtures must be ≥ 1")
         if self.decoder not in ("auto", "gaussian", "categorical", "logistic", "bernoulli"):
             raise ValueError(
                 "decoder must be auto, gaussian, categorical, logistic or bernoulli, "
@@ -168,7 +171,12 @@ class VAE(nn.Module):
         self.levels = info.levels
         latent = config.latent_dim or (2 if info.kind == "points" else 16)
         self.latent_dim = latent
-        per_dim = {"gaussian": 2, "categorical": info.levels, "logistic": 2, "bernoulli": 1}
+        per_dim = {
+            "gaussian": 2,
+            "categorical": info.levels,
+            "logistic": 3 * config.mixtures,
+            "bernoulli": 1,
+        }
         out = self.data_dim * per_dim[decoder]
         self.encoder = _mlp(self.data_dim, config.hidden, config.depth, 2 * latent, config.dropout)
         self.decoder = _mlp(latent, config.hidden, config.depth, out, config.dropout)
@@ -211,6 +219,11 @@ class VAE(nn.Module):
     def _decoder_out(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
+    def _mixture(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mixture weights (log), means and log-scales, each ``(..., D, M)``."""
+        p = h.unflatten(-1, (self.data_dim, 3, self.config.mixtures))
+        return torch.log_softmax(p[..., 0, :], -1), p[..., 1, :], p[..., 2, :].clamp(min=-7.0)
+
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) in nats: x ``(n, *event)``, z ``(*S, n, latent)`` -> ``(*S, n)``."""
         flat = self._check(x)
@@ -227,9 +240,9 @@ class VAE(nn.Module):
             idx = k.expand(*logp.shape[:-1]).unsqueeze(-1)
             return logp.gather(-1, idx).squeeze(-1).sum(-1)
         if self.decoder_kind == "logistic":
-            mean, log_scale = h.chunk(2, -1)
-            log_scale = log_scale.clamp(min=-7.0)
-            return discretised_logistic_log_prob(k, mean, log_scale, self.levels).sum(-1)
+            log_pi, mean, log_scale = self._mixture(h)  # each (*S, n, D, M)
+            lp = discretised_logistic_log_prob(k.unsqueeze(-1), mean, log_scale, self.levels)
+            return torch.logsumexp(log_pi + lp, -1).sum(-1)
         return -F.binary_cross_entropy_with_logits(
             h, k.to(h.dtype).expand_as(h), reduction="none"
         ).sum(-1)
@@ -291,7 +304,8 @@ class VAE(nn.Module):
             values = torch.linspace(-1, 1, self.levels, dtype=h.dtype, device=h.device)
             mu = probs @ values
         elif self.decoder_kind == "logistic":
-            mu = h.chunk(2, -1)[0].clamp(-1, 1)
+            log_pi, mean, _ = self._mixture(h)
+            mu = (log_pi.exp() * mean.clamp(-1, 1)).sum(-1)
         else:
             mu = 2 * torch.sigmoid(h) - 1
         return mu.reshape(-1, *self.event_shape)
@@ -318,9 +332,13 @@ class VAE(nn.Module):
             k = torch.multinomial(probs.reshape(-1, self.levels), 1, generator=generator)
             k = k.reshape(z.shape[0], self.data_dim)
         elif self.decoder_kind == "logistic":
-            mean, log_scale = h.chunk(2, -1)
+            log_pi, mean, log_scale = self._mixture(h)
+            m = self.config.mixtures
+            j = torch.multinomial(log_pi.exp().reshape(-1, m), 1, generator=generator)
+            j = j.reshape(*mean.shape[:-1], 1)
+            mean, log_scale = mean.gather(-1, j).squeeze(-1), log_scale.gather(-1, j).squeeze(-1)
             u = torch.rand(mean.shape, generator=generator, **kw).clamp(1e-6, 1 - 1e-6)
-            x = mean + torch.exp(log_scale.clamp(min=-7.0)) * (torch.log(u) - torch.log1p(-u))
+            x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
             k = self._levels_of(x.clamp(-1, 1))
         else:
             k = torch.bernoulli(torch.sigmoid(h), generator=generator).long()
