@@ -7,7 +7,9 @@ What is computed depends on what the model can do:
   training data of the same size against the test split);
 - ``log_prob`` (exact likelihood): ``nll_nats`` and ``bits_per_dim`` on the test split;
 - ``nll_bound`` (a variational bound only): ``nll_bound_nats`` and
-  ``bits_per_dim_bound`` — always labelled as a bound.
+  ``bits_per_dim_bound`` — always labelled as a bound;
+- ``iwae_bound`` (VAEs): ELBO and IWAE-64/512 bounds beside an independent-pixel
+  histogram baseline (:mod:`genmodels.evaluate.vae`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def evaluate_model(
         nb = model.nll_bound(x, generator=gen).double()
         out["nll_bound_nats"] = float(nb.mean())
         out["bits_per_dim_bound"] = float(data_mod.bits_per_dim(out["nll_bound_nats"], test.info))
+    # Capability-specific metrics, each in its own module.
+    if hasattr(model, "iwae_bound"):
+        from .vae import vae_metrics
+
+        out.update(vae_metrics(model, train, test, generator=gen))
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None

@@ -1,5 +1,5 @@
 """One module per family of the lecture; importing this package registers them all."""
 
-from . import ddpm
+from . import ddpm, vae
 
-__all__ = ["ddpm"]
+__all__ = ["ddpm", "vae"]
