@@ -127,7 +127,7 @@ def _cmd_train(args) -> int:
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
 
     model_over: dict = {}
-    train_over: dict = dict(spec.train)
+    train_over: dict = spec.train_defaults(data_info.kind)
     if args.config:
         try:
             file_cfg = json.loads(Path(args.config).read_text())

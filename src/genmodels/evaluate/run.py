@@ -8,6 +8,9 @@ What is computed depends on what the model can do:
 - ``log_prob`` (exact likelihood): ``nll_nats`` and ``bits_per_dim`` on the test split;
 - ``nll_bound`` (a variational bound only): ``nll_bound_nats`` and
   ``bits_per_dim_bound`` — always labelled as a bound.
+
+For image data, samples are scored instead by Fréchet distances in a small
+classifier's features (``fd``, ``fd_floor``, ``fd_gaussian``; see :mod:`.images`).
 """
 
 from __future__ import annotations
@@ -63,7 +66,11 @@ def evaluate_model(
     gen = torch.Generator(device=dev).manual_seed(seed)
     out: dict = {"data": data_name, "eval_seed": seed}
     model.eval()
-    if hasattr(model, "sample") and not getattr(model, "uses_labels", False):
+    if test.info.kind == "images" and hasattr(model, "sample"):
+        from .images import image_metrics  # Fréchet distance in a small classifier's features
+
+        out.update(image_metrics(model, data_name, n=n, seed=seed, sampler=sampler, steps=steps))
+    elif hasattr(model, "sample") and not getattr(model, "uses_labels", False):
         n = len(test) if n is None else n
         if not isinstance(n, int) or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")
