@@ -480,8 +480,10 @@ class DDPMConfig:
     activation: str = "silu"
     standardize: bool = False
     # images: the ε-network ("auto" picks the measured default for images, see
-    # docs/images.md), the U-Net's width, per-level multipliers and blocks per level.
+    # docs/images.md: "mlp" on flattened pixels, with image_mlp_width and depth, or
+    # "unet" with its width, per-level multipliers and blocks per level).
     net: str = "auto"
+    image_mlp_width: int = 256
     channels: int = 32
     mults: tuple[int, ...] = (1, 2)
     blocks: int = 1
@@ -503,13 +505,19 @@ class DDPMConfig:
             raise ValueError("width and depth must be >= 1 and emb_dim a positive even number")
         if self.net not in ("auto", "mlp", "unet"):
             raise ValueError(f"net must be 'auto', 'mlp' or 'unet', got {self.net!r}")
-        if self.channels < 1 or self.blocks < 1 or not self.mults or min(self.mults) < 1:
+        if (
+            self.image_mlp_width < 1
+            or self.channels < 1
+            or self.blocks < 1
+            or not self.mults
+            or min(self.mults) < 1
+        ):
             raise ValueError("channels, blocks and every entry of mults must be >= 1")
 
 
 # Training defaults for images (docs/images.md: measured to reach the quality target
 # on 8x8 digits within the CPU budget).
-IMAGE_TRAIN = dict(steps=20000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
+IMAGE_TRAIN = dict(steps=6000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
 
 
 @register(
@@ -568,7 +576,9 @@ def _build_image_ddpm(config: DDPMConfig, info: DataInfo, schedule: NoiseSchedul
         )
     else:
         dim = math.prod(info.event_shape)
-        net = _FlatEps(TimeMLP(dim, config.width, config.depth, config.emb_dim, config.activation))
+        net = _FlatEps(
+            TimeMLP(dim, config.image_mlp_width, config.depth, config.emb_dim, config.activation)
+        )
     return DDPM(
         net,
         info.event_shape,
