@@ -60,7 +60,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """
     mu1, mu2 = torch.as_tensor(mu1).double(), torch.as_tensor(mu2).double()
     s1, s2 = torch.as_tensor(sigma1).double(), torch.as_tensor(sigma2).double()
-    if mu1.shape != mu2.shape or mu1.dim() != 1 or s1.shape != (len(mu1),) * 2 != s2.shape:
+    d2 = (mu1.shape[-1],) * 2
+    if mu1.shape != mu2.shape or mu1.dim() != 1 or s1.shape != d2 or s2.shape != d2:
         raise ValueError(
             f"need means (d,) and covariances (d, d); got {tuple(mu1.shape)}, "
             f"{tuple(s1.shape)}, {tuple(mu2.shape)}, {tuple(s2.shape)}"
