@@ -169,3 +169,41 @@ def test_linear_schedule_unchanged_for_images():
     model = registry.get("ddpm").build(DDPMConfig(net="mlp"), data.info("digits"))
     ref = NoiseSchedule.linear(1000)
     assert torch.equal(model.schedule.betas, ref.betas)
+
+
+def _fit_small(tmp_path, device, dtype):
+    from genmodels.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    info = data.info("digits")
+    cfg = DDPMConfig(timesteps=20, net="unet", channels=8, mults=(1,))
+    model = registry.get("ddpm").build(cfg, info)
+    run_info = {"model": "ddpm", "data": "digits", "model_config": cfg.__dict__ | {"mults": [1]}}
+    run_info["data_info"] = info.to_json()
+    tc = TrainConfig(steps=3, batch_size=8, progress=False, device=device, dtype=dtype)
+    return fit(model, data.load("digits"), tc, out=tmp_path / "run", run_info=run_info)
+
+
+def test_float64_image_run_trains_samples_and_reloads(tmp_path):
+    from genmodels.train.checkpoint import load_run
+
+    res = _fit_small(tmp_path, "cpu", "float64")
+    assert next(res.model.parameters()).dtype == torch.float64
+    assert (tmp_path / "run" / "samples.png").exists()
+    loaded = load_run(tmp_path / "run")
+    s = loaded.sample(2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (2, 1, 8, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_image_run_loads_on_cpu(tmp_path):
+    from genmodels.train.checkpoint import load_run
+
+    res = _fit_small(tmp_path, "cuda", "float32")
+    assert next(res.model.parameters()).device.type == "cuda"
+    g = torch.Generator(device="cuda").manual_seed(0)
+    assert res.model.sample(2, sampler="ddim", steps=3, generator=g).device.type == "cuda"
+    loaded = load_run(tmp_path / "run", device="cpu")
+    assert next(loaded.parameters()).device.type == "cpu"
+    s = loaded.sample(2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+    assert s.device.type == "cpu" and torch.isfinite(s).all()
