@@ -236,6 +236,10 @@ def ddim(
             x = x.mul_(math.sqrt(a_s / a_t)).add_(eps, alpha=c_eps)
         else:
             x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp_(*clip)
+            # the direction term uses the ε implied by the clipped x̂_0 (as diffusers'
+            # DDIMScheduler does): with the raw ε, every clip pushes the state further
+            # out and deterministic DDIM saturates to ±1 (seen on 8x8 digits)
+            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
             x = x0.mul_(math.sqrt(a_s)).add_(eps, alpha=dir_coef)
         if sigma > 0:
             z = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
