@@ -484,10 +484,11 @@ class DDPMConfig:
     activation: str = "silu"
     standardize: bool = False
     # images: the ε-network ("auto" picks the measured default for images, see
-    # docs/images.md: "mlp" on flattened pixels, with image_mlp_width and depth, or
+    # docs/images.md: "mlp" on flattened pixels, image_mlp_width x image_mlp_depth, or
     # "unet" with its width, per-level multipliers and blocks per level).
     net: str = "auto"
-    image_mlp_width: int = 256
+    image_mlp_width: int = 512
+    image_mlp_depth: int = 4
     channels: int = 32
     mults: tuple[int, ...] = (1, 2)
     blocks: int = 1
@@ -521,7 +522,7 @@ class DDPMConfig:
 
 # Training defaults for images (docs/images.md: measured to reach the quality target
 # on 8x8 digits within the CPU budget).
-IMAGE_TRAIN = dict(steps=6000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
+IMAGE_TRAIN = dict(steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
 
 
 @register(
@@ -581,7 +582,13 @@ def _build_image_ddpm(config: DDPMConfig, info: DataInfo, schedule: NoiseSchedul
     else:
         dim = math.prod(info.event_shape)
         net = _FlatEps(
-            TimeMLP(dim, config.image_mlp_width, config.depth, config.emb_dim, config.activation)
+            TimeMLP(
+                dim,
+                config.image_mlp_width,
+                config.image_mlp_depth,
+                config.emb_dim,
+                config.activation,
+            )
         )
     return DDPM(
         net,
