@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     image_grid(s, figs / f"ddpm_{a.data}_samples.png", nrow=10, title=f"DDPM on {a.data}")
     chain_grid(
         model, figs / f"ddpm_{a.data}_chain.png", n=8, frames=11,
-        generator=torch.Generator().manual_seed(1), sampler="ancestral",
+        generator=torch.Generator().manual_seed(1), sampler="ddim", steps=100,
     )  # fmt: skip
     print(json.dumps(res, indent=1))
     if a.json:
