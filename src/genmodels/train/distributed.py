@@ -41,6 +41,7 @@ __all__ = [
     "broadcast_module",
     "all_mean",
     "is_distributed",
+    "shutdown",
 ]
 
 
@@ -126,3 +127,9 @@ def broadcast_module(module: torch.nn.Module, world_size: int) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, 0)
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
