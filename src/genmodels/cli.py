@@ -127,7 +127,7 @@ def _cmd_train(args) -> int:
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
 
     model_over: dict = {}
-    train_over: dict = dict(spec.train)
+    train_over: dict = spec.train_defaults(data_info.kind)
     if args.config:
         try:
             file_cfg = json.loads(Path(args.config).read_text())
@@ -196,10 +196,17 @@ def _cmd_train(args) -> int:
         "model_config": to_json_dict(model_cfg),
         "data_info": data_info.to_json(),
     }
+    from .train import distributed
+
     try:
         result = fit(model, dataset, train_cfg, out=out, resume=args.resume, run_info=run_info)
     except ConfigError:
         raise
+    finally:
+        rank, _ = distributed.world()
+        distributed.shutdown()
+    if rank != 0:  # under torchrun, rank 0 alone reports
+        return 0
     print(f"trained {spec.name} on {data_name} for {result.steps} steps; run directory: {out}")
     if (out / "samples.png").exists():
         print(f"  samples picture: {out / 'samples.png'}")

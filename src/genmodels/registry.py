@@ -72,6 +72,11 @@ class ModelSpec:
     description: str
     train: dict = field(default_factory=dict)
     data_kinds: tuple[str, ...] = ("points",)
+    train_by_kind: dict = field(default_factory=dict)
+
+    def train_defaults(self, kind: str) -> dict:
+        """Training defaults for ``kind`` data: ``train`` updated by ``train_by_kind[kind]``."""
+        return {**self.train, **self.train_by_kind.get(kind, {})}
 
     def make_config(self, overrides: dict | None = None):
         """The config dataclass with ``overrides`` applied (unknown keys raise)."""
@@ -91,6 +96,7 @@ def register(
     description: str,
     train: dict | None = None,
     data_kinds: tuple[str, ...] = ("points",),
+    train_by_kind: dict | None = None,
 ):
     """Decorator registering ``build(config, info) -> nn.Module`` under ``name``."""
     if not dataclasses.is_dataclass(config):
@@ -100,7 +106,14 @@ def register(
         if name in _MODELS and _MODELS[name].build is not build:
             raise ValueError(f"model name {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, config, build, default_data, description, dict(train or {}), tuple(data_kinds)
+            name,
+            config,
+            build,
+            default_data,
+            description,
+            dict(train or {}),
+            tuple(data_kinds),
+            dict(train_by_kind or {}),
         )
         return build
 

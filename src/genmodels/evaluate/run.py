@@ -9,7 +9,9 @@ What is computed depends on what the model can do:
 - ``nll_bound`` (a variational bound only): ``nll_bound_nats`` and
   ``bits_per_dim_bound`` — always labelled as a bound;
 - ``iwae_bound`` (VAEs): ELBO and IWAE-64/512 bounds beside an independent-pixel
-  histogram baseline (:mod:`genmodels.evaluate.vae`).
+  histogram baseline (:mod:`genmodels.evaluate.vae`);
+- image data: the Fréchet distance in a small classifier's features (``fd``,
+  ``fd_floor``, ``fd_gaussian``, ``classifier_accuracy``; :mod:`genmodels.evaluate.images`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ def evaluate_model(
     gen = torch.Generator(device=dev).manual_seed(seed)
     out: dict = {"data": data_name, "eval_seed": seed}
     model.eval()
-    if hasattr(model, "sample") and not getattr(model, "uses_labels", False):
+    if test.info.kind == "images" and hasattr(model, "sample"):
+        from .images import image_metrics  # Fréchet distance in a small classifier's features
+
+        out.update(image_metrics(model, data_name, n=n, seed=seed, sampler=sampler, steps=steps))
+    elif hasattr(model, "sample") and not getattr(model, "uses_labels", False):
         n = len(test) if n is None else n
         if not isinstance(n, int) or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import apply_overrides, to_json_dict
 from . import checkpoint as ckpt
+from . import distributed as ddp
 from .device import resolve_device, resolve_dtype
 
 __all__ = ["TrainConfig", "fit", "FitResult", "NonFiniteLossError", "step_generator"]
@@ -316,8 +317,12 @@ def fit(
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype)
+    # under torchrun: join the process group; rank 0 alone writes (train/distributed.py)
+    rank, world_size, device = ddp.setup(device, cfg.batch_size)
+    writer = rank == 0
     torch.manual_seed(_mix(cfg.seed, 0x1417))  # anything a model draws outside `generator`
     model.to(device=device, dtype=dtype)
+    ddp.broadcast_module(model, world_size)
     train_idx, val_idx = _split_validation(x_all.shape[0], cfg)
     x = x_all[train_idx].to(device=device, dtype=dtype)
     y = y_all[train_idx].to(device) if (uses_labels and y_all is not None) else None
@@ -330,7 +335,7 @@ def fit(
     state_path = out_dir / "checkpoint.json" if out_dir else None
     if resume and (out_dir is None or not state_path.exists()):
         raise ValueError(f"--resume: no checkpoint found in {out_dir}")
-    if out_dir is not None:
+    if out_dir is not None and writer:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             probe = out_dir / ".write-test"
@@ -363,14 +368,15 @@ def fit(
         best_val = state["best_val"] if state.get("best_val") is not None else math.inf
         bad_evals = state.get("bad_evals", 0)
         last_good = start
-        _truncate_metrics(out_dir / "metrics.jsonl", start)
+        if writer:
+            _truncate_metrics(out_dir / "metrics.jsonl", start)
     else:
         init = getattr(model, "init_from_data", None)
         if callable(init):
             init(x)
             if ema is not None:  # data-dependent init changes parameters (ActNorm)
                 ema.shadow = [p.detach().clone() for p in ema.params]
-        if out_dir is not None:
+        if out_dir is not None and writer:
             (out_dir / "metrics.jsonl").write_text("")
 
     run_cfg = {
@@ -380,7 +386,7 @@ def fit(
         "torch_version": torch.__version__,
         "seed": cfg.seed,
     }
-    if out_dir is not None:
+    if out_dir is not None and writer:
         if resume and (out_dir / "config.json").exists():
             prev = ckpt.read_json(out_dir / "config.json")
             run_cfg["weights"] = prev.get("weights", {})
@@ -421,17 +427,16 @@ def fit(
 
     gen_idx = torch.Generator()
     gen_noise = torch.Generator(device=device)
-    rank = int(os.environ.get("RANK", "0"))
     model.train()
     bar = tqdm(
         total=cfg.steps,
         initial=start,
-        disable=not cfg.progress,
+        disable=not cfg.progress or not writer,
         desc=type(model).__name__,
         unit="step",
         dynamic_ncols=True,
     )
-    metrics_file = open(out_dir / "metrics.jsonl", "a") if out_dir is not None else None  # noqa: SIM115
+    metrics_file = open(out_dir / "metrics.jsonl", "a") if out_dir and writer else None  # noqa: SIM115
     running = torch.zeros((), device=device, dtype=torch.float64)
     running_n, last_loss, stopped_early = 0, float("nan"), False
     params = [p for p in model.parameters() if p.requires_grad]
@@ -441,6 +446,8 @@ def fit(
             idx = torch.randint(
                 0, n, (cfg.batch_size,), generator=step_generator(gen_idx, cfg.seed, step, 0)
             )
+            if world_size > 1:  # the global batch's indices, this rank's contiguous slice
+                idx = ddp.local_slice(idx, rank, world_size)
             if idx.device != x.device:
                 idx = idx.to(x.device)
             batch = _batch(x, y, idx, uses_labels)
@@ -449,6 +456,7 @@ def fit(
                 raise ValueError(f"model.loss must return a scalar, got shape {tuple(loss.shape)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            ddp.average_gradients(params, world_size)
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             lr = _lr_at(step, cfg)
@@ -467,7 +475,7 @@ def fit(
             )
             is_val = val_idx is not None and (done % cfg.val_every == 0 or done == cfg.steps)
             if is_log or is_ckpt or is_val:
-                mean_loss = float(running) / running_n
+                mean_loss = float(ddp.all_mean(running, world_size)) / running_n
                 if not math.isfinite(mean_loss):
                     where = (
                         f"; the last good checkpoint (step {last_good}) is kept in {out_dir}"
@@ -501,7 +509,7 @@ def fit(
                 if is_ckpt or (is_val and cfg.patience and bad_evals >= cfg.patience):
                     wall = elapsed
                     t0 = time.perf_counter()
-                    if out_dir is not None:
+                    if out_dir is not None and writer:
                         save_checkpoint(done)
                         last_good = done
                 if is_val and cfg.patience and bad_evals >= cfg.patience:
@@ -525,7 +533,7 @@ def fit(
         final_state = raw_state
     model.load_state_dict(final_state)
     model.eval()
-    if out_dir is not None:
+    if out_dir is not None and writer:
         from ..plot import save_run_pictures
 
         save_run_pictures(model, data, history, out_dir, seed=cfg.seed)
