@@ -9,8 +9,9 @@ On ``[-B, B]`` the map is a piecewise rational-quadratic function through ``K + 
     g'(x) = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2]
             / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]^2
 
-and the inverse solves the quadratic ``a xi^2 + b xi + c = 0`` in its stable form
-``xi = 2c / (-b - sqrt(b^2 - 4ac))`` (eqs. 6-8).
+and the inverse solves the quadratic ``a xi^2 + b xi + c = 0`` for the root
+``xi = 2c / (-b - sqrt(b^2 - 4ac))`` (eqs. 6-8), evaluated as ``(-b + sqrt(.)) / 2a`` when
+``b < 0`` so that no digits cancel.
 """
 
 from __future__ import annotations
@@ -89,8 +90,13 @@ def rational_quadratic_spline(
         a = hk * (s - d0) + dy * delta
         b = hk * d0 - dy * delta
         c = -s * dy
-        disc = (b * b - 4 * a * c).clamp_min(0)
-        xi = ((2 * c) / (-b - torch.sqrt(disc))).clamp(0, 1)
+        root = torch.sqrt((b * b - 4 * a * c).clamp_min(0))
+        # The wanted root, 2c / (-b - root) = (-b + root) / (2a); take the form without
+        # cancellation for the sign of b (the other loses half the digits when 4ac << b^2).
+        pos = b >= 0
+        num_, den_ = torch.where(pos, 2 * c, root - b), torch.where(pos, -b - root, 2 * a)
+        den_ = torch.where(den_ == 0, torch.ones_like(den_), den_)
+        xi = (num_ / den_).clamp(0, 1)
     omxi = 1 - xi
     t = xi * omxi
     den = s + delta * t

@@ -77,8 +77,13 @@ class FlowModel(nn.Module):
         super().__init__()
         self.event_shape = tuple(event_shape)
         features = self.event_shape[0]
-        self.standardize = Standardize(torch.zeros(features), torch.ones(features))
-        self.transform = Compose(self.standardize, *layers)
+        standardize = Standardize(torch.zeros(features), torch.ones(features))
+        self.transform = Compose(standardize, *layers)
+
+    @property
+    def standardize(self) -> Standardize:
+        """The first layer, ``z = (x - loc) / scale`` (its buffers are set by init_from_data)."""
+        return self.transform.transforms[0]
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> None:
