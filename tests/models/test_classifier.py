@@ -114,3 +114,61 @@ def test_short_training_classifies_separable_blobs(name, one_thread):
 def test_builders_need_labels():
     with pytest.raises(ValueError, match="num_classes"):
         get("logreg").build(get("logreg").config(), DataInfo("8gaussians", "points", (2,)))
+
+
+class _Data:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def _gaussian_classifier():
+    """A flow classifier whose class flows are exactly N(c_k, I): identity couplings after a
+    standardisation set to (c_k, 1)."""
+    model = _build("flow-classifier", transforms=2)
+    with torch.no_grad():
+        for k, f in enumerate(model.flows):
+            f.standardize.loc.copy_(CENTERS[k])
+            f.standardize.scale.fill_(1.0)
+    return model
+
+
+def test_integrating_out_a_coordinate_matches_the_closed_form(one_thread):
+    from genmodels.evaluate.classification import predict_with_missing
+
+    model = _gaussian_classifier()
+    x, _ = _blobs(50, seed=4)
+    train_x, _ = _blobs(5000, seed=5)
+    for j in (0, 1):
+        probs, method = predict_with_missing(model, x, j, train_x)
+        keep = 1 - j
+        # p(y=k | x_keep) ∝ N(x_keep; c_k,keep, 1) p(k), p(k) uniform here
+        logits = -0.5 * (x[:, keep : keep + 1] - CENTERS[:, keep]) ** 2
+        torch.testing.assert_close(probs, torch.softmax(logits, 1), atol=1e-4, rtol=0)
+        assert method == "integrated"
+
+
+def test_classifier_metrics_generative_vs_discriminative(one_thread):
+    from genmodels.evaluate.classification import classifier_metrics, ood_points
+
+    train, test = _Data(*_blobs(5000, seed=6)), _Data(*_blobs(2000, seed=7))
+    ood = ood_points(train.x, test.x)
+    assert len(ood) > 100 and torch.cdist(ood, train.x).min() > 1.0
+    gen = classifier_metrics(
+        _gaussian_classifier(), train, test, generator=torch.Generator(), max_missing=300
+    )
+    # Bayes-optimal on these blobs, p(x) separates far-away inputs perfectly.
+    assert gen["accuracy"] > 0.97 and gen["auroc_ood"] > 0.99
+    assert gen["missing_integrated"] == 1.0
+    # Hiding x1 leaves classes 0 and 1 apart (x0 = -3 vs 3) but class 2 overlaps.
+    assert 0.6 < gen["accuracy_missing_x1"] < gen["accuracy"]
+    lr = _build("logreg")
+    with torch.no_grad():  # the Bayes-optimal linear classifier for equal-covariance blobs
+        lr.standardize.loc.zero_()
+        lr.standardize.scale.fill_(1.0)
+        lr.net.weight.copy_(CENTERS)
+        lr.net.bias.copy_(-0.5 * (CENTERS**2).sum(1))
+    disc = classifier_metrics(lr, train, test, generator=torch.Generator(), max_missing=300)
+    torch.testing.assert_close(torch.tensor(disc["accuracy"]), torch.tensor(gen["accuracy"]))
+    assert disc["missing_integrated"] == 0.0
+    # Softmax confidence grows away from the data: max-prob cannot flag far-away inputs.
+    assert disc["auroc_ood"] < 0.5 < gen["auroc_ood"]
