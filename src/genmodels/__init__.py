@@ -24,7 +24,17 @@ def load(run_dir, *, device="cpu", weights="ema"):
 
 def __getattr__(name):
     # Subpackages load on first use, so `import genmodels` stays light.
-    if name in {"data", "train", "evaluate", "models", "registry", "integrate", "inference",
-                "distributions", "nn", "plot"}:
+    if name in {
+        "data",
+        "train",
+        "evaluate",
+        "models",
+        "registry",
+        "integrate",
+        "inference",
+        "distributions",
+        "nn",
+        "plot",
+    }:
         return _import_module(f".{name}", __name__)
     raise AttributeError(f"module 'genmodels' has no attribute {name!r}")

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """Parse ``["lr=1e-3", "hidden=[64,64]"]``: values are JSON literals (bare words are strings)."""
+    """Parse ``["lr=1e-3", "hidden=[64,64]"]``: JSON literals (bare words are strings)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -64,7 +64,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return tuple(seq) if origin is tuple else seq
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}"
+            )
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -102,7 +104,9 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], *, what: str = "config"
     changes = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ConfigError(f"unknown key {key!r} for {what}; known keys: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown key {key!r} for {what}; known keys: {', '.join(sorted(names))}"
+            )
         changes[key] = _check_type(value, hints.get(key, Any), f"{what} key {key!r}")
     new = dataclasses.replace(cfg, **changes)
     validate = getattr(new, "validate", None)

@@ -1,0 +1,294 @@
+"""The ``genmodels`` command: list, train, sample, evaluate.
+
+    genmodels list
+    genmodels train ddpm --data moons [--steps N] [--set key=value ...] [--resume]
+    genmodels sample runs/ddpm-moons --n 1000 --out samples.png [--sampler ddim]
+    genmodels evaluate runs/ddpm-moons [--n N]
+
+Bad input gets one line on stderr naming what is wrong and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"genmodels: error: {message} (see 'genmodels {self._sub} --help')\n")
+
+    _sub = ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genmodels", description="Generative models of the lecture, made real.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="registered models and data sets")
+
+    t = sub.add_parser("train", help="train a model; writes a run directory")
+    t._sub = "train"
+    t.add_argument("model", help="a registered model (see 'genmodels list')")
+    t.add_argument("--data", help="data set (default: the model's own default)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run directory (default: runs/MODEL-DATA)")
+    t.add_argument("--config", help="JSON file of model/train config fields")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model or train config field (JSON literal); repeatable",
+    )
+    t.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s._sub = "sample"
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--out", required=True, help="FILE.npy (samples) or FILE.png (picture)")
+    s.add_argument("--sampler", help="e.g. ancestral or ddim for ddpm")
+    s.add_argument("--steps", type=int, help="sampler steps (e.g. DDIM steps)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run; writes DIR/metrics.json")
+    e._sub = "evaluate"
+    e.add_argument("run_dir")
+    e.add_argument("--n", type=int, help="number of samples (default: the test split's size)")
+    e.add_argument("--sampler")
+    e.add_argument("--steps", type=int)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def _split_overrides(values: dict, model_fields: set, train_fields: set, where: str):
+    from .config import ConfigError
+
+    model_over, train_over = {}, {}
+    for key, value in values.items():
+        scope, _, name = key.partition(".") if "." in key else ("", "", key)
+        if scope == "model" or (not scope and name in model_fields):
+            target = model_over
+        elif scope == "train" or (not scope and name in train_fields):
+            target = train_over
+        else:
+            known = ", ".join(sorted(model_fields | train_fields))
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")
+        target[name] = value
+    return model_over, train_over
+
+
+def _cmd_list(args) -> int:
+    from . import data, registry
+
+    print("models:")
+    for spec in registry.specs():
+        print(f"  {spec.name:<16} {spec.description} (default data: {spec.default_data})")
+    print("data sets:")
+    for name, desc in data.describe().items():
+        print(f"  {name:<16} {desc}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    from . import data as data_mod
+    from . import registry
+    from .config import ConfigError, apply_overrides, parse_set, to_json_dict
+    from .train import TrainConfig, fit
+    from .train.checkpoint import read_json
+
+    spec = registry.get(args.model)
+    data_name = args.data or spec.default_data
+    data_info = data_mod.info(data_name) if data_name in data_mod.names() else None
+    if data_info is None:
+        data_mod.load(data_name)  # raises the "unknown data set" error
+    if data_info.kind not in spec.data_kinds:
+        raise ValueError(
+            f"model {spec.name!r} takes {'/'.join(spec.data_kinds)} data; {data_name!r} is "
+            f"{data_info.kind}"
+        )
+    out = Path(args.out or f"runs/{spec.name}-{data_name}")
+    model_fields = {f.name for f in dataclasses.fields(spec.config)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    model_over: dict = {}
+    train_over: dict = dict(spec.train)
+    if args.config:
+        try:
+            file_cfg = json.loads(Path(args.config).read_text())
+        except FileNotFoundError as e:
+            raise ValueError(f"--config {args.config}: file not found") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {args.config}: not valid JSON ({e})") from e
+        if not isinstance(file_cfg, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object")
+        if "model_config" in file_cfg or "train_config" in file_cfg:  # a run's config.json
+            model_over.update(file_cfg.get("model_config", {}))
+            train_over.update(file_cfg.get("train_config", {}))
+        else:
+            m, t = _split_overrides(file_cfg, model_fields, train_fields, f"--config {args.config}")
+            model_over.update(m)
+            train_over.update(t)
+    for flag, key in (
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("dtype", "dtype"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            train_over[key] = value
+    if args.no_progress:
+        train_over["progress"] = False
+    m, t = _split_overrides(parse_set(args.set), model_fields, train_fields, "--set")
+    model_over.update(m)
+    train_over.update(t)
+
+    model_cfg = spec.make_config(model_over)
+    train_cfg = apply_overrides(TrainConfig(), train_over, what="train config")
+    if args.resume:
+        if not (out / "config.json").exists():
+            raise ValueError(f"--resume: {out} has no run to resume (no config.json)")
+        prev = read_json(out / "config.json")
+        if prev.get("model") != spec.name:
+            raise ValueError(
+                f"--resume: {out} holds a run of model {prev.get('model')!r}, not {spec.name!r}"
+            )
+        if prev.get("data") != data_name:
+            raise ValueError(
+                f"--resume: {out} was trained on {prev.get('data')!r}, not {data_name!r}"
+            )
+        model_cfg = spec.make_config(prev.get("model_config", {}))
+    elif (out / "config.json").exists() or (out / "checkpoint.json").exists():
+        raise ValueError(
+            f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from e
+
+    import torch
+
+    torch.manual_seed(train_cfg.seed)  # the weights' initialisation
+    model = spec.build(model_cfg, data_info)
+    dataset = data_mod.load(data_name, "train")
+    run_info = {
+        "model": spec.name,
+        "data": data_name,
+        "model_config": to_json_dict(model_cfg),
+        "data_info": data_info.to_json(),
+    }
+    try:
+        result = fit(model, dataset, train_cfg, out=out, resume=args.resume, run_info=run_info)
+    except ConfigError:
+        raise
+    print(f"trained {spec.name} on {data_name} for {result.steps} steps; run directory: {out}")
+    if (out / "samples.png").exists():
+        print(f"  samples picture: {out / 'samples.png'}")
+    print(f"  training metrics: {out / 'metrics.jsonl'}   loss curve: {out / 'loss.png'}")
+    print(f"  weights: {out / 'model.safetensors'}; evaluate with: genmodels evaluate {out}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .train.checkpoint import load_run
+    from .train.device import resolve_device
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise ValueError(f"--out {out}: expected a .npy or .png file name")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    model = load_run(args.run_dir, device=args.device)
+    if not hasattr(model, "sample"):
+        raise ValueError(f"model {model.run_config.get('model')!r} cannot sample")
+    opts = {}
+    if args.sampler:
+        opts["sampler"] = args.sampler
+    if args.steps is not None:
+        opts["steps"] = args.steps
+    g = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, **opts).detach().cpu()
+    if out.parent and not out.parent.exists():
+        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        from . import data as data_mod
+        from .plot import image_grid, scatter_samples
+
+        if x.dim() == 4:
+            image_grid(x[:256], out, title=f"{args.n} samples")
+        else:
+            ref = data_mod.load(model.run_config["data"], "test").x[: args.n]
+            scatter_samples(x, ref, out, title=f"{args.sampler or 'default'} samples")
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+
+    m = evaluate_run(
+        args.run_dir,
+        n=args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        device=args.device,
+    )
+    for k, v in m.items():
+        print(f"{k:>24}: {v:.6g}" if isinstance(v, float) else f"{k:>24}: {v}")
+    print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``genmodels`` command; returns the exit code."""
+    from .train.checkpoint import CheckpointError
+    from .train.loop import NonFiniteLossError
+
+    args = _parser().parse_args(argv)
+    handlers = {
+        "list": _cmd_list,
+        "train": _cmd_train,
+        "sample": _cmd_sample,
+        "evaluate": _cmd_evaluate,
+    }
+    try:
+        return handlers[args.command](args)
+    except NonFiniteLossError as e:
+        print(f"genmodels: training stopped: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"genmodels: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genmodels: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
