@@ -105,10 +105,12 @@ class Coupling(Transform):
         )
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # ``split`` has one backward node (a cat), two slices would have two zero-fills.
         if self._layout == "ab":
-            return x[:, : self.da], x[:, self.da :]
+            return x.split((self.da, self.db), 1)
         if self._layout == "ba":
-            return x[:, self.db :], x[:, : self.db]
+            xb, xa = x.split((self.db, self.da), 1)
+            return xa, xb
         return x[:, self.idx_a], x[:, self.idx_b]
 
     def _merge(self, xa: Tensor, yb: Tensor) -> Tensor:
@@ -166,12 +168,12 @@ class AffineCoupling(Coupling):
         self.scale_clamp = scale_clamp
 
     def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        s, t = params[:, : self.db], params[:, self.db :]
+        s, t = params.split(self.db, 1)
         if self.scale_clamp is not None:
             c = self.scale_clamp
-            s = torch.tanh(s / c) * c
+            s = torch.tanh(s * (1 / c)) * c
         if not inverse:
-            return xb * torch.exp(s) + t, s.sum(1)
+            return torch.addcmul(t, xb, torch.exp(s)), s.sum(1)
         return (xb - t) * torch.exp(-s), -s.sum(1)
 
 

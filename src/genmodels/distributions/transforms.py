@@ -48,6 +48,13 @@ class Transform(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no closed-form inverse")
 
 
+def _total(ladjs: list[Tensor], x: Tensor) -> Tensor:
+    """Sum of per-layer log-determinants (one stack + sum: two autograd nodes, not K adds)."""
+    if not ladjs:
+        return x.new_zeros(x.shape[0])
+    return torch.stack(ladjs).sum(0)
+
+
 class Compose(Transform):
     """Apply transforms in order; log-determinants add up (the lecture's sum over layers).
 
@@ -66,18 +73,18 @@ class Compose(Transform):
         self.invertible = all(t.invertible for t in transforms)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        ladj = x.new_zeros(x.shape[0])
+        ladjs = []
         for t in self.transforms:
             x, l = t(x, context)
-            ladj = ladj + l
-        return x, ladj
+            ladjs.append(l)
+        return x, _total(ladjs, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        ladj = z.new_zeros(z.shape[0])
+        ladjs = []
         for t in reversed(self.transforms):
             z, l = t.inverse(z, context)
-            ladj = ladj + l
-        return z, ladj
+            ladjs.append(l)
+        return z, _total(ladjs, z)
 
     def __len__(self) -> int:
         return len(self.transforms)

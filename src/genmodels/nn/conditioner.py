@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 __all__ = ["Conditioner"]
 
-_ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "tanh": torch.tanh, "elu": F.elu, "gelu": F.gelu}
+# In place where autograd allows it (a linear layer's fresh output is used nowhere else).
+_ACTIVATIONS = {
+    "relu": torch.relu_,
+    "silu": lambda h: F.silu(h, inplace=True),
+    "tanh": torch.tanh_,
+    "elu": lambda h: F.elu(h, inplace=True),
+    "gelu": F.gelu,
+}
 
 
 class Conditioner(nn.Module):
