@@ -4,6 +4,8 @@ Each panel colours the plane by the predicted class, faded by the confidence ``m
 with the contours of the generative model's ``p(x)`` on top. Hatched: inputs where that
 panel's classifier is confident (``max p(y|x) > 0.95``) although ``p(x)`` is below the level
 that holds 99% of the training data: "p(blue|x) is high and p(x) is low = uncertain decision".
+A last panel shows what only the generative model can do with that: decide where ``p(x)`` is
+above the level and abstain (grey) elsewhere.
 """
 
 from __future__ import annotations
@@ -47,17 +49,23 @@ def decision_maps(
     k = int(data_y.max()) + 1
     palette = np.array([to_rgb(plt.cm.tab10(i % 10)) for i in range(k)])
 
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 5), squeeze=False)
-    for ax, (title, model) in zip(axes[0], models.items()):
+    panels = list(models.items())
+    if any(m is density_model for m in models.values()):
+        panels.append(("generative, abstaining where p(x) is low", density_model))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for i, (ax, (title, model)) in enumerate(zip(axes[0], panels)):
         probs = torch.cat([model.predict(c).probs for c in pts.split(20000)]).reshape(n, n, k)
         conf, cls = probs.max(-1)
         conf = conf.numpy()
         # fade from white (uniform guess 1/K) to the class colour (certain)
         w = ((conf - 1 / k) / (1 - 1 / k)).clip(0, 1)[..., None]
         img = (1 - w) + w * palette[cls.numpy()]
+        abstain = i == len(models)  # the extra panel
+        if abstain:
+            img[low] = 0.85
         extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
         ax.imshow(img, origin="lower", extent=extent, interpolation="nearest")
-        flag = low & (conf > confident)
+        flag = low & (conf > confident) & (not abstain)
         ax.contourf(
             xx.numpy(),
             yy.numpy(),
@@ -73,9 +81,12 @@ def decision_maps(
         ax.clabel(cs, fmt=lambda v: f"log p={v:.1f}", fontsize=6)
         d = x[:2000].numpy()
         ax.scatter(d[:, 0], d[:, 1], s=1, c=palette[data_y[:2000].numpy()], alpha=0.6)
-        ax.set_title(
-            f"{title}\nconfident where p(x) is low: {flag.mean():.0%} of the box", fontsize=9
+        note = (
+            "grey: p(x) below the 99% level"
+            if abstain
+            else (f"confident where p(x) is low: {flag.mean():.0%} of the box")
         )
+        ax.set_title(f"{title}\n{note}", fontsize=9)
         ax.set_aspect("equal")
     fig.tight_layout()
     if path is not None:
