@@ -249,3 +249,11 @@ def test_standardize_log_det_is_minus_log_scale():
     _, ladj = t(torch.zeros(4, 2))
     torch.testing.assert_close(ladj, -t.scale.log().sum().expand(4))
     assert math.isclose(float(t.scale.mean()), 3.0, rel_tol=0.1)
+
+
+def test_zero_init_false_gives_a_non_trivial_layer():
+    torch.manual_seed(0)
+    x = torch.randn(10, 2)
+    for cls in (AffineCoupling, AdditiveCoupling, SplineCoupling):
+        z, _ = cls(2, alternating_mask(2, 0), zero_init=False)(x)
+        assert (z - x).abs().max() > 1e-3

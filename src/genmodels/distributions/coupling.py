@@ -64,6 +64,7 @@ class Coupling(Transform):
         context_features: width of the optional context input (0 = unconditional).
         hidden_features: conditioner hidden widths.
         activation: conditioner activation.
+        zero_init: start the conditioner's output layer at zero (the layer is the identity).
 
     Subclasses implement ``_elementwise(x_b, params, inverse) -> (y_b, ladj (batch,))``.
     """
@@ -76,6 +77,7 @@ class Coupling(Transform):
         context_features: int = 0,
         hidden_features: Sequence[int] = (64, 64),
         activation: str = "relu",
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         mask = torch.as_tensor(mask, dtype=torch.bool)
@@ -101,7 +103,11 @@ class Coupling(Transform):
             "merge_index", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False
         )
         self.net = Conditioner(
-            self.da + context_features, self.db * params_per_feature, hidden_features, activation
+            self.da + context_features,
+            self.db * params_per_feature,
+            hidden_features,
+            activation,
+            zero_init,
         )
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,8 +169,11 @@ class AffineCoupling(Coupling):
         hidden_features: Sequence[int] = (64, 64),
         activation: str = "relu",
         scale_clamp: float | None = 3.0,
+        zero_init: bool = True,
     ) -> None:
-        super().__init__(features, mask, 2, context_features, hidden_features, activation)
+        super().__init__(
+            features, mask, 2, context_features, hidden_features, activation, zero_init
+        )
         self.scale_clamp = scale_clamp
 
     def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -195,8 +204,11 @@ class AdditiveCoupling(Coupling):
         context_features: int = 0,
         hidden_features: Sequence[int] = (64, 64),
         activation: str = "relu",
+        zero_init: bool = True,
     ) -> None:
-        super().__init__(features, mask, 1, context_features, hidden_features, activation)
+        super().__init__(
+            features, mask, 1, context_features, hidden_features, activation, zero_init
+        )
 
     def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         zeros = xb.new_zeros(xb.shape[0])
@@ -227,9 +239,10 @@ class SplineCoupling(Coupling):
         activation: str = "relu",
         bins: int = 8,
         bound: float = 5.0,
+        zero_init: bool = True,
     ) -> None:
         super().__init__(
-            features, mask, 3 * bins - 1, context_features, hidden_features, activation
+            features, mask, 3 * bins - 1, context_features, hidden_features, activation, zero_init
         )
         self.bins, self.bound = bins, bound
 

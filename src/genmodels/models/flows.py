@@ -170,7 +170,9 @@ class RealNVPConfig:
     transforms: number of coupling layers; hidden_features: conditioner MLP widths;
     activation: conditioner nonlinearity; scale_clamp: soft clamp ``c`` of ``s = c tanh(s/c)``
     (0 = off); mixing: "alternate" masks only, or a "random" permutation / "lu" linear layer
-    between couplings; actnorm: an ActNorm before every coupling.
+    between couplings; actnorm: an ActNorm before every coupling; zero_init: start every
+    conditioner's output layer at zero (the flow starts as its base Gaussian) or at nn.Linear's
+    random init (false; trained faster on circles/2spirals in a 1000-step check).
     """
 
     transforms: int = 8
@@ -179,6 +181,7 @@ class RealNVPConfig:
     scale_clamp: float = 3.0
     mixing: str = "alternate"
     actnorm: bool = False
+    zero_init: bool = True
 
 
 @register(
@@ -197,6 +200,7 @@ def build_realnvp(config: RealNVPConfig, info: DataInfo) -> FlowModel:
         config.mixing,
         hidden_features=tuple(config.hidden_features),
         activation=config.activation,
+        zero_init=config.zero_init,
         scale_clamp=config.scale_clamp or None,
     )
     if config.actnorm:
@@ -220,6 +224,7 @@ class NICEConfig:
     hidden_features: tuple[int, ...] = (64, 64)
     activation: str = "relu"
     mixing: str = "alternate"
+    zero_init: bool = True
 
 
 @register(
@@ -238,6 +243,7 @@ def build_nice(config: NICEConfig, info: DataInfo) -> FlowModel:
         config.mixing,
         hidden_features=tuple(config.hidden_features),
         activation=config.activation,
+        zero_init=config.zero_init,
     )
     return FlowModel([*layers, DiagonalScale(d)], (d,))
 
@@ -256,6 +262,7 @@ class NSFConfig:
     bins: int = 8
     bound: float = 5.0
     mixing: str = "alternate"
+    zero_init: bool = True
 
 
 @register(
@@ -274,6 +281,7 @@ def build_nsf(config: NSFConfig, info: DataInfo) -> FlowModel:
         config.mixing,
         hidden_features=tuple(config.hidden_features),
         activation=config.activation,
+        zero_init=config.zero_init,
         bins=config.bins,
         bound=config.bound,
     )
