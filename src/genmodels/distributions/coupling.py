@@ -150,8 +150,8 @@ class AffineCoupling(Coupling):
         x_b = (z_b - t(z_a)) * exp(-s(z_a)),     log|det J^{-1}| = -sum_j s_j
 
     ``s`` and ``t`` come from one conditioner call. The log-scale is soft-clamped,
-    ``s = c * tanh(s_raw / c)`` with ``c = scale_clamp`` (default 3, so a layer scales by at
-    most e^3 ~ 20): smooth, identity near 0, and it keeps an early bad step from sending
+    ``s = c * tanh(s_raw / c)`` with ``c = scale_clamp`` (default 2, so a layer scales by at
+    most e^2 ~ 7.4): smooth, identity near 0, and it keeps an early bad step from sending
     ``exp(s)`` to infinity. ``scale_clamp=None`` disables it.
 
     Example::
@@ -168,7 +168,7 @@ class AffineCoupling(Coupling):
         context_features: int = 0,
         hidden_features: Sequence[int] = (64, 64),
         activation: str = "relu",
-        scale_clamp: float | None = 3.0,
+        scale_clamp: float | None = 2.0,
         zero_init: bool = True,
     ) -> None:
         super().__init__(

@@ -172,16 +172,17 @@ class RealNVPConfig:
     (0 = off); mixing: "alternate" masks only, or a "random" permutation / "lu" linear layer
     between couplings; actnorm: an ActNorm before every coupling; zero_init: start every
     conditioner's output layer at zero (the flow starts as its base Gaussian) or at nn.Linear's
-    random init (false; trained faster on circles/2spirals in a 1000-step check).
+    random init (the default: with c = 2 it trained faster on 2spirals, circles, moons and
+    checkerboard in a 1000-step check, and equally well on 8gaussians; docs/flows.md).
     """
 
     transforms: int = 8
     hidden_features: tuple[int, ...] = (64, 64)
     activation: str = "relu"
-    scale_clamp: float = 3.0
+    scale_clamp: float = 2.0
     mixing: str = "alternate"
     actnorm: bool = False
-    zero_init: bool = True
+    zero_init: bool = False
 
 
 @register(
