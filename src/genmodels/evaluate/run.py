@@ -10,6 +10,8 @@ What is computed depends on what the model can do:
   ``bits_per_dim_bound`` — always labelled as a bound;
 - ``iwae_bound`` (VAEs): ELBO and IWAE-64/512 bounds beside an independent-pixel
   histogram baseline (:mod:`genmodels.evaluate.vae`);
+- ``predict`` (classifiers): ``accuracy``, ``nll_nats`` of the labels, ``auroc_ood`` and
+  accuracy with a coordinate missing (:mod:`genmodels.evaluate.classification`);
 - image data: the Fréchet distance in a small classifier's features (``fd``,
   ``fd_floor``, ``fd_gaussian``, ``classifier_accuracy``; :mod:`genmodels.evaluate.images`).
 """
@@ -107,6 +109,12 @@ def evaluate_model(
         from .vae import vae_metrics
 
         out.update(vae_metrics(model, train, test, generator=gen))
+    if hasattr(model, "predict") and getattr(model, "uses_labels", False):
+        if test.y is None:
+            raise ValueError(f"data set {data_name!r} has no labels to evaluate a classifier on")
+        from .classification import classifier_metrics
+
+        out.update(classifier_metrics(model, train, test, generator=gen))
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None

@@ -1,5 +1,5 @@
 """One module per family of the lecture; importing this package registers them all."""
 
-from . import ddpm, vae
+from . import classifier, ddpm, flows, vae
 
-__all__ = ["ddpm", "vae"]
+__all__ = ["classifier", "ddpm", "flows", "vae"]

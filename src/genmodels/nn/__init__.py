@@ -1,6 +1,8 @@
-"""Reusable networks: MLPs, time embeddings (and, later, U-Nets)."""
+"""Reusable networks: MLPs, time embeddings, coupling conditioners, U-Nets."""
 
+from .conditioner import Conditioner
 from .embeddings import sinusoidal_embedding
 from .mlp import MLP, TimeMLP, activation
+from .unet import UNet
 
-__all__ = ["MLP", "TimeMLP", "activation", "sinusoidal_embedding"]
+__all__ = ["MLP", "TimeMLP", "UNet", "Conditioner", "activation", "sinusoidal_embedding"]
