@@ -21,6 +21,7 @@ training split: a model that knows only the pixel means and variances).
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -234,8 +235,11 @@ def image_metrics(
     n = len(train) if n is None else n
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if sampler is None:
+    takes_sampler = "sampler" in inspect.signature(model.sample).parameters
+    if takes_sampler and sampler is None:  # diffusion models: DDIM-100 unless told otherwise
         sampler, steps = "ddim", 100 if steps is None else steps
+    elif not takes_sampler and (sampler is not None or steps is not None):
+        raise ValueError(f"{type(model).__name__} has one way to sample: drop --sampler/--steps")
     net, rec = feature_classifier(data_name)
     mu_t, s_t = gaussian_stats(_features(net, test.x))
 
@@ -245,7 +249,7 @@ def image_metrics(
     p = next(model.parameters(), None)
     dev = p.device if p is not None else torch.device("cpu")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    opts = {"sampler": sampler}
+    opts = {"sampler": sampler} if takes_sampler else {}
     if steps is not None:
         opts["steps"] = steps
     t0 = time.perf_counter()
@@ -265,7 +269,7 @@ def image_metrics(
         "fd_gaussian": fd_of(gauss),
         "classifier_accuracy": rec["test_accuracy"],
         "eval_n": n,
-        "eval_sampler": sampler,
+        "eval_sampler": sampler or "ancestral",
         "eval_steps": steps,
         "sampling_seconds": round(sampling_seconds, 3),
     }
