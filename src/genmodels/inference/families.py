@@ -3,9 +3,9 @@
 A variational family is an ``nn.Module`` whose ``distribution()`` returns a
 ``torch.distributions.Distribution`` with ``rsample``: :class:`MeanFieldGaussian`
 (diagonal covariance), :class:`FullRankGaussian` (Cholesky-parameterised
-covariance), or any other module with that method (a normalising flow's
-``distribution()`` joins the same way). The ELBO functions of :mod:`.vi` also
-accept a bare ``Distribution``.
+covariance), :class:`FlowFamily` (a coupling flow: q is a
+:class:`~genmodels.distributions.Flow`), or any other module with that method. The
+ELBO functions of :mod:`.vi` also accept a bare ``Distribution``.
 
 :func:`rsample` draws reparameterised samples θ = μ + Lε, ε ~ N(0, I) from a
 given ``generator`` (torch.distributions' own ``rsample`` reads the global RNG);
@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-__all__ = ["MeanFieldGaussian", "FullRankGaussian", "as_distribution", "rsample"]
+from ..distributions import (
+    AffineCoupling,
+    Compose,
+    Flow,
+    SplineCoupling,
+    Transform,
+    alternating_mask,
+)
+
+__all__ = ["MeanFieldGaussian", "FullRankGaussian", "FlowFamily", "as_distribution", "rsample"]
 
 
 def _inverse_softplus(x: Tensor) -> Tensor:
@@ -93,6 +102,82 @@ class FullRankGaussian(nn.Module):
     def distribution(self) -> Distribution:
         """``MultivariateNormal(loc, scale_tril=L)``."""
         return MultivariateNormal(self.loc, scale_tril=self.scale_tril)
+
+
+class _ElementwiseAffine(Transform):
+    """``z = (x - loc) / scale`` with learnable ``loc`` and ``scale = softplus(raw_scale)``."""
+
+    def __init__(self, loc: Tensor, scale: float) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(loc)
+        self.raw_scale = nn.Parameter(_inverse_softplus(torch.full_like(loc, float(scale))))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        scale = F.softplus(self.raw_scale)
+        return (x - self.loc) / scale, (-torch.log(scale).sum()).expand(x.shape[0])
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        scale = F.softplus(self.raw_scale)
+        return self.loc + z * scale, torch.log(scale).sum().expand(z.shape[0])
+
+
+class FlowFamily(nn.Module):
+    """q(θ) = a coupling flow over R^d: θ = A(T⁻¹(z)), z ~ N(0, I), a family richer than Gaussians.
+
+    ``T`` is a stack of ``transforms`` coupling layers with alternating masks, affine
+    (RealNVP, ``kind="affine"``) or rational-quadratic spline (NSF, ``kind="spline"``), and
+    ``A(u) = loc + scale ⊙ u`` a learnable elementwise affine map on the θ side. The
+    conditioners start at zero, so q starts as N(loc, scale² I), like the Gaussian families.
+    The first coupling (on the θ side) lets θ_{d/2+1:} depend on θ_{1:d/2}.
+
+    Args:
+        dim: d ≥ 2 (a coupling layer needs two features).
+        transforms: number of coupling layers; hidden: conditioner MLP widths.
+        kind: ``"affine"`` or ``"spline"``; bins, bound: the spline's bins and interval
+            [-bound, bound] (identity tails outside), for ``kind="spline"``.
+        loc: initial mean (default zeros); scale: initial standard deviation.
+        dtype: parameter dtype (default: torch's default).
+
+    Example::
+
+        >>> q = FlowFamily(2, transforms=2, hidden=(8,))
+        >>> q.distribution().rsample((5,)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        transforms: int = 4,
+        hidden: tuple[int, ...] = (32, 32),
+        kind: str = "affine",
+        bins: int = 8,
+        bound: float = 5.0,
+        loc: Tensor | None = None,
+        scale: float = 1.0,
+        dtype=None,
+    ):
+        super().__init__()
+        if dim < 2 or transforms < 1 or scale <= 0:
+            raise ValueError(
+                f"need dim ≥ 2, transforms ≥ 1, scale > 0; got {dim}, {transforms}, {scale}"
+            )
+        if kind not in ("affine", "spline"):
+            raise ValueError(f"kind must be 'affine' or 'spline', got {kind!r}")
+        loc0 = torch.zeros(dim, dtype=dtype) if loc is None else loc.detach().clone().to(dtype)
+        extra = dict(bins=bins, bound=bound) if kind == "spline" else {}
+        make = SplineCoupling if kind == "spline" else AffineCoupling
+        layers = [
+            make(dim, alternating_mask(dim, i), hidden_features=tuple(hidden), **extra)
+            for i in range(transforms)
+        ]
+        self.transform = Compose(_ElementwiseAffine(loc0, scale), *layers).to(loc0.dtype)
+        self.dim = dim
+
+    def distribution(self) -> Flow:
+        """The :class:`~genmodels.distributions.Flow` with event shape (d,)."""
+        return Flow(self.transform, (self.dim,))
 
 
 def as_distribution(q) -> Distribution:
