@@ -31,21 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from genmodels import data
+from genmodels.data.toys import TOYS as TOY_GENERATORS
 from genmodels.evaluate import sample_metrics
 from genmodels.models.ddpm import DDPM, NoiseSchedule, ancestral, ddim
 from genmodels.nn import TimeMLP
 from genmodels.train import TrainConfig, fit, step_generator
 
-TOYS = [
-    "swissroll",
-    "circles",
-    "rings",
-    "moons",
-    "8gaussians",
-    "pinwheel",
-    "2spirals",
-    "checkerboard",
-]
+TOYS = list(TOY_GENERATORS)  # the 8 FFJORD toys, in the data module's order
 T = 1000
 
 

@@ -30,16 +30,9 @@ import time
 
 import torch
 
-TOYS = (
-    "swissroll",
-    "circles",
-    "rings",
-    "moons",
-    "8gaussians",
-    "pinwheel",
-    "2spirals",
-    "checkerboard",
-)
+from genmodels.data.toys import TOYS as TOY_GENERATORS
+
+TOYS = tuple(TOY_GENERATORS)  # the 8 FFJORD toys, in the data module's order
 
 
 def _ours(name: str):

@@ -21,6 +21,10 @@ TOYS = [
 ]
 
 
+def test_the_issue_names_every_toy():
+    assert data.names()[: len(TOYS)] == TOYS
+
+
 @pytest.mark.parametrize("name", TOYS)
 def test_toy_pools_shapes_and_determinism(name):
     tr, te = data.load(name), data.load(name, "test")
