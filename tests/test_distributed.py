@@ -130,6 +130,10 @@ def test_global_batch_not_divisible_is_one_clear_error(tmp_path):
     assert p.returncode == 2
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "not divisible" in err[0] and "33" in err[0]
+    # every other rank fails the same way, with exit code 2 and nothing on stderr: one line
+    env["RANK"] = env["LOCAL_RANK"] = "1"
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip() == ""
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -69,6 +69,23 @@ def test_image_defaults_come_from_the_registry():
     d = spec.train_defaults("images")
     assert d["batch_size"] != spec.train["batch_size"]
     assert spec.train_defaults("points") == spec.train
+    # a data set may carry its own budget on top of its kind's
+    m = spec.train_defaults("images", "mnist5k")
+    assert m["steps"] != d["steps"] and m["batch_size"] == d["batch_size"]
+    assert spec.train_defaults("images", "digits") == d
+
+
+def test_auto_picks_an_mlp_for_small_images_and_a_unet_for_large():
+    from genmodels.models.ddpm import _FlatEps
+
+    cfg = DDPMConfig(timesteps=10)
+    small = registry.get("ddpm").build(cfg, registry.DataInfo("digits", "images", (1, 8, 8)))
+    large = registry.get("ddpm").build(cfg, registry.DataInfo("mnist5k", "images", (1, 28, 28)))
+    assert isinstance(small.eps_model, _FlatEps)
+    assert isinstance(large.eps_model, UNet)
+    forced = DDPMConfig(timesteps=10, net="mlp", image_mlp_width=16)
+    m = registry.get("ddpm").build(forced, registry.DataInfo("mnist5k", "images", (1, 28, 28)))
+    assert isinstance(m.eps_model, _FlatEps)
 
 
 def test_frechet_distance_closed_form_and_scipy():
@@ -207,3 +224,21 @@ def test_cuda_image_run_loads_on_cpu(tmp_path):
     assert next(loaded.parameters()).device.type == "cpu"
     s = loaded.sample(2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
     assert s.device.type == "cpu" and torch.isfinite(s).all()
+
+
+def test_evaluate_spends_the_bound_on_a_seeded_subset(monkeypatch):
+    # a DDPM's bound costs T passes per image: images get default_bound_n (100) test
+    # points, points data all of them; --bound-n overrides; bad values are refused
+    from genmodels.evaluate import run as ev
+
+    monkeypatch.setattr(img, "image_metrics", lambda *a, **k: {})
+    cfg = DDPMConfig(timesteps=4, net="mlp", image_mlp_width=16, image_mlp_depth=1)
+    model = registry.get("ddpm").build(cfg, data.load("digits").info)
+    assert model.default_bound_n == 100
+    m = ev.evaluate_model(model, "digits")
+    assert m["bound_n"] == 100 and math.isfinite(m["nll_bound_nats"])
+    m7 = ev.evaluate_model(model, "digits", bound_n=7)
+    assert m7["bound_n"] == 7 and m7["nll_bound_nats"] != m["nll_bound_nats"]
+    assert ev.evaluate_model(model, "digits", bound_n=10**6)["bound_n"] == 360
+    with pytest.raises(ValueError, match="bound_n"):
+        ev.evaluate_model(model, "digits", bound_n=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,7 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a trained run; writes DIR/metrics.json")
     e._sub = "evaluate"
     e.add_argument("run_dir")
-    e.add_argument("--n", type=int, help="number of samples (default: the test split's size)")
+    e.add_argument(
+        "--n",
+        type=int,
+        help="number of samples (default: the test split's size; images: the training split's)",
+    )
+    e.add_argument(
+        "--bound-n",
+        type=int,
+        help="test points for a variational bound (default: all; a DDPM on images: 100)",
+    )
     e.add_argument("--sampler")
     e.add_argument("--steps", type=int)
     e.add_argument("--seed", type=int, default=0)
@@ -127,7 +137,7 @@ def _cmd_train(args) -> int:
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
 
     model_over: dict = {}
-    train_over: dict = spec.train_defaults(data_info.kind)
+    train_over: dict = spec.train_defaults(data_info.kind, data_name)
     if args.config:
         try:
             file_cfg = json.loads(Path(args.config).read_text())
@@ -264,6 +274,7 @@ def _cmd_evaluate(args) -> int:
         sampler=args.sampler,
         steps=args.steps,
         device=args.device,
+        bound_n=args.bound_n,
     )
     for k, v in m.items():
         print(f"{k:>24}: {v:.6g}" if isinstance(v, float) else f"{k:>24}: {v}")
@@ -290,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"genmodels: error: {msg}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line
+            print(f"genmodels: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("genmodels: interrupted (resume with --resume)", file=sys.stderr)

@@ -74,9 +74,13 @@ class ModelSpec:
     data_kinds: tuple[str, ...] = ("points",)
     train_by_kind: dict = field(default_factory=dict)
 
-    def train_defaults(self, kind: str) -> dict:
-        """Training defaults for ``kind`` data: ``train`` updated by ``train_by_kind[kind]``."""
-        return {**self.train, **self.train_by_kind.get(kind, {})}
+    def train_defaults(self, kind: str, data: str | None = None) -> dict:
+        """Training defaults for ``kind`` data: ``train`` updated by ``train_by_kind[kind]``,
+        then by ``train_by_kind[data]`` (a data set's own budget, e.g. ``"mnist5k"``)."""
+        out = {**self.train, **self.train_by_kind.get(kind, {})}
+        if data is not None:
+            out.update(self.train_by_kind.get(data, {}))
+        return out
 
     def make_config(self, overrides: dict | None = None):
         """The config dataclass with ``overrides`` applied (unknown keys raise)."""
