@@ -16,6 +16,7 @@ density where one is known, training seconds per 1000 steps, and the time to dra
     python benchmarks/flows_vs_zuko.py                 # full: every toy, 3 seeds, 5000 steps
     python benchmarks/flows_vs_zuko.py --quick         # 2 toys, 1 seed, 1000 steps
     python benchmarks/flows_vs_zuko.py --models nsf --toys 8gaussians --seeds 3 --json out.json
+    python benchmarks/flows_vs_zuko.py --summarise a.json b.json   # merge runs split by seed
 
 Needs ``zuko`` (a benchmark-only dependency).
 """
@@ -194,6 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default="realnvp,nsf")
     p.add_argument("--toys", default=",".join(TOYS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1")
+    p.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSON",
+        help="print the table of rows saved by earlier --json runs (merged), train nothing",
+    )
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument(
@@ -204,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="2 toys, 1 seed, 1000 steps")
     p.add_argument("--json", default=None, help="also write the raw rows here")
     a = p.parse_args(argv)
+    if a.summarise:
+        rows = [r for f in a.summarise for r in json.load(open(f))]
+        print(summarise(rows))
+        return
     torch.set_num_threads(1)
     toys, seeds, steps = a.toys.split(","), a.seeds, a.steps
     if a.quick:
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for model in a.models.split(","):
         for toy in toys:
-            for seed in range(seeds):
+            for seed in range(a.first_seed, a.first_seed + seeds):
                 r = run_one(toy, model, seed, steps, a.batch, a.fused_adam)
                 rows.append(r)
                 print(
