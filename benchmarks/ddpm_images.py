@@ -11,7 +11,7 @@ grid and a reverse-chain grid (x_T ... x_0) into ``--figures``.
 
     python benchmarks/ddpm_images.py                       # digits, CLI defaults
     python benchmarks/ddpm_images.py --threads 2 --json out.json
-    python benchmarks/ddpm_images.py --data mnist5k --steps 20000 --set net=\\"unet\\"
+    python benchmarks/ddpm_images.py --data mnist5k            # U-Net, its own 3000-step budget
 
 Per-step time is also measured in isolation (``--time-steps``) with
 ``torch.set_num_threads(threads)`` so that a budget can be extrapolated when the
@@ -45,7 +45,7 @@ def _time_steps(data_name: str, overrides: dict, n: int = 30) -> float:
 
     spec = registry.get("ddpm")
     info = data.info(data_name)
-    train = spec.train_defaults(info.kind)
+    train = spec.train_defaults(info.kind, data_name)
     torch.manual_seed(0)
     model = spec.build(spec.make_config(overrides), info)
     x = data.load(data_name).x
@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--time-steps", action="store_true", help="also time steps in isolation")
     p.add_argument("--skip-train", action="store_true", help="evaluate an existing --out run")
+    p.add_argument("--n", type=int, help="evaluate's --n (default: the training split's size)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -87,10 +88,12 @@ def main(argv=None) -> int:
         for s in a.set:
             cmd += ["--set", s]
         res["train_seconds"] = round(_run(cmd, a.threads), 1)
-    res["evaluate_seconds"] = round(_run(gm + ["evaluate", str(out)], a.threads), 1)
+    ev = gm + ["evaluate", str(out)] + (["--n", str(a.n)] if a.n else [])
+    res["evaluate_seconds"] = round(_run(ev, a.threads), 1)
     m = json.loads((out / "metrics.json").read_text())
     res.update({k: m[k] for k in ("fd", "fd_floor", "fd_gaussian", "classifier_accuracy")})
-    res.update({k: m.get(k) for k in ("eval_n", "eval_sampler", "eval_steps", "sampling_seconds")})
+    keys = ("eval_n", "eval_sampler", "eval_steps", "sampling_seconds", "bits_per_dim_bound")
+    res.update({k: m.get(k) for k in keys + ("bound_n",)})
     res["ratio"] = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
     cfg = json.loads((out / "config.json").read_text())
     res["train_config"] = cfg["train_config"]
