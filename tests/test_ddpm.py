@@ -185,3 +185,20 @@ def test_bad_input():
         m.sample(3, sampler="ddim", steps=50)
     with pytest.raises(ValueError, match="betas"):
         NoiseSchedule(torch.tensor([0.1, 1.5]))
+
+
+def test_sample_progress_bar_counts_the_sampler_steps(capsys):
+    # the bar is a view on the callback: same samples, one tick per sampler step
+    capsys.readouterr()
+    from genmodels.models.ddpm import DDPM, NoiseSchedule
+    from genmodels.nn import TimeMLP
+
+    torch.manual_seed(0)
+    model = DDPM(TimeMLP(2, 16, 2, 8), (2,), NoiseSchedule.linear(20))
+    a = model.sample(5, generator=torch.Generator().manual_seed(3), sampler="ddim", steps=7)
+    b = model.sample(
+        5, generator=torch.Generator().manual_seed(3), sampler="ddim", steps=7, progress=True
+    )
+    assert torch.equal(a, b)
+    err = capsys.readouterr().err
+    assert "7/7" in err and "ddim sampling" in err

@@ -250,6 +250,8 @@ def image_metrics(
     dev = p.device if p is not None else torch.device("cpu")
     gen = torch.Generator(device=dev).manual_seed(seed)
     opts = {"sampler": sampler} if takes_sampler else {}
+    if "progress" in inspect.signature(model.sample).parameters:
+        opts["progress"] = True  # minutes on a CPU for 28x28 images
     if steps is not None:
         opts["steps"] = steps
     t0 = time.perf_counter()

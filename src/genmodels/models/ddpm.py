@@ -369,6 +369,7 @@ class DDPM(nn.Module):
         sampler: str = "ancestral",
         steps: int | None = None,
         return_chain: bool = False,
+        progress: bool = False,
         **options,
     ):
         """Draw ``n`` samples ``(n, *event_shape)`` in data coordinates.
@@ -377,6 +378,7 @@ class DDPM(nn.Module):
             sampler: ``"ancestral"`` (Algorithm 2, T steps) or ``"ddim"`` (default 50 steps).
             steps: number of DDIM steps (ancestral always takes T).
             return_chain: also return the chain as a list of ``(i, x_i)`` in data coordinates.
+            progress: a tqdm bar over the sampler's steps (on stderr).
             options: passed to the sampler (``variance``, ``eta``, ``spacing``...).
         """
         if not isinstance(n, int) or n < 1:
@@ -399,9 +401,26 @@ class DDPM(nn.Module):
         elif steps is not None:
             opts["steps"] = steps
         chain = []
+        callbacks = []
         if return_chain:
-            opts["callback"] = lambda i, x: chain.append((i, self._to_data(x.clone())))
-        x0 = SAMPLERS[sampler](self.eps_model, x_T, self.schedule, generator=generator, **opts)
+            callbacks.append(lambda i, x: chain.append((i, self._to_data(x.clone()))))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = self.timesteps
+            if sampler == "ddim":
+                spacing = opts.get("spacing", "leading")
+                total = len(ddim_timesteps(self.timesteps, opts.get("steps", 50), spacing))
+            bar = tqdm(total=total, desc=f"{sampler} sampling, n={n}")
+            callbacks.append(lambda i, x: bar.update())
+        if callbacks:
+            opts["callback"] = lambda i, x: [c(i, x) for c in callbacks]
+        try:
+            x0 = SAMPLERS[sampler](self.eps_model, x_T, self.schedule, generator=generator, **opts)
+        finally:
+            if bar is not None:
+                bar.close()
         out = self._to_data(x0)
         return (out, chain) if return_chain else out
 
