@@ -242,3 +242,17 @@ def test_evaluate_spends_the_bound_on_a_seeded_subset(monkeypatch):
     assert ev.evaluate_model(model, "digits", bound_n=10**6)["bound_n"] == 360
     with pytest.raises(ValueError, match="bound_n"):
         ev.evaluate_model(model, "digits", bound_n=0)
+
+
+def test_feature_net_keeps_the_layout_of_large_images():
+    # 8x8: pooled features (invariant to where a pattern sits); 28x28: the 4x4 map is
+    # flattened, so moving content across the image changes the features
+    small, large = img.FeatureNet(image_size=(8, 8)), img.FeatureNet(image_size=(28, 28))
+    assert not small.flatten and large.flatten
+    x = torch.zeros(1, 1, 28, 28)
+    x[..., 2:10, 2:10] = 1.0
+    moved = torch.roll(x, shifts=(16, 16), dims=(-2, -1))
+    with torch.no_grad():
+        assert large.features(x).shape == (1, 64)
+        assert not torch.allclose(large.features(x), large.features(moved))
+        assert small.features(torch.randn(3, 1, 8, 8)).shape == (3, 64)

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # Bump when FeatureNet or its training recipe changes (it is part of the cache key).
-_RECIPE = 2
+_RECIPE = 3
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -90,25 +90,44 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class FeatureNet(nn.Module):
     """A small CNN classifier; :meth:`features` is its penultimate layer ``(n, feature_dim)``.
 
-    conv3x3(16) → conv3x3/2(32) → conv3x3/2(32) → global average pool → linear(64)
-    → ReLU (features) → linear(classes). Works for any image size ≥ 4x4.
+    Small images (8x8 digits): conv3x3(16) → conv3x3/2(32) → conv3x3/2(32) → global
+    average pool → linear(64) → ReLU (features) → linear(classes).
+    Images of 16 pixels a side or more (28x28 mnist5k) add conv3x3/2(64) and flatten the
+    ⌈h/8⌉x⌈w/8⌉ map instead of pooling it: pooling 7x7 maps of 7x7-pixel receptive fields
+    throws the digit's layout away (test accuracy 0.67 on mnist5k, against 0.975 this way).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 64):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        feature_dim: int = 64,
+        image_size: tuple[int, int] = (8, 8),
+    ):
         super().__init__()
-        self.conv = nn.Sequential(
+        h, w = image_size
+        layers = [
             nn.Conv2d(in_channels, 16, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 32, 3, stride=2, padding=1),
             nn.ReLU(),
-        )
-        self.fc = nn.Linear(32, feature_dim)
+        ]
+        self.flatten = min(h, w) >= 16
+        if self.flatten:
+            layers += [nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()]
+            width = 64 * (-(-h // 8)) * (-(-w // 8))
+        else:
+            width = 32
+        self.conv = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc(self.conv(x).mean((-2, -1))))
+        h = self.conv(x)
+        h = h.flatten(1) if self.flatten else h.mean((-2, -1))
+        return F.relu(self.fc(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -126,7 +145,11 @@ def _train_classifier(train, *, epochs: int, seed: int = 0) -> FeatureNet:
     """Deterministic training: fixed initialisation seed, batch order from a seeded generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = FeatureNet(train.x.shape[1], int(train.info.num_classes or int(train.y.max()) + 1))
+        net = FeatureNet(
+            train.x.shape[1],
+            int(train.info.num_classes or int(train.y.max()) + 1),
+            image_size=tuple(train.x.shape[-2:]),
+        )
     x, y = train.x.float(), train.y
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed + 1)
@@ -174,7 +197,12 @@ def feature_classifier(data_name: str, *, retrain: bool = False) -> tuple[Featur
         try:
             rec = ckpt.read_json(jpath)
             tensors = ckpt.load_tensors(wpath, sha256=rec["sha256"])
-            net = FeatureNet(info.event_shape[0], rec["num_classes"], rec["feature_dim"])
+            net = FeatureNet(
+                info.event_shape[0],
+                rec["num_classes"],
+                rec["feature_dim"],
+                image_size=tuple(info.event_shape[-2:]),
+            )
             net.load_state_dict(tensors)
             return net.eval(), rec
         except (ckpt.CheckpointError, KeyError, RuntimeError):
