@@ -130,6 +130,28 @@ def test_fit_converges_and_ema_and_files(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_ema_start_copies_then_averages_and_resumes(tmp_path):
+    d = data.load("8gaussians")
+
+    def run(steps, out=None, resume=False, **kw):
+        cfg = TrainConfig(steps=steps, batch_size=64, lr=0.05, progress=False, **kw)
+        return fit(_Quadratic(), d, cfg, out=out, resume=resume)
+
+    raw40, raw41 = run(40).model.w.detach(), run(41).model.w.detach()
+    # copying all along: the "average" is the raw weights
+    assert torch.equal(run(41, ema_decay=0.9, ema_start=41).model.w.detach(), raw41)
+    # one averaged step after 40 copied ones
+    ema = run(41, ema_decay=0.9, ema_start=40).model.w.detach()
+    assert torch.allclose(ema, 0.9 * raw40 + 0.1 * raw41, atol=1e-6)
+    # a run checkpointed at step 20 without ema_start, resumed with ema_start=40, equals a
+    # fresh run with ema_start=40 (the shadow is reset while still copying)
+    run(20, out=tmp_path, ema_decay=0.9, checkpoint_every=20)
+    resumed = run(41, out=tmp_path, resume=True, ema_decay=0.9, ema_start=40)
+    assert torch.equal(resumed.model.w.detach(), ema)
+    with pytest.raises(ValueError, match="ema_start"):
+        TrainConfig().replace(ema_start=-1)
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = TrainConfig(
         steps=500, batch_size=16, lr=0.01, progress=False, checkpoint_every=100, log_every=10

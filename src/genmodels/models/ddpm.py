@@ -549,7 +549,7 @@ class DDPMConfig:
 # Training defaults for images (docs/images.md: measured to reach the quality target
 # on 8x8 digits within the CPU budget), and mnist5k's own budget for the U-Net.
 IMAGE_TRAIN = dict(steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
-MNIST5K_TRAIN = dict(steps=3000, grad_clip=1.0)
+MNIST5K_TRAIN = dict(steps=2000, grad_clip=1.0, ema_start=1000)
 
 
 @register(

@@ -52,6 +52,10 @@ class TrainConfig:
         lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at ``steps``).
         grad_clip: clip the global gradient norm to this value (None: off).
         ema_decay: exponential moving average of the weights (None: off).
+        ema_start: the EMA copies the raw weights for the first ``ema_start`` steps and
+            averages only after them (``update_after_step`` in ema-pytorch and diffusers'
+            EMAModel). With a short budget an EMA that starts at the initialisation still
+            holds ``decay**steps`` of it: 0.999**1000 = 0.37, and a DDPM's samples are noise.
         seed: seeds the weights' initialisation, batches and the model's noise.
         checkpoint_every: steps between resumable checkpoints (and at the end).
         log_every: steps between lines of ``metrics.jsonl``.
@@ -74,6 +78,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     grad_clip: float | None = None
     ema_decay: float | None = None
+    ema_start: int = 0
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -106,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay!r}")
+        if not isinstance(self.ema_start, int) or self.ema_start < 0:
+            raise ValueError(f"ema_start must be an integer >= 0, got {self.ema_start!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         resolve_dtype(self.dtype)
@@ -169,8 +176,10 @@ class _EMA:
         self.shadow = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
+    def update(self, copy: bool = False) -> None:
+        """One step of the average; ``copy``: take the raw weights as they are."""
+        w = 1.0 if copy else 1.0 - self.decay
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], w)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's state dict with the EMA values in place of the parameters."""
@@ -364,6 +373,8 @@ def fit(
         _optimizer_from_flat(opt, tensors, state["optimizer"])
         if ema is not None:
             ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            if state["step"] <= cfg.ema_start:  # still copying: the shadow is the weights
+                ema.shadow = [p.detach().clone() for p in ema.params]
         if "rng.torch" in tensors:
             torch.set_rng_state(tensors["rng.torch"].cpu())
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
@@ -469,7 +480,7 @@ def fit(
                     g["lr"] = lr
             opt.step()
             if ema is not None:
-                ema.update()
+                ema.update(copy=step + 1 <= cfg.ema_start)
             running += loss.detach()
             running_n += 1
             done = step + 1
