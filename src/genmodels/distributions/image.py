@@ -409,8 +409,9 @@ def multi_scale(
     One scale on ``(C, H, W)``: ``couplings`` checkerboard couplings (alternating parity) ->
     :class:`Squeeze` -> ``couplings`` channel couplings on ``(4C, H/2, W/2)`` ->
     :class:`FactorOut` (``2C`` channels to the base, the other ``2C`` into the next scale)
-    -> inverse squeeze. After ``scales`` scales (or as soon as ``H`` or ``W`` is odd) the last
-    stage is ``couplings + 1`` checkerboard couplings. With ``actnorm`` a per-channel
+    -> inverse squeeze. After ``scales`` scales (or as soon as ``H`` or ``W`` is odd, or a
+    squeeze would leave a single pixel) the last stage is ``couplings + 1`` checkerboard
+    couplings. With ``actnorm`` a per-channel
     :class:`~.layers.ActNorm` precedes every coupling. Input and output are ``(C, H, W)``.
 
     Args:
@@ -435,7 +436,7 @@ def multi_scale(
             out.append(coupling(shape_, mask, i % 2, **coupling_kwargs))
         return out
 
-    if scales == 0 or h % 2 or w % 2:
+    if scales == 0 or h % 2 or w % 2 or (h // 2) * (w // 2) < 2:
         return Compose(*block((c, h, w), "checkerboard", couplings + 1))
     inner = multi_scale(
         (2 * c, h // 2, w // 2),
