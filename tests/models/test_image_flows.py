@@ -132,7 +132,7 @@ def _tiny_discrete_model(name: str):
     midpoint grid of spacing 1/60 over the widened square, aligned with the bins, gives the
     total mass and the mass P(k) of every bin."""
     info = DataInfo("pair", "images", (1, 1, 2), None, 3)
-    model = _model(name, info).double().eval()
+    model = _model(name, info, logit_alpha=0.05).double().eval()
     h = 1 / 60
     mid = -1 - 10 * h + h * (torch.arange(200, dtype=torch.float64) + 0.5)  # [-7/6, 13/6]
     grid = torch.stack(torch.meshgrid(mid, mid, indexing="ij"), -1).reshape(-1, 1, 1, 2)

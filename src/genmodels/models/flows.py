@@ -161,7 +161,7 @@ class ImageFlowModel(nn.Module):
     ``distribution``, ``init_from_data``.
     """
 
-    def __init__(self, layers: list[Transform], info: DataInfo, alpha: float = 0.05) -> None:
+    def __init__(self, layers: list[Transform], info: DataInfo, alpha: float = 1e-3) -> None:
         super().__init__()
         if info.kind != "images" or len(info.event_shape) != 3 or not info.levels:
             raise ValueError(f"ImageFlowModel needs quantised (C, H, W) images, got {info}")
@@ -318,7 +318,8 @@ class RealNVPConfig:
     Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
     blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
     architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform. ``transforms``, ``mixing``,
+    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
+    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
     ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
     conditioners always start at zero).
     ActNorm comes before every image coupling whatever ``actnorm`` says.
@@ -335,7 +336,7 @@ class RealNVPConfig:
     blocks: int = 1
     scales: int = 2
     couplings: int = 3
-    logit_alpha: float = 0.05
+    logit_alpha: float = 1e-3
 
 
 @register(
@@ -383,7 +384,8 @@ class NICEConfig:
     Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
     blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
     architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform. ``transforms``, ``mixing``,
+    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
+    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
     ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
     conditioners always start at zero).
     The image variant ends with one log-scale per pixel (NICE's diagonal scaling).
@@ -398,7 +400,7 @@ class NICEConfig:
     blocks: int = 1
     scales: int = 2
     couplings: int = 3
-    logit_alpha: float = 0.05
+    logit_alpha: float = 1e-3
 
 
 @register(
@@ -438,7 +440,8 @@ class NSFConfig:
     Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
     blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
     architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform. ``transforms``, ``mixing``,
+    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
+    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
     ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
     conditioners always start at zero).
     ActNorm comes before every image coupling.
@@ -455,7 +458,7 @@ class NSFConfig:
     blocks: int = 1
     scales: int = 2
     couplings: int = 3
-    logit_alpha: float = 0.05
+    logit_alpha: float = 1e-3
 
 
 @register(
