@@ -45,7 +45,7 @@ def test_registered_with_the_agreed_defaults():
         cfg = spec.config()
         assert cfg.transforms == 8 and tuple(cfg.hidden_features) == (64, 64)
         assert spec.train == dict(steps=5000, batch_size=512, lr=1e-3, ema_decay=None)
-        assert spec.data_kinds == ("points",)
+        assert spec.data_kinds == ("points", "images")  # images: tests/models/test_image_flows.py
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -165,6 +165,6 @@ def test_bad_shapes_and_data_kinds_raise():
     with pytest.raises(ValueError, match="shape"):
         model.log_prob(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="point data"):
-        get("nsf").build(get("nsf").config(), DataInfo("digits", "images", (1, 8, 8)))
+        get("nsf").build(get("nsf").config(), DataInfo("tokens", "sequences", (16,)))
     with pytest.raises(ValueError, match="mixing"):
         get("realnvp").build(get("realnvp").make_config({"mixing": "shuffle"}), INFO)

@@ -2,6 +2,19 @@
 
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling, alternating_mask
 from .flow import Flow, standard_normal_log_prob
+from .image import (
+    ElementwiseScale,
+    FactorOut,
+    ImageAdditiveCoupling,
+    ImageAffineCoupling,
+    ImageCoupling,
+    ImageSplineCoupling,
+    Logit,
+    Squeeze,
+    channel_mask,
+    checkerboard_mask,
+    multi_scale,
+)
 from .layers import ActNorm, DiagonalScale, LULinear, Planar
 from .splines import rational_quadratic_spline
 from .transforms import Compose, Inverse, Permutation, Reverse, Standardize, Transform
@@ -13,16 +26,27 @@ __all__ = [
     "Compose",
     "Coupling",
     "DiagonalScale",
+    "ElementwiseScale",
+    "FactorOut",
     "Flow",
+    "ImageAdditiveCoupling",
+    "ImageAffineCoupling",
+    "ImageCoupling",
+    "ImageSplineCoupling",
     "Inverse",
     "LULinear",
+    "Logit",
     "Permutation",
     "Planar",
     "Reverse",
     "SplineCoupling",
+    "Squeeze",
     "Standardize",
     "Transform",
     "alternating_mask",
+    "channel_mask",
+    "checkerboard_mask",
+    "multi_scale",
     "rational_quadratic_spline",
     "standard_normal_log_prob",
 ]
