@@ -83,7 +83,36 @@ IMAGE_TRAIN = dict(
 _MIXING = ("alternate", "random", "lu")
 
 
-class FlowModel(nn.Module):
+class _TransformDensity(nn.Module):
+    """What every flow model shares: ``self.transform`` (data -> base) over ``N(0, I)``."""
+
+    event_shape: tuple[int, ...]
+    transform: Compose
+
+    def _check(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 1 + len(self.event_shape):
+            bad = True
+        else:
+            bad = tuple(x.shape[1:]) != self.event_shape
+        if bad:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}"
+            )
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` in nats, ``(n, *event_shape) -> (n,)``: ``log N(T(x)) + log|det J_T(x)|``
+        (for images, the continuous density at the given points)."""
+        self._check(x)
+        z, ladj = self.transform(x)
+        return standard_normal_log_prob(z) + ladj
+
+    def distribution(self) -> Flow:
+        """The model as a ``torch.distributions.Distribution`` (log_prob, sample, rsample)."""
+        return Flow(self.transform, self.event_shape)
+
+
+class FlowModel(_TransformDensity):
     """A density model ``p(x)`` given by a normalizing transform over ``N(0, I)``.
 
     ``self.transform = Compose(Standardize, *layers)``. Contract of DESIGN.md: ``loss``,
@@ -113,19 +142,6 @@ class FlowModel(nn.Module):
                 layer.init_from_data(h)
             h = layer(h)[0]
 
-    def _check(self, x: Tensor) -> None:
-        if x.ndim != 1 + len(self.event_shape) or tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(
-                f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact ``log p(x)`` in nats, ``(n, d) -> (n,)``: ``log N(T(x)) + log|det J_T(x)|``."""
-        self._check(x)
-        z, ladj = self.transform(x)
-        return standard_normal_log_prob(z) + ladj
-
     def loss(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Mean negative log-likelihood of the batch ``(B, d)`` in nats (no randomness used)."""
         return -self.log_prob(batch).mean()
@@ -137,12 +153,8 @@ class FlowModel(nn.Module):
         z = torch.randn(n, *self.event_shape, generator=generator, dtype=p.dtype, device=p.device)
         return self.transform.inverse(z)[0]
 
-    def distribution(self) -> Flow:
-        """The model as a ``torch.distributions.Distribution`` (log_prob, sample, rsample)."""
-        return Flow(self.transform, self.event_shape)
 
-
-class ImageFlowModel(nn.Module):
+class ImageFlowModel(_TransformDensity):
     """A flow for quantised images ``(n, C, H, W)`` stored as ``k w - 1`` (``w`` the bin width).
 
     ``self.transform = Compose(Logit(-1, 1 + w, alpha), *layers)`` over ``N(0, I)``.
@@ -170,19 +182,6 @@ class ImageFlowModel(nn.Module):
         self.bin_width = 2.0 / (self.levels - 1)
         self.data_dim = math.prod(self.event_shape)
         self.transform = Compose(Logit(-1.0, 1.0 + self.bin_width, alpha), *layers)
-
-    def _check(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.event_shape or x.ndim != 4:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}"
-            )
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """The continuous density ``log p(x)`` in nats at ``x`` ``(n, C, H, W) -> (n,)``."""
-        self._check(x)
-        z, ladj = self.transform(x)
-        return standard_normal_log_prob(z) + ladj
 
     def dequantize(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """``x + w u`` with ``u ~ U(0, 1)`` drawn from ``generator`` (same shape as ``x``)."""
@@ -238,10 +237,6 @@ class ImageFlowModel(nn.Module):
             return x
         k = torch.floor((x + 1) / self.bin_width).clamp(0, self.levels - 1)
         return k * self.bin_width - 1
-
-    def distribution(self) -> Flow:
-        """The continuous density as a ``torch.distributions.Distribution``."""
-        return Flow(self.transform, self.event_shape)
 
 
 def _mixing_layer(kind: str, features: int, i: int) -> Transform | None:
