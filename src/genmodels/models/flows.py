@@ -66,6 +66,7 @@ from ..registry import DataInfo, register
 __all__ = [
     "FlowModel",
     "ImageFlowModel",
+    "CouplingFlowConfig",
     "NICEConfig",
     "RealNVPConfig",
     "NSFConfig",
@@ -300,38 +301,67 @@ def _points(info: DataInfo, name: str) -> int:
 
 
 @dataclass
-class RealNVPConfig:
-    """``realnvp``: affine coupling layers (Dinh et al. 2017).
+class CouplingFlowConfig:
+    """Fields every coupling flow shares (``nice``, ``realnvp``, ``nsf``).
 
-    transforms: number of coupling layers; hidden_features: conditioner MLP widths;
-    activation: conditioner nonlinearity; scale_clamp: soft clamp ``c`` of ``s = c tanh(s/c)``
-    (0 = off); mixing: "alternate" masks only, or a "random" permutation / "lu" linear layer
-    between couplings; actnorm: an ActNorm before every coupling; zero_init: start every
-    conditioner's output layer at zero (the flow starts as its base Gaussian) or at nn.Linear's
-    random init (the default: with c = 2 it trained faster on 2spirals, circles, moons and
-    checkerboard in a 1000-step check, and equally well on 8gaussians; docs/flows.md).
+    Points: transforms: number of coupling layers; hidden_features: conditioner MLP widths;
+    activation: conditioner nonlinearity; mixing: "alternate" masks only, or a "random"
+    permutation / "lu" linear layer between couplings; zero_init: start every conditioner's
+    output layer at zero (the flow starts as its base Gaussian) or at nn.Linear's random init.
+
     Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
     blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
     architecture; couplings: couplings per mask type and scale (the last stage has one
     more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
-    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
-    ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
-    conditioners always start at zero).
-    ActNorm comes before every image coupling whatever ``actnorm`` says.
+    0.09 bits/dim less on digits, docs/flows.md). The point fields do not apply to images
+    (image conditioners always start at zero).
     """
 
     transforms: int = 8
     hidden_features: tuple[int, ...] = (64, 64)
     activation: str = "relu"
-    scale_clamp: float = 2.0
     mixing: str = "alternate"
-    actnorm: bool = False
-    zero_init: bool = False
+    zero_init: bool = True
     image_channels: int = 32
     blocks: int = 1
     scales: int = 2
     couplings: int = 3
     logit_alpha: float = 1e-3
+
+
+def _point_couplings(
+    config: CouplingFlowConfig, info: DataInfo, name: str, coupling: type, **kwargs
+) -> tuple[int, list[Transform]]:
+    """``(d, layers)``: the point flow's coupling stack from the shared config fields."""
+    d = _points(info, name)
+    layers = coupling_stack(
+        coupling,
+        d,
+        config.transforms,
+        config.mixing,
+        hidden_features=tuple(config.hidden_features),
+        activation=config.activation,
+        zero_init=config.zero_init,
+        **kwargs,
+    )
+    return d, layers
+
+
+@dataclass
+class RealNVPConfig(CouplingFlowConfig):
+    """``realnvp``: affine coupling layers (Dinh et al. 2017). The shared fields are
+    documented on :class:`CouplingFlowConfig`.
+
+    scale_clamp: soft clamp ``c`` of ``s = c tanh(s/c)`` (0 = off); actnorm: an ActNorm before
+    every coupling (points; ActNorm comes before every image coupling whatever it says).
+    zero_init defaults to nn.Linear's random init here: with c = 2 it trained faster on
+    2spirals, circles, moons and checkerboard in a 1000-step check, and equally well on
+    8gaussians (docs/flows.md).
+    """
+
+    zero_init: bool = False
+    scale_clamp: float = 2.0
+    actnorm: bool = False
 
 
 @register(
@@ -344,21 +374,10 @@ class RealNVPConfig:
     train_by_kind={"images": IMAGE_TRAIN},
 )
 def build_realnvp(config: RealNVPConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
+    clamp = config.scale_clamp or None
     if info.kind == "images":
-        return _image_flow(
-            config, info, ImageAffineCoupling, True, scale_clamp=config.scale_clamp or None
-        )
-    d = _points(info, "realnvp")
-    layers = coupling_stack(
-        AffineCoupling,
-        d,
-        config.transforms,
-        config.mixing,
-        hidden_features=tuple(config.hidden_features),
-        activation=config.activation,
-        zero_init=config.zero_init,
-        scale_clamp=config.scale_clamp or None,
-    )
+        return _image_flow(config, info, ImageAffineCoupling, True, scale_clamp=clamp)
+    d, layers = _point_couplings(config, info, "realnvp", AffineCoupling, scale_clamp=clamp)
     if config.actnorm:
         layers = [
             m
@@ -373,29 +392,11 @@ def _is_coupling(layer: Transform) -> bool:
 
 
 @dataclass
-class NICEConfig:
-    """``nice``: additive couplings and a final diagonal scaling (Dinh et al. 2015).
-
-    Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
-    blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
-    architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
-    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
-    ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
-    conditioners always start at zero).
-    The image variant ends with one log-scale per pixel (NICE's diagonal scaling).
+class NICEConfig(CouplingFlowConfig):
+    """``nice``: additive couplings and a final diagonal scaling (Dinh et al. 2015). The
+    fields are documented on :class:`CouplingFlowConfig`. The image variant ends with one
+    log-scale per pixel (NICE's diagonal scaling).
     """
-
-    transforms: int = 8
-    hidden_features: tuple[int, ...] = (64, 64)
-    activation: str = "relu"
-    mixing: str = "alternate"
-    zero_init: bool = True
-    image_channels: int = 32
-    blocks: int = 1
-    scales: int = 2
-    couplings: int = 3
-    logit_alpha: float = 1e-3
 
 
 @register(
@@ -412,48 +413,22 @@ def build_nice(config: NICEConfig, info: DataInfo) -> FlowModel | ImageFlowModel
         return _image_flow(
             config, info, ImageAdditiveCoupling, False, [ElementwiseScale(info.event_shape)]
         )
-    d = _points(info, "nice")
-    layers = coupling_stack(
-        AdditiveCoupling,
-        d,
-        config.transforms,
-        config.mixing,
-        hidden_features=tuple(config.hidden_features),
-        activation=config.activation,
-        zero_init=config.zero_init,
-    )
+    d, layers = _point_couplings(config, info, "nice", AdditiveCoupling)
     return FlowModel([*layers, DiagonalScale(d)], (d,))
 
 
 @dataclass
-class NSFConfig:
-    """``nsf``: rational-quadratic spline couplings (Durkan et al. 2019).
+class NSFConfig(CouplingFlowConfig):
+    """``nsf``: rational-quadratic spline couplings (Durkan et al. 2019). The shared fields
+    are documented on :class:`CouplingFlowConfig`.
 
     bins: spline bins K; bound: the spline acts on [-bound, bound] of the standardised data
-    (identity tails outside; for images, of the ActNorm-ed values).
-
-    Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
-    blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
-    architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
-    0.09 bits/dim less on digits, docs/flows.md). ``transforms``, ``mixing``,
-    ``hidden_features``, ``activation`` and ``zero_init`` are for points only (image
-    conditioners always start at zero).
-    ActNorm comes before every image coupling.
+    (identity tails outside; for images, of the ActNorm-ed values). ActNorm comes before
+    every image coupling.
     """
 
-    transforms: int = 8
-    hidden_features: tuple[int, ...] = (64, 64)
-    activation: str = "relu"
     bins: int = 8
     bound: float = 5.0
-    mixing: str = "alternate"
-    zero_init: bool = True
-    image_channels: int = 32
-    blocks: int = 1
-    scales: int = 2
-    couplings: int = 3
-    logit_alpha: float = 1e-3
 
 
 @register(
@@ -466,20 +441,8 @@ class NSFConfig:
     train_by_kind={"images": IMAGE_TRAIN},
 )
 def build_nsf(config: NSFConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
+    spline = dict(bins=config.bins, bound=config.bound)
     if info.kind == "images":
-        return _image_flow(
-            config, info, ImageSplineCoupling, True, bins=config.bins, bound=config.bound
-        )
-    d = _points(info, "nsf")
-    layers = coupling_stack(
-        SplineCoupling,
-        d,
-        config.transforms,
-        config.mixing,
-        hidden_features=tuple(config.hidden_features),
-        activation=config.activation,
-        zero_init=config.zero_init,
-        bins=config.bins,
-        bound=config.bound,
-    )
+        return _image_flow(config, info, ImageSplineCoupling, True, **spline)
+    d, layers = _point_couplings(config, info, "nsf", SplineCoupling, **spline)
     return FlowModel(layers, (d,))
