@@ -111,11 +111,12 @@ class Coupling(Transform):
         )
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # ``split`` has one backward node (a cat), two slices would have two zero-fills.
+        # ``split`` has one backward node (a cat), two slices would have two zero-fills; the
+        # C method ``split_with_sizes`` skips ``Tensor.split``'s Python wrapper.
         if self._layout == "ab":
-            return x.split((self.da, self.db), 1)
+            return x.split_with_sizes((self.da, self.db), 1)
         if self._layout == "ba":
-            xb, xa = x.split((self.db, self.da), 1)
+            xb, xa = x.split_with_sizes((self.db, self.da), 1)
             return xa, xb
         return x[:, self.idx_a], x[:, self.idx_b]
 
@@ -177,13 +178,15 @@ class AffineCoupling(Coupling):
         self.scale_clamp = scale_clamp
 
     def _elementwise(self, xb: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        s, t = params.split(self.db, 1)
+        s, t = params.split_with_sizes((self.db, self.db), 1)
         if self.scale_clamp is not None:
             c = self.scale_clamp
             s = torch.tanh(s * (1 / c)) * c
+        # One transformed feature (every 2D flow): the sum is a view, no kernel and no node.
+        ladj = s.squeeze(1) if self.db == 1 else s.sum(1)
         if not inverse:
-            return torch.addcmul(t, xb, torch.exp(s)), s.sum(1)
-        return (xb - t) * torch.exp(-s), -s.sum(1)
+            return torch.addcmul(t, xb, torch.exp(s)), ladj
+        return (xb - t) * torch.exp(-s), -ladj
 
 
 class AdditiveCoupling(Coupling):

@@ -41,7 +41,7 @@ def spline_params(
     All-zero input gives equal bins and unit derivatives: the identity map.
     """
     k = (raw.shape[-1] + 1) // 3
-    uw, uh, ud = raw.split((k, k, k - 1), dim=-1)
+    uw, uh, ud = raw.split_with_sizes((k, k, k - 1), -1)
     a, b = (1 - _MIN_BIN * k) * 2 * bound, _MIN_BIN * 2 * bound
     w = torch.softmax(uw, dim=-1) * a + b
     h = torch.softmax(uh, dim=-1) * a + b
