@@ -549,7 +549,8 @@ class DDPMConfig:
 # Training defaults for points (docs/benchmarks.md, "DDPM on the 2D toys"): 20000 steps with
 # EMA 0.999 reach sliced W1 1.43-1.45x the floor on moons with the ancestral sampler (two
 # seeds); the benchmark workload (5000 steps, EMA 0.995) reaches 2.0x. The EMA
-# carries the quality (raw weights: 8x the floor), so a longer average over a longer run.
+# carries the quality (the raw weights of a 5000-step run: 7.8x the floor), hence a longer
+# average over a longer run.
 POINTS_TRAIN = dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999)
 
 # Training defaults for images (docs/images.md: measured to reach the quality target
