@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model or train config field (JSON literal); repeatable",
+        help="override a model, train or data option (JSON literal; prefix model., train. "
+        "or data. where needed, data options always: data.n_obs=30); repeatable",
     )
     t.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -85,20 +86,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _split_overrides(values: dict, model_fields: set, train_fields: set, where: str):
+    """``(model, train, data)`` overrides from ``{key: value}``; keys may be scoped
+    ``model.``/``train.``/``data.`` (data options always are)."""
     from .config import ConfigError
 
-    model_over, train_over = {}, {}
+    model_over, train_over, data_over = {}, {}, {}
     for key, value in values.items():
         scope, _, name = key.partition(".") if "." in key else ("", "", key)
-        if scope == "model" or (not scope and name in model_fields):
+        if scope and scope not in ("model", "train", "data"):
+            raise ConfigError(
+                f"{where}: unknown scope {scope!r} in {key!r}; use model., train. or data."
+            )
+        if scope == "data":
+            target = data_over
+        elif scope == "model" or (not scope and name in model_fields):
             target = model_over
         elif scope == "train" or (not scope and name in train_fields):
             target = train_over
         else:
             known = ", ".join(sorted(model_fields | train_fields))
-            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; known keys: {known} (data options: data.KEY)"
+            )
         target[name] = value
-    return model_over, train_over
+    return model_over, train_over, data_over
 
 
 def _cmd_list(args) -> int:
@@ -124,18 +135,23 @@ def _cmd_train(args) -> int:
 
     spec = registry.get(args.model)
     data_name = args.data or spec.default_data
-    data_info = data_mod.info(data_name) if data_name in data_mod.names() else None
-    if data_info is None:
+    if data_name not in data_mod.names():
         data_mod.load(data_name)  # raises the "unknown data set" error
+    model_fields = {f.name for f in dataclasses.fields(spec.config)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    set_model, set_train, data_over = _split_overrides(
+        parse_set(args.set), model_fields, train_fields, "--set"
+    )
+    out = Path(args.out or f"runs/{spec.name}-{data_name}")
+    if args.resume and (out / "config.json").exists():
+        recorded = read_json(out / "config.json").get("data_options") or {}
+        data_over = {**recorded, **data_over}
+    data_info = data_mod.info(data_name, **data_over)
     if data_info.kind not in spec.data_kinds:
         raise ValueError(
             f"model {spec.name!r} takes {'/'.join(spec.data_kinds)} data; {data_name!r} is "
             f"{data_info.kind}"
         )
-    out = Path(args.out or f"runs/{spec.name}-{data_name}")
-    model_fields = {f.name for f in dataclasses.fields(spec.config)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-
     model_over: dict = {}
     train_over: dict = spec.train_defaults(data_info.kind, data_name)
     if args.config:
@@ -151,7 +167,11 @@ def _cmd_train(args) -> int:
             model_over.update(file_cfg.get("model_config", {}))
             train_over.update(file_cfg.get("train_config", {}))
         else:
-            m, t = _split_overrides(file_cfg, model_fields, train_fields, f"--config {args.config}")
+            m, t, d = _split_overrides(
+                file_cfg, model_fields, train_fields, f"--config {args.config}"
+            )
+            if d:
+                raise ConfigError(f"--config {args.config}: give data options with --set data.KEY")
             model_over.update(m)
             train_over.update(t)
     for flag, key in (
@@ -167,9 +187,8 @@ def _cmd_train(args) -> int:
             train_over[key] = value
     if args.no_progress:
         train_over["progress"] = False
-    m, t = _split_overrides(parse_set(args.set), model_fields, train_fields, "--set")
-    model_over.update(m)
-    train_over.update(t)
+    model_over.update(set_model)
+    train_over.update(set_train)
 
     model_cfg = spec.make_config(model_over)
     train_cfg = apply_overrides(TrainConfig(), train_over, what="train config")
@@ -199,10 +218,14 @@ def _cmd_train(args) -> int:
 
     torch.manual_seed(train_cfg.seed)  # the weights' initialisation
     model = spec.build(model_cfg, data_info)
-    dataset = data_mod.load(data_name, "train")
+    dataset = data_mod.load(data_name, "train", **data_over)
+    if spec.task == "classifier":  # a classifier trains on (x, y)
+        dataset = dataset.labelled()
     run_info = {
         "model": spec.name,
+        "task": spec.task,
         "data": data_name,
+        "data_options": data_info.options,
         "model_config": to_json_dict(model_cfg),
         "data_info": data_info.to_json(),
     }
@@ -238,8 +261,10 @@ def _cmd_sample(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     model = load_run(args.run_dir, device=args.device)
-    if not hasattr(model, "sample"):
-        raise ValueError(f"model {model.run_config.get('model')!r} cannot sample")
+    if model.task != "density":
+        raise ValueError(
+            f"model {model.run_config.get('model')!r} is a {model.task} model: it does not sample"
+        )
     opts = {}
     if args.sampler:
         opts["sampler"] = args.sampler
@@ -258,7 +283,8 @@ def _cmd_sample(args) -> int:
         if x.dim() == 4:
             image_grid(x[:256], out, title=f"{args.n} samples")
         else:
-            ref = data_mod.load(model.run_config["data"], "test").x[: args.n]
+            opts = model.run_config.get("data_options") or {}
+            ref = data_mod.load(model.run_config["data"], "test", **opts).x[: args.n]
             scatter_samples(x, ref, out, title=f"{args.sampler or 'default'} samples")
     print(f"wrote {args.n} samples to {out}")
     return 0

@@ -6,81 +6,87 @@ Adding a model to the library is one module plus one ``@register`` entry::
     class DDPMConfig:
         timesteps: int = 1000
 
-    @register("ddpm", config=DDPMConfig, default_data="moons",
-              description="Denoising diffusion (Ho et al. 2020)",
-              train=dict(steps=5000, batch_size=1024, lr=1e-3, ema_decay=0.995))
+    @register("ddpm", config=DDPMConfig, default_data="moons", task="density",
+              description="Denoising diffusion (Ho et al. 2020)")
     def build_ddpm(config: DDPMConfig, info: DataInfo) -> nn.Module: ...
+
+plus the module's path in :data:`MODULES` (the registry imports nothing of
+``genmodels.models`` itself: a model module is imported by its path string when a name
+is first asked for) and its training budget in :data:`genmodels.models.budgets.BUDGETS`.
 
 ``build(config, info)`` receives the model's config and a :class:`DataInfo`
 (name, kind, event shape, number of classes) and returns an ``nn.Module`` that
-follows the model contract of DESIGN.md (``loss(batch, generator=)`` and
-``sample``/``log_prob``/``predict`` where it has them). Data-dependent
-initialisation (standardisation statistics, ActNorm) goes in an optional
-``model.init_from_data(x)`` that :func:`genmodels.train.fit` calls once before
-the first step; whatever it sets must live in buffers or parameters so that a
-checkpoint carries it.
+follows the model contract of its **task** (docs/design.md):
+
+- ``"density"``: ``loss``, ``sample``, and ``log_prob`` and/or ``nll_bound``;
+- ``"classifier"``: ``loss((x, y))``, ``predict(x) -> Categorical``;
+- ``"process"``: ``loss(Tasks)``, ``predict(x_context, y_context, x_target) -> Normal``;
+- ``"series"``: ``loss(Series or (times, values))``, ``predict(...) -> Normal``.
+
+``genmodels.evaluate`` and the pictures dispatch on the task, never by probing methods.
+Data-dependent initialisation (standardisation statistics, ActNorm) goes in an optional
+``model.init_from_data(batch)`` that :func:`genmodels.train.fit` calls once before the
+first step with the whole training split as one batch; whatever it sets must live in
+buffers or parameters so that a checkpoint carries it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModelSpec", "register", "get", "names", "specs", "DataInfo"]
+from .data.info import DataInfo
 
+__all__ = ["ModelSpec", "register", "get", "names", "specs", "DataInfo", "TASKS", "MODULES"]
 
-@dataclass(frozen=True)
-class DataInfo:
-    """What a builder may know about the data without holding it.
+#: What a model is for; ``evaluate`` picks its metrics and pictures by this.
+TASKS = ("density", "classifier", "process", "series")
 
-    Attributes:
-        name: registered data set name (``"moons"``, ``"digits"``...).
-        kind: ``"points"`` (``x`` is ``(n, d)``) or ``"images"`` (``(n, c, h, w)``).
-        event_shape: shape of one example, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        num_classes: number of labels in ``y``, or ``None`` when unlabelled.
-        levels: number of discrete levels per value for quantised data (images), else None.
-    """
-
-    name: str
-    kind: str
-    event_shape: tuple[int, ...]
-    num_classes: int | None = None
-    levels: int | None = None
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["event_shape"] = list(self.event_shape)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> DataInfo:
-        d = dict(d)
-        d["event_shape"] = tuple(d["event_shape"])
-        return cls(**d)
+#: Where each registered model lives (imported on first use, by path: the registry
+#: imports nothing of ``genmodels.models`` at import time).
+MODULES = {
+    "ddpm": "genmodels.models.ddpm",
+    "nice": "genmodels.models.flows",
+    "realnvp": "genmodels.models.flows",
+    "nsf": "genmodels.models.flows",
+    "vae": "genmodels.models.vae",
+    "flow-classifier": "genmodels.models.classifier",
+    "logreg": "genmodels.models.classifier",
+    "mlp-classifier": "genmodels.models.classifier",
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: everything the CLI needs to build and train it."""
+    """A registered model: everything the CLI needs to build, train and evaluate it.
+
+    Attributes:
+        name: the short name (``genmodels train NAME``).
+        config: the config dataclass (``--set model.KEY=VALUE``).
+        build: ``build(config, info) -> nn.Module``; the module it returns carries its
+            training budget for ``info`` as ``model.train_defaults``.
+        default_data: the data set ``genmodels train NAME`` uses without ``--data``.
+        description: one line for ``genmodels list``.
+        task: one of :data:`TASKS`: what the model is for.
+        data_kinds: the data kinds (``DataInfo.kind``) the builder takes.
+    """
 
     name: str
     config: type
     build: Callable[[Any, DataInfo], Any]
     default_data: str
     description: str
-    train: dict = field(default_factory=dict)
+    task: str
     data_kinds: tuple[str, ...] = ("points",)
-    train_by_kind: dict = field(default_factory=dict)
 
     def train_defaults(self, kind: str, data: str | None = None) -> dict:
-        """Training defaults for ``kind`` data: ``train`` updated by ``train_by_kind[kind]``,
-        then by ``train_by_kind[data]`` (a data set's own budget, e.g. ``"mnist5k"``)."""
-        out = {**self.train, **self.train_by_kind.get(kind, {})}
-        if data is not None:
-            out.update(self.train_by_kind.get(data, {}))
-        return out
+        """The training budget for ``kind`` data (and data set ``data``), from the one table
+        :data:`genmodels.models.budgets.BUDGETS`."""
+        budgets = importlib.import_module("genmodels.models.budgets")
+        return budgets.budget(self.name, kind, data)
 
     def make_config(self, overrides: dict | None = None):
         """The config dataclass with ``overrides`` applied (unknown keys raise)."""
@@ -98,49 +104,66 @@ def register(
     config: type,
     default_data: str,
     description: str,
-    train: dict | None = None,
+    task: str,
     data_kinds: tuple[str, ...] = ("points",),
-    train_by_kind: dict | None = None,
 ):
-    """Decorator registering ``build(config, info) -> nn.Module`` under ``name``."""
+    """Decorator registering ``build(config, info) -> nn.Module`` under ``name``.
+
+    The registered ``spec.build`` is ``build`` followed by setting the model's
+    ``train_defaults`` (its budget for the data, so that ``fit`` with ``lr=None`` trains
+    what the command line trains); the decorated function itself is returned unchanged.
+    """
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"register({name!r}): config must be a dataclass type, got {config!r}")
+    if task not in TASKS:
+        raise ValueError(f"register({name!r}): task must be one of {TASKS}, got {task!r}")
 
     def deco(build):
-        if name in _MODELS and _MODELS[name].build is not build:
+        if name in _MODELS and _MODELS[name].build.__wrapped__ is not build:
             raise ValueError(f"model name {name!r} is registered twice")
-        _MODELS[name] = ModelSpec(
-            name,
-            config,
-            build,
-            default_data,
-            description,
-            dict(train or {}),
-            tuple(data_kinds),
-            dict(train_by_kind or {}),
+
+        def build_with_budget(cfg, info: DataInfo):
+            model = build(cfg, info)
+            model.train_defaults = spec.train_defaults(info.kind, info.name)
+            return model
+
+        build_with_budget.__wrapped__ = build
+        build_with_budget.__doc__ = build.__doc__
+        spec = ModelSpec(
+            name, config, build_with_budget, default_data, description, task, tuple(data_kinds)
         )
+        _MODELS[name] = spec
         return build
 
     return deco
 
 
+def _load(name: str) -> None:
+    module = MODULES.get(name) if isinstance(name, str) else None
+    if module is not None and name not in _MODELS:
+        importlib.import_module(module)
+
+
 def _load_all() -> None:
-    from . import models  # noqa: F401  (importing registers every model)
+    for name in MODULES:
+        _load(name)
 
 
 def get(name: str) -> ModelSpec:
     """The spec registered under ``name``; a ValueError lists the known names."""
-    _load_all()
+    _load(name)
     if not isinstance(name, str) or name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
     return _MODELS[name]
 
 
 def names() -> list[str]:
+    """Every registered model's name, sorted."""
     _load_all()
     return sorted(_MODELS)
 
 
 def specs() -> list[ModelSpec]:
+    """Every registered model's spec, sorted by name."""
     _load_all()
     return [_MODELS[k] for k in sorted(_MODELS)]

@@ -44,7 +44,11 @@ def test_registered_with_the_agreed_defaults():
         spec = get(name)
         cfg = spec.config()
         assert cfg.transforms == 8 and tuple(cfg.hidden_features) == (64, 64)
-        assert spec.train == dict(steps=5000, batch_size=512, lr=1e-3, ema_decay=None)
+        assert spec.task == "density"
+        want = dict(steps=5000, batch_size=512, lr=1e-3, ema_decay=None)
+        assert spec.train_defaults("points") == want
+        # a model built through the registry carries its budget (fit's lr=None uses it)
+        assert spec.build(cfg, DataInfo("moons", "points", (2,))).train_defaults == want
         assert spec.data_kinds == ("points", "images")  # images: tests/models/test_image_flows.py
 
 
@@ -165,6 +169,8 @@ def test_bad_shapes_and_data_kinds_raise():
     with pytest.raises(ValueError, match="shape"):
         model.log_prob(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="point data"):
-        get("nsf").build(get("nsf").config(), DataInfo("tokens", "sequences", (16,)))
+        get("nsf").build(get("nsf").config(), DataInfo("ts", "series", (16,), input_shape=(1,)))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        DataInfo("tokens", "sequences", (16,))
     with pytest.raises(ValueError, match="mixing"):
         get("realnvp").build(get("realnvp").make_config({"mixing": "shuffle"}), INFO)

@@ -14,61 +14,91 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..registry import DataInfo
+from .base import BatchData, SeriesData, TaskData, TensorData, as_data, move_batch, slice_batch
+from .batches import Series, Tasks
+from .functions import FUNCTIONS
 from .images import IMAGES, load_image_arrays
+from .info import KINDS, DataInfo
 from .toys import HAS_DENSITY, TOYS
 from .toys import log_density as _toy_log_density
 
-__all__ = ["Dataset", "load", "names", "describe", "log_density", "bits_per_dim", "DataInfo"]
+__all__ = [
+    "Dataset",
+    "TensorData",
+    "SeriesData",
+    "TaskData",
+    "BatchData",
+    "Series",
+    "Tasks",
+    "DataInfo",
+    "KINDS",
+    "as_data",
+    "move_batch",
+    "slice_batch",
+    "load",
+    "info",
+    "names",
+    "describe",
+    "options",
+    "log_density",
+    "bits_per_dim",
+]
 
 TRAIN_SIZE = 100_000
 TEST_SIZE = 10_000
 SPLITS = ("train", "test")
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """One split of a data set.
+class Dataset(TensorData):
+    """One split of a registered data set (points or images; ``tasks`` sets are
+    :class:`TaskData`).
 
     Attributes:
         x: float32 tensor, ``(n, d)`` for points or ``(n, c, h, w)`` for images.
         y: int64 labels ``(n,)`` or ``None``.
-        info: :class:`~genmodels.registry.DataInfo` (name, kind, event shape, classes, levels).
+        info: :class:`DataInfo` (name, kind, event shape, classes, levels, options).
         split: ``"train"`` or ``"test"``.
+
+    A batch is ``x[idx]``; :meth:`labelled` gives the same data with batches ``(x, y)``
+    (what a classifier trains on).
     """
 
-    x: torch.Tensor
-    y: torch.Tensor | None
-    info: DataInfo
-    split: str
+    def __init__(self, x, y, info: DataInfo, split: str):
+        super().__init__(x, y, info=info)
+        self.with_y = False
+        self.split = split
 
     @property
     def name(self) -> str:
         return self.info.name
 
-    def __len__(self) -> int:
-        return self.x.shape[0]
 
-    def subset(self, index) -> Dataset:
-        """The examples at ``index`` (a slice or an index tensor) as a new Dataset."""
-        y = None if self.y is None else self.y[index]
-        return Dataset(self.x[index], y, self.info, self.split)
+class TaskDataset(TaskData):
+    """One split of a registered tasks data set (a fixed set of functions)."""
+
+    def __init__(self, x, y, info: DataInfo, split: str, *, context):
+        super().__init__(x, y, context=context, info=info)
+        self.split = split
+
+    @property
+    def name(self) -> str:
+        return self.info.name
 
 
 def names() -> list[str]:
-    """All data set names: the 2D toys, then the image sets."""
-    return list(TOYS) + list(IMAGES)
+    """All data set names: the 2D toys, the image sets, then the task families."""
+    return list(TOYS) + list(IMAGES) + list(FUNCTIONS)
 
 
 def describe() -> dict[str, str]:
     """``{name: one-line description}`` for ``genmodels list``."""
     out = {k: v[1] for k, v in TOYS.items()}
     out.update({k: v[2] for k, v in IMAGES.items()})
+    out.update({k: v[2] for k, v in FUNCTIONS.items()})
     return out
 
 
@@ -77,13 +107,48 @@ def _check_name(name) -> None:
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(names())}")
 
 
+def options(name: str, overrides: dict | None = None):
+    """The options dataclass of data set ``name`` with ``overrides`` applied and checked
+    (None for a data set without options; then any override is an error)."""
+    from ..config import ConfigError, apply_overrides
+
+    _check_name(name)
+    overrides = dict(overrides or {})
+    cls = FUNCTIONS[name][1] if name in FUNCTIONS else None
+    if cls is None:
+        if overrides:
+            raise ConfigError(
+                f"data set {name!r} takes no options; got data.{next(iter(overrides))}"
+            )
+        return None
+    return apply_overrides(cls(), overrides, what=f"data set {name!r} option")
+
+
 def _seed_for(name: str, split: str) -> int:
     digest = hashlib.sha256(f"genmodels/{name}/{split}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
 @functools.lru_cache(maxsize=32)
-def _load_cached(name: str, split: str) -> Dataset:
+def _load_cached(name: str, split: str, opts_json: str) -> BatchData:
+    import json
+
+    if name in FUNCTIONS:
+        make, cls, _ = FUNCTIONS[name]
+        opts = cls(**json.loads(opts_json))
+        n = opts.n_train if split == "train" else opts.n_test
+        rng = np.random.default_rng(_seed_for(name, split))
+        x, y = make(n, opts, rng)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+        info = DataInfo(
+            name,
+            "tasks",
+            (yt.shape[2],),
+            input_shape=(xt.shape[2],),
+            options=json.loads(opts_json),
+        )
+        return TaskDataset(xt, yt, info, split, context=(opts.context_min, opts.context_max))
     if name in TOYS:
         make = TOYS[name][0]
         n = TRAIN_SIZE if split == "train" else TEST_SIZE
@@ -109,20 +174,27 @@ def _load_cached(name: str, split: str) -> Dataset:
     return Dataset(xt, yt, info, split)
 
 
-def load(name: str, split: str = "train") -> Dataset:
+def load(name: str, split: str = "train", **options_) -> BatchData:
     """Load data set ``name`` (see :func:`names`) and ``split`` (``"train"`` or ``"test"``).
 
-    The tensors are shared with an in-process cache: clone before modifying in place.
+    ``options_`` are the data set's options (``genmodels train ... --set data.KEY=VALUE``);
+    unknown keys and values of the wrong type are one clear error. The tensors are shared
+    with an in-process cache: clone before modifying in place.
     """
+    import dataclasses
+    import json
+
     _check_name(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return _load_cached(name, split)
+    opts = options(name, options_)
+    opts_json = "{}" if opts is None else json.dumps(dataclasses.asdict(opts), sort_keys=True)
+    return _load_cached(name, split, opts_json)
 
 
-def info(name: str) -> DataInfo:
-    """The :class:`DataInfo` of data set ``name`` without keeping the tensors."""
-    return load(name).info
+def info(name: str, **options_) -> DataInfo:
+    """The :class:`DataInfo` of data set ``name`` (with ``options_``)."""
+    return load(name, **options_).info
 
 
 def log_density(name: str, x) -> torch.Tensor:

@@ -50,8 +50,6 @@ __all__ = [
     "build_mlp_classifier",
 ]
 
-_TRAIN = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
-
 
 def _split_batch(batch) -> tuple[Tensor, Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -184,7 +182,7 @@ class FlowClassifierConfig:
     config=FlowClassifierConfig,
     default_data="moons",
     description="Generative classifier p(x|y)p(y), one normalizing flow per class",
-    train=_TRAIN,
+    task="classifier",
 )
 def build_flow_classifier(config: FlowClassifierConfig, info: DataInfo) -> FlowClassifier:
     d, k = _classes(info, "flow-classifier")
@@ -207,7 +205,7 @@ class LogRegConfig:
     config=LogRegConfig,
     default_data="moons",
     description="Discriminative baseline: multinomial logistic regression",
-    train=dict(_TRAIN, lr=1e-2),
+    task="classifier",
 )
 def build_logreg(config: LogRegConfig, info: DataInfo) -> DiscriminativeClassifier:
     d, k = _classes(info, "logreg")
@@ -227,7 +225,7 @@ class MLPClassifierConfig:
     config=MLPClassifierConfig,
     default_data="moons",
     description="Discriminative baseline: MLP classifier p(y|x) = softmax(MLP(x))",
-    train=_TRAIN,
+    task="classifier",
 )
 def build_mlp_classifier(config: MLPClassifierConfig, info: DataInfo) -> DiscriminativeClassifier:
     d, k = _classes(info, "mlp-classifier")

@@ -546,27 +546,13 @@ class DDPMConfig:
             raise ValueError("channels, blocks and every entry of mults must be >= 1")
 
 
-# Training defaults for points (docs/benchmarks.md, "DDPM on the 2D toys"): 20000 steps with
-# EMA 0.999 reach sliced W1 1.43-1.45x the floor on moons with the ancestral sampler (two
-# seeds); the issue's benchmark workload (5000 steps, EMA 0.995) reaches 2.0x. The EMA
-# carries the quality (the raw weights of a 5000-step run: 7.8x the floor), hence a longer
-# average over a longer run.
-POINTS_TRAIN = dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999)
-
-# Training defaults for images (docs/images.md: measured to reach the quality target
-# on 8x8 digits within the CPU budget), and mnist5k's own budget for the U-Net.
-IMAGE_TRAIN = dict(steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200)
-MNIST5K_TRAIN = dict(steps=2000, grad_clip=1.0, ema_start=1000)
-
-
 @register(
     "ddpm",
     config=DDPMConfig,
     default_data="moons",
     description="denoising diffusion (Ho et al. 2020): Algorithm 1 training, ancestral and DDIM",
-    train=POINTS_TRAIN,
+    task="density",
     data_kinds=("points", "images"),
-    train_by_kind={"images": IMAGE_TRAIN, "mnist5k": MNIST5K_TRAIN},
 )
 def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
     """A DDPM with the default ε-network for the data's kind (an MLP for points)."""

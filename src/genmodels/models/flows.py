@@ -76,11 +76,6 @@ __all__ = [
     "coupling_stack",
 ]
 
-_TRAIN = dict(steps=5000, batch_size=512, lr=1e-3, ema_decay=None)
-# Images (docs/flows.md, "Images"): small batches, early stopping on a validation split.
-IMAGE_TRAIN = dict(
-    steps=2000, batch_size=64, lr=1e-3, ema_decay=None, val_fraction=0.1, val_every=200, patience=4
-)
 _MIXING = ("alternate", "random", "lu")
 
 
@@ -369,9 +364,8 @@ class RealNVPConfig(CouplingFlowConfig):
     config=RealNVPConfig,
     default_data="8gaussians",
     description="RealNVP: affine coupling flow (Dinh et al. 2017)",
-    train=_TRAIN,
+    task="density",
     data_kinds=("points", "images"),
-    train_by_kind={"images": IMAGE_TRAIN},
 )
 def build_realnvp(config: RealNVPConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
     clamp = config.scale_clamp or None
@@ -404,9 +398,8 @@ class NICEConfig(CouplingFlowConfig):
     config=NICEConfig,
     default_data="8gaussians",
     description="NICE: additive coupling flow with diagonal scaling (Dinh et al. 2015)",
-    train=_TRAIN,
+    task="density",
     data_kinds=("points", "images"),
-    train_by_kind={"images": IMAGE_TRAIN},
 )
 def build_nice(config: NICEConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
     if info.kind == "images":
@@ -436,9 +429,8 @@ class NSFConfig(CouplingFlowConfig):
     config=NSFConfig,
     default_data="8gaussians",
     description="Neural spline flow: rational-quadratic spline couplings (Durkan et al. 2019)",
-    train=_TRAIN,
+    task="density",
     data_kinds=("points", "images"),
-    train_by_kind={"images": IMAGE_TRAIN},
 )
 def build_nsf(config: NSFConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
     spline = dict(bins=config.bins, bound=config.bound)

@@ -356,7 +356,7 @@ class VAE(nn.Module):
     config=VAEConfig,
     default_data="digits",
     description="Variational autoencoder with IWAE evaluation (Kingma & Welling 2014)",
-    train=dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8),
+    task="density",
     data_kinds=("points", "images"),
 )
 def build_vae(config: VAEConfig, info: DataInfo) -> VAE:

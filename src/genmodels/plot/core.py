@@ -97,12 +97,14 @@ def loss_curve(history, path=None, *, title="training loss"):
     plt.close(fig)
 
 
-def save_run_pictures(model, data, history, out_dir, *, seed: int = 0, n_points: int = 2000):
-    """Write ``loss.png`` and, for models that sample, ``samples.png`` into ``out_dir``."""
+def save_run_pictures(
+    model, data, history, out_dir, *, task: str = "density", seed: int = 0, n_points: int = 2000
+):
+    """Write ``loss.png`` and, for density models, ``samples.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
     if history:
         loss_curve(history, out_dir / "loss.png")
-    if not hasattr(model, "sample"):
+    if task != "density":
         return
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     g = torch.Generator(device=dev).manual_seed(seed)

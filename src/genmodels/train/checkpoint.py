@@ -1,13 +1,7 @@
 """Checkpoints: safetensors weights + JSON, written atomically, never unpickled.
 
-A run directory holds::
-
-    config.json                      model name, model/train config, data, versions, hashes
-    model.safetensors                final weights (EMA weights where EMA is on)
-    model_raw.safetensors            the raw (non-EMA) weights, where EMA is on
-    metrics.jsonl                    one JSON line per logged step
-    checkpoint.json                  the resumable state: step, optimizer groups, file + SHA-256
-    checkpoint-<step>.safetensors    model, EMA, optimizer and RNG tensors of that step
+What a run directory holds is listed in :mod:`genmodels.train.run_dir`; the resumable
+state (model, EMA, optimizer, RNG, step) is one object, :class:`TrainingState`.
 
 Every file is written to a temporary name in the same directory, flushed,
 fsync'ed and renamed over the old one, so a run killed at any moment (even by
@@ -20,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,9 @@ __all__ = [
     "save_tensors",
     "load_tensors",
     "load_run",
+    "load_state_into",
     "sha256_file",
+    "TrainingState",
 ]
 
 
@@ -151,45 +149,130 @@ def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], p
 
 
 def load_run(run_dir: str | os.PathLike, *, device: str = "cpu", weights: str = "ema"):
-    """Rebuild a trained model from a run directory, in eval mode.
+    """Rebuild a trained model from a run directory (:func:`genmodels.train.run_dir.load_run`)."""
+    from .run_dir import load_run as _load_run
 
-    Args:
-        run_dir: a directory written by ``genmodels train`` / :func:`genmodels.train.fit`.
-        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch device.
-        weights: ``"ema"`` (the default: EMA weights where the run kept them) or ``"raw"``.
-    Returns:
-        The ``nn.Module``, with attributes ``run_config`` (the parsed config.json)
-        and ``data_info``.
+    return _load_run(run_dir, device=device, weights=weights)
+
+
+# ---------------------------------------------------------------------------
+# The training state: what a checkpoint holds, saved and restored as one object.
+# ---------------------------------------------------------------------------
+
+
+def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta.get("scalars", {}).items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+@dataclass
+class TrainingState:
+    """Everything a resumable checkpoint holds: the model, its EMA, the optimizer, the torch
+    RNG, the step and the loop's counters (wall time, best validation loss and weights).
+
+    ``save(dir)`` writes ``checkpoint-<step>.safetensors`` and then ``checkpoint.json``
+    naming it with its SHA-256 (the pair is atomic: a kill leaves the old pair or the new
+    one), then removes the superseded tensor file; ``restore(dir)`` reads them back into
+    the same objects.
     """
-    from .. import registry
-    from ..config import apply_overrides
-    from .device import resolve_device
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a run directory")
-    cfg = read_json(run_dir / "config.json")
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    try:
-        name = cfg["model"]
-        spec = registry.get(name)
-        info = registry.DataInfo.from_json(cfg["data_info"])
-        model_cfg = apply_overrides(spec.config(), cfg.get("model_config", {}), what=name)
-        files = cfg["weights"]
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{run_dir / 'config.json'}: missing or malformed field {e}") from e
-    if "model" not in files:
-        raise CheckpointError(f"{run_dir}: the run has not finished (no final weights yet)")
-    key = "raw" if weights == "raw" and "raw" in files else "model"
-    model = spec.build(model_cfg, info)
-    entry = files[key]
-    path = run_dir / entry["file"]
-    dev = resolve_device(device)
-    tensors = load_tensors(path, sha256=entry["sha256"])
-    load_state_into(model, tensors, path)
-    dtype = getattr(torch, cfg.get("train_config", {}).get("dtype", "float32"))
-    model.to(device=dev, dtype=dtype).eval()
-    model.run_config = cfg
-    model.data_info = info
-    return model
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: Any = None
+    step: int = 0
+    wall: float = 0.0
+    best_val: float = math.inf
+    bad_evals: int = 0
+    best_weights: dict | None = None
+
+    def save(self, run_dir: str | os.PathLike) -> None:
+        run_dir = Path(run_dir)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.tensors().items()})
+        opt_tensors, opt_meta = _optimizer_to_flat(self.optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.best_weights is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        fname = f"checkpoint-{self.step:08d}.safetensors"
+        sha = save_tensors(run_dir / fname, tensors)
+        state_path = run_dir / "checkpoint.json"
+        old = None
+        if state_path.exists():
+            try:
+                old = read_json(state_path).get("file")
+            except CheckpointError:
+                old = None
+        meta = {
+            "step": self.step,
+            "file": fname,
+            "sha256": sha,
+            "wall": self.wall,
+            "optimizer": opt_meta,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "bad_evals": self.bad_evals,
+        }
+        write_json(state_path, meta)
+        if old and old != fname:
+            try:
+                (run_dir / old).unlink()
+            except FileNotFoundError:
+                pass
+
+    def restore(self, run_dir: str | os.PathLike, *, device=None, ema_copying=None) -> None:
+        """Load the checkpoint of ``run_dir`` into this state's objects.
+
+        ``ema_copying(step) -> bool``: whether the EMA was still copying the raw weights at
+        that step (then its shadow is the weights themselves).
+        """
+        run_dir = Path(run_dir)
+        meta = read_json(run_dir / "checkpoint.json")
+        try:
+            file, sha = meta["file"], meta["sha256"]
+            step = int(meta["step"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{run_dir / 'checkpoint.json'}: malformed ({e})") from e
+        path = run_dir / file
+        tensors = load_tensors(path, sha256=sha, device=device or "cpu")
+        load_state_into(self.model, _prefixed(tensors, "model."), path)
+        _optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+        if self.ema is not None:
+            self.ema.load(_prefixed(tensors, "ema."))
+            if ema_copying is not None and ema_copying(step):
+                self.ema.reset()
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"].cpu())
+        self.best_weights = _prefixed(tensors, "best.") or None
+        self.step, self.wall = step, float(meta.get("wall", 0.0))
+        best = meta.get("best_val")
+        self.best_val = float(best) if best is not None else math.inf
+        self.bad_evals = int(meta.get("bad_evals", 0))

@@ -1,12 +1,15 @@
 """One training loop for every model of the library.
 
-The loop only calls ``model.loss(batch, generator=g)``. It owns all randomness:
-the batch indices of step ``k`` come from a generator seeded by ``(seed, k)``
-and the model's noise from another seeded by ``(seed, k, rank)``, so a run that
-is killed and resumed from a checkpoint reaches bit-for-bit the weights of an
-uninterrupted run. Adam/AdamW, warm-up, cosine decay, gradient clipping, EMA,
-a progress bar, metric logging, atomic checkpoints, resume, early stopping on a
-validation split and a non-finite-loss guard live here, once.
+The loop only asks the data for a batch (``data.batch(size, generator)``, the batch
+protocol of :mod:`genmodels.data.base`) and calls ``model.loss(batch, generator=g)``;
+it knows nothing of what a batch holds. It owns all randomness: the batch of step ``k``
+is drawn from a generator seeded by ``(seed, k)`` and the model's noise from another
+seeded by ``(seed, k, rank)``, so a run that is killed and resumed from a checkpoint
+reaches bit-for-bit the weights of an uninterrupted run. Adam/AdamW, warm-up, cosine
+decay, gradient clipping, EMA, a progress bar, metric logging, atomic checkpoints,
+resume, early stopping on a validation split and a non-finite-loss guard live here,
+once; what a checkpoint holds is :class:`~genmodels.train.checkpoint.TrainingState` and
+the run directory's files are :class:`~genmodels.train.run_dir.RunDir`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,11 +28,24 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import apply_overrides, to_json_dict
-from . import checkpoint as ckpt
+from ..data.base import BatchData, as_data, slice_batch
 from . import distributed as ddp
+from .checkpoint import TrainingState
 from .device import resolve_device, resolve_dtype
+from .ema import EMA, ema_weights
+from .run_dir import RunDir
 
-__all__ = ["TrainConfig", "fit", "FitResult", "NonFiniteLossError", "step_generator"]
+__all__ = [
+    "TrainConfig",
+    "fit",
+    "FitResult",
+    "NonFiniteLossError",
+    "step_generator",
+    "resolve_train_config",
+]
+
+#: The learning rate of a model that states none (TrainConfig.lr = None).
+DEFAULT_LR = 1e-3
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,7 +59,9 @@ class TrainConfig:
     Attributes:
         steps: optimizer steps in total.
         batch_size: examples per step (the global batch under torchrun).
-        lr: peak learning rate.
+        lr: peak learning rate; None: the model's own default (``model.train_defaults``,
+            which a registered model carries for its data and a model class may define;
+            1e-3 where neither does), so ``fit`` and the command line train the same thing.
         optimizer: ``"adam"`` or ``"adamw"``.
         weight_decay: AdamW's decoupled weight decay (Adam: L2 added to the gradient).
         betas: Adam's (β1, β2).
@@ -70,7 +87,7 @@ class TrainConfig:
 
     steps: int = 5000
     batch_size: int = 1024
-    lr: float = 1e-3
+    lr: float | None = None
     optimizer: str = "adam"
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -97,8 +114,9 @@ class TrainConfig:
 
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "val_every"):
             positive_int(name)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        lr_ok = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        if self.lr is not None and not lr_ok:
+            raise ValueError(f"lr must be a positive number or null, got {self.lr!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -161,70 +179,6 @@ def step_generator(gen: torch.Generator, seed: int, step: int, stream: int) -> t
     return gen
 
 
-# ---------------------------------------------------------------------------
-# EMA
-# ---------------------------------------------------------------------------
-
-
-class _EMA:
-    """θ_ema ← decay θ_ema + (1 - decay) θ after every step (one fused call)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self, copy: bool = False) -> None:
-        """One step of the average; ``copy``: take the raw weights as they are."""
-        w = 1.0 if copy else 1.0 - self.decay
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], w)
-
-    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict with the EMA values in place of the parameters."""
-        sd = dict(model.state_dict())
-        sd.update(dict(zip(self.names, self.shadow)))
-        return sd
-
-    def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        for s, n in zip(self.shadow, self.names):
-            s.copy_(tensors[n])
-
-
-# ---------------------------------------------------------------------------
-# Optimizer state <-> flat tensors + JSON (safetensors holds tensors only).
-# ---------------------------------------------------------------------------
-
-
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _optimizer_from_flat(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, idx, k = key.split(".", 2)
-            state.setdefault(int(idx), {})[k] = v
-    for key, v in meta.get("scalars", {}).items():
-        idx, k = key.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -253,33 +207,270 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _split_validation(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+def resolve_train_config(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """``cfg`` with the fields left to the model (``lr=None``) taken from
+    ``model.train_defaults`` (a registered model's budget for its data, or the class's)."""
+    if cfg.lr is not None:
+        return cfg
+    own = getattr(model, "train_defaults", None) or {}
+    return dataclasses.replace(cfg, lr=float(own.get("lr", DEFAULT_LR)))
+
+
+def _split_validation(data: BatchData, cfg: TrainConfig) -> tuple[BatchData, BatchData | None]:
     if cfg.val_fraction <= 0:
-        return torch.arange(n), None
+        return data, None
+    n = len(data)
     g = torch.Generator().manual_seed(_mix(cfg.seed, 0xBA1))
     perm = torch.randperm(n, generator=g)
     n_val = max(1, int(round(n * cfg.val_fraction)))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def _batch(x, y, idx, uses_labels):
-    return (x[idx], y[idx]) if uses_labels else x[idx]
+    if n_val >= n:
+        raise ValueError(
+            f"val_fraction={cfg.val_fraction} leaves no training data out of {n} examples"
+        )
+    return data.subset(perm[n_val:].sort().values), data.subset(perm[:n_val].sort().values)
 
 
 @torch.no_grad()
-def _validation_loss(model, x, y, uses_labels, cfg, device, batch_size=2048) -> float:
+def _validation_loss(model, val: BatchData, cfg, device, batch_size=2048) -> float:
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device)
     total, count = 0.0, 0
-    for k, start in enumerate(range(0, x.shape[0], batch_size)):
-        idx = torch.arange(start, min(start + batch_size, x.shape[0]), device=x.device)
+    for k, batch in enumerate(val.batches(batch_size)):
         step_generator(gen, cfg.seed, k, 0x5A1)
-        loss = model.loss(_batch(x, y, idx, uses_labels), generator=gen)
-        total += float(loss) * len(idx)
-        count += len(idx)
+        size = _batch_size(batch)
+        total += float(model.loss(batch, generator=gen)) * size
+        count += size
     model.train(was_training)
     return total / count
+
+
+def _batch_size(batch) -> int:
+    first = batch
+    while isinstance(first, tuple):
+        first = first[0]
+    return int(first.shape[0])
+
+
+class _Loop:
+    """The state of one :func:`fit` call; ``run`` is the loop."""
+
+    def __init__(self, model, data, cfg, out, resume, run_info):
+        self.model, self.cfg = model, cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        # under torchrun: join the process group; rank 0 alone writes (train/distributed.py)
+        self.rank, self.world, self.device = ddp.setup(self.device, cfg.batch_size)
+        self.writer = self.rank == 0
+        self.run = RunDir(out) if out is not None else None
+        self.resume = resume
+        self.run_info = dict(run_info or {})
+        if "model" in self.run_info and "task" not in self.run_info:
+            from .. import registry  # a registered model's declared task
+
+            self.run_info["task"] = registry.get(self.run_info["model"]).task
+        self.data = data
+        torch.manual_seed(_mix(cfg.seed, 0x1417))  # anything a model draws outside `generator`
+        model.to(device=self.device, dtype=self.dtype)
+        ddp.broadcast_module(model, self.world)
+        train, val = _split_validation(data, cfg)
+        self.train = train.to(self.device, self.dtype)
+        self.val = val.to(self.device, self.dtype) if val is not None else None
+        self.history: list[dict] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> TrainingState:
+        cfg, run = self.cfg, self.run
+        if self.resume and (run is None or not run.checkpoint_path.exists()):
+            raise ValueError(f"--resume: no checkpoint found in {out_name(run)}")
+        if run is not None and self.writer:
+            run.ensure_writable()
+        opt = _make_optimizer(self.model, cfg)
+        ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        state = TrainingState(self.model, opt, ema)
+        if self.resume:
+            state.restore(run.path, device=self.device, ema_copying=lambda s: s <= cfg.ema_start)
+            self.last_good = state.step
+            if self.writer:
+                run.truncate_metrics(state.step)
+        else:
+            self.last_good = None
+            init = getattr(self.model, "init_from_data", None)
+            if callable(init):
+                init(self.train.full())
+                if ema is not None:  # data-dependent init changes parameters (ActNorm)
+                    ema.reset()
+            if run is not None and self.writer:
+                run.start_metrics()
+        self.run_cfg = {
+            **self.run_info,
+            "train_config": to_json_dict(cfg),
+            "genmodels_version": __version__,
+            "torch_version": torch.__version__,
+            "seed": cfg.seed,
+        }
+        if run is not None and self.writer:
+            if self.resume and run.config_path.exists():
+                self.run_cfg["weights"] = run.read_config().get("weights", {})
+            run.write_config(self.run_cfg)
+        return state
+
+    # -- the loop -------------------------------------------------------------------------
+    def run_steps(self, state: TrainingState) -> bool:
+        cfg, model, run = self.cfg, self.model, self.run
+        opt, ema = state.optimizer, state.ema
+        gen_idx = torch.Generator()  # batches are drawn on the CPU, as before
+        gen_noise = torch.Generator(device=self.device)
+        model.train()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=state.step,
+            disable=not cfg.progress or not self.writer,
+            desc=type(model).__name__,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        metrics_file = run.open_metrics() if run is not None and self.writer else None
+        running = torch.zeros((), device=self.device, dtype=torch.float64)
+        running_n, stopped_early = 0, False
+        self.last_loss = float("nan")
+        params = [p for p in model.parameters() if p.requires_grad]
+        share = cfg.batch_size // self.world
+        t0 = time.perf_counter()
+        try:
+            for step in range(state.step, cfg.steps):
+                # every rank draws the same global batch and takes its contiguous slice
+                batch = self.train.batch(cfg.batch_size, step_generator(gen_idx, cfg.seed, step, 0))
+                if self.world > 1:
+                    batch = slice_batch(batch, self.rank * share, (self.rank + 1) * share)
+                noise = step_generator(gen_noise, cfg.seed, step, 1 + self.rank)
+                loss = model.loss(batch, generator=noise)
+                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)
+                    raise ValueError(f"model.loss must return a scalar tensor, got {shape}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                ddp.average_gradients(params, self.world)
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                lr = _lr_at(step, cfg)
+                if cfg.warmup_steps or cfg.lr_schedule != "constant":
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                opt.step()
+                if ema is not None:
+                    ema.update(copy=step + 1 <= cfg.ema_start)
+                running += loss.detach()
+                running_n += 1
+                done = step + 1
+                is_log = done % cfg.log_every == 0 or done == cfg.steps
+                is_ckpt = run is not None and (
+                    done % cfg.checkpoint_every == 0 or done == cfg.steps
+                )
+                is_val = self.val is not None and (done % cfg.val_every == 0 or done == cfg.steps)
+                if not (is_log or is_ckpt or is_val):
+                    bar.update(1)
+                    continue
+                mean_loss = float(ddp.all_mean(running, self.world)) / running_n
+                if not math.isfinite(mean_loss):
+                    where = (
+                        f"; the last good checkpoint (step {self.last_good}) is kept in {run.path}"
+                        if self.last_good is not None
+                        else ""
+                    )
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({mean_loss}) between steps {done - running_n + 1} "
+                        f"and {done}{where}. Try a smaller --lr or --set grad_clip=1.0"
+                    )
+                self.last_loss = mean_loss
+                elapsed = state.wall + (time.perf_counter() - t0)
+                rec = {"step": done, "loss": mean_loss, "lr": lr, "wall": round(elapsed, 4)}
+                running.zero_()
+                running_n = 0
+                if is_val:
+                    with ema_weights(ema):
+                        v = _validation_loss(model, self.val, cfg, self.device)
+                    rec["val_loss"] = v
+                    if v < state.best_val - 1e-12:
+                        state.best_val, state.bad_evals = v, 0
+                        src = ema.state_dict(model) if ema is not None else model.state_dict()
+                        state.best_weights = {k: t.detach().clone() for k, t in src.items()}
+                    else:
+                        state.bad_evals += 1
+                self.history.append(rec)
+                if metrics_file is not None:
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    metrics_file.flush()
+                bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
+                patience_out = is_val and cfg.patience and state.bad_evals >= cfg.patience
+                if is_ckpt or patience_out:
+                    state.wall, state.step = elapsed, done
+                    t0 = time.perf_counter()
+                    if run is not None and self.writer:
+                        state.save(run.path)
+                        self.last_good = done
+                bar.update(1)
+                if patience_out:
+                    stopped_early = True
+                    break
+        finally:
+            bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+        return stopped_early
+
+    # -- the end --------------------------------------------------------------------------
+    def finish(self, state: TrainingState, stopped_early: bool) -> FitResult:
+        model, run, ema = self.model, self.run, state.ema
+        final_step = self.history[-1]["step"] if self.history else state.step
+        # Final weights: best-validation weights, else EMA, else raw.
+        raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if state.best_weights is not None:
+            final_state = state.best_weights
+        elif ema is not None:
+            final_state = ema.state_dict(model)
+        else:
+            final_state = raw_state
+        model.load_state_dict(final_state)
+        model.eval()
+        if run is not None and self.writer:
+            raw = raw_state if final_state is not raw_state else None
+            self.run_cfg["weights"] = run.save_weights(final_state, raw)
+            self.run_cfg["final_step"] = final_step
+            self.run_cfg["stopped_early"] = stopped_early
+            run.write_config(self.run_cfg)
+            self._pictures()
+        return FitResult(
+            model=model,
+            steps=final_step,
+            final_loss=self.last_loss,
+            out=run.path if run is not None else None,
+            stopped_early=stopped_early,
+            best_val_loss=state.best_val if math.isfinite(state.best_val) else None,
+            history=self.history,
+        )
+
+    def _pictures(self) -> None:
+        """Pictures come after the final weights: one that fails costs a warning, never the
+        weights."""
+        import warnings
+
+        from ..plot import save_run_pictures
+
+        # the task the CLI recorded or the model class states; a plain module: the loss curve
+        task = self.run_info.get("task") or getattr(self.model, "task", None)
+        try:
+            save_run_pictures(
+                self.model, self.data, self.history, self.run.path, task=task, seed=self.cfg.seed
+            )
+        except Exception as e:  # noqa: BLE001 - a picture must never cost a finished run
+            warnings.warn(
+                f"could not draw the run's pictures: {type(e).__name__}: {e}", stacklevel=2
+            )
+
+
+def out_name(run: RunDir | None) -> str:
+    return str(run.path) if run is not None else "None"
 
 
 def fit(
@@ -294,17 +485,21 @@ def fit(
     """Train ``model`` on ``data`` by minimising ``model.loss(batch, generator=g)``.
 
     Args:
-        model: an ``nn.Module`` with ``loss(batch, *, generator)``; the batch is the
-            tensor ``x[idx]`` or, if ``model.uses_labels``, the tuple ``(x[idx], y[idx])``.
-            An optional ``model.init_from_data(x)`` is called once before step 0.
-        data: a :class:`genmodels.data.Dataset` (anything with ``.x`` and ``.y``).
-        config: a :class:`TrainConfig` (defaults if None).
+        model: an ``nn.Module`` with ``loss(batch, *, generator)``; the batch is whatever
+            ``data.batch`` hands out (a tensor ``x``, ``(x, y)``, a ``Series``, a ``Tasks``:
+            see :mod:`genmodels.data.base`). An optional ``model.init_from_data(batch)`` is
+            called once before step 0 with the whole training split as one batch.
+        data: a data object (``genmodels.data.load``, ``TensorData``, ``SeriesData``,
+            ``TaskData``) or anything with tensors ``.x`` and ``.y`` (wrapped as
+            ``TensorData(x, y)``: batches ``x[idx]``, or ``(x[idx], y[idx])`` when ``y`` is
+            not None). NaN in the data is data, never an error.
+        config: a :class:`TrainConfig` (defaults if None; ``lr=None`` is the model's own).
         out: run directory for checkpoints, metrics, weights and pictures (None:
             train in memory only).
         resume: continue from the last checkpoint in ``out``.
         run_info: extra JSON fields for ``config.json`` (the CLI stores the model
-            name, its config and the data set there, so :func:`genmodels.load` can
-            rebuild the model).
+            name, its task and config and the data set there, so :func:`genmodels.load`
+            can rebuild the model).
     Returns:
         A :class:`FitResult`; the model holds the final weights (EMA weights where
         EMA is on; the best-validation weights where a validation split is used).
@@ -318,287 +513,10 @@ def fit(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     cfg.validate()
-    if not hasattr(model, "loss"):
+    if not callable(getattr(model, "loss", None)):
         raise TypeError(f"{type(model).__name__} has no loss(batch, generator=) method")
-    uses_labels = bool(getattr(model, "uses_labels", False))
-    x_all = getattr(data, "x", None)
-    if not isinstance(x_all, torch.Tensor) or x_all.dim() < 2 or x_all.shape[0] < 1:
-        raise ValueError("data.x must be a tensor of shape (n, ...) with n >= 1")
-    y_all = getattr(data, "y", None)
-    if uses_labels and y_all is None:
-        raise ValueError(f"{type(model).__name__} needs labelled data (data.y is None)")
-
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype)
-    # under torchrun: join the process group; rank 0 alone writes (train/distributed.py)
-    rank, world_size, device = ddp.setup(device, cfg.batch_size)
-    writer = rank == 0
-    torch.manual_seed(_mix(cfg.seed, 0x1417))  # anything a model draws outside `generator`
-    model.to(device=device, dtype=dtype)
-    ddp.broadcast_module(model, world_size)
-    train_idx, val_idx = _split_validation(x_all.shape[0], cfg)
-    x = x_all[train_idx].to(device=device, dtype=dtype)
-    y = y_all[train_idx].to(device) if (uses_labels and y_all is not None) else None
-    if val_idx is not None:
-        x_val = x_all[val_idx].to(device=device, dtype=dtype)
-        y_val = y_all[val_idx].to(device) if y is not None else None
-    n = x.shape[0]
-
-    out_dir = Path(out) if out is not None else None
-    state_path = out_dir / "checkpoint.json" if out_dir else None
-    if resume and (out_dir is None or not state_path.exists()):
-        raise ValueError(f"--resume: no checkpoint found in {out_dir}")
-    if out_dir is not None and writer:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            probe = out_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise ValueError(f"out directory {out_dir} is not writable ({e.strerror})") from e
-
-    opt = _make_optimizer(model, cfg)
-    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
-    start, wall, best_val, bad_evals, best_state, last_good = 0, 0.0, math.inf, 0, None, None
-    history: list[dict] = []
-
-    if resume:
-        state = ckpt.read_json(state_path)
-        tensors = ckpt.load_tensors(out_dir / state["file"], sha256=state["sha256"], device=device)
-        ckpt.load_state_into(
-            model,
-            {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-            out_dir / state["file"],
-        )
-        _optimizer_from_flat(opt, tensors, state["optimizer"])
-        if ema is not None:
-            ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            if state["step"] <= cfg.ema_start:  # still copying: the shadow is the weights
-                ema.shadow = [p.detach().clone() for p in ema.params]
-        if "rng.torch" in tensors:
-            torch.set_rng_state(tensors["rng.torch"].cpu())
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        best_state = best or None
-        start, wall = state["step"], state["wall"]
-        best_val = state["best_val"] if state.get("best_val") is not None else math.inf
-        bad_evals = state.get("bad_evals", 0)
-        last_good = start
-        if writer:
-            _truncate_metrics(out_dir / "metrics.jsonl", start)
-    else:
-        init = getattr(model, "init_from_data", None)
-        if callable(init):
-            init(x)
-            if ema is not None:  # data-dependent init changes parameters (ActNorm)
-                ema.shadow = [p.detach().clone() for p in ema.params]
-        if out_dir is not None and writer:
-            (out_dir / "metrics.jsonl").write_text("")
-
-    run_cfg = {
-        **(run_info or {}),
-        "train_config": to_json_dict(cfg),
-        "genmodels_version": __version__,
-        "torch_version": torch.__version__,
-        "seed": cfg.seed,
-    }
-    if out_dir is not None and writer:
-        if resume and (out_dir / "config.json").exists():
-            prev = ckpt.read_json(out_dir / "config.json")
-            run_cfg["weights"] = prev.get("weights", {})
-        ckpt.write_json(out_dir / "config.json", run_cfg)
-
-    def save_checkpoint(step: int) -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        if ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in zip(ema.names, ema.shadow)})
-        opt_tensors, opt_meta = _optimizer_to_flat(opt)
-        tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in best_state.items()})
-        fname = f"checkpoint-{step:08d}.safetensors"
-        sha = ckpt.save_tensors(out_dir / fname, tensors)
-        old = None
-        if state_path.exists():
-            try:
-                old = ckpt.read_json(state_path).get("file")
-            except ckpt.CheckpointError:
-                old = None
-        meta = {
-            "step": step,
-            "file": fname,
-            "sha256": sha,
-            "wall": wall,
-            "optimizer": opt_meta,
-            "best_val": best_val if math.isfinite(best_val) else None,
-            "bad_evals": bad_evals,
-        }
-        ckpt.write_json(state_path, meta)
-        if old and old != fname:
-            try:
-                (out_dir / old).unlink()
-            except FileNotFoundError:
-                pass
-
-    gen_idx = torch.Generator()
-    gen_noise = torch.Generator(device=device)
-    model.train()
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start,
-        disable=not cfg.progress or not writer,
-        desc=type(model).__name__,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    metrics_file = open(out_dir / "metrics.jsonl", "a") if out_dir and writer else None  # noqa: SIM115
-    running = torch.zeros((), device=device, dtype=torch.float64)
-    running_n, last_loss, stopped_early = 0, float("nan"), False
-    params = [p for p in model.parameters() if p.requires_grad]
-    t0 = time.perf_counter()
-    try:
-        for step in range(start, cfg.steps):
-            idx = torch.randint(
-                0, n, (cfg.batch_size,), generator=step_generator(gen_idx, cfg.seed, step, 0)
-            )
-            if world_size > 1:  # the global batch's indices, this rank's contiguous slice
-                idx = ddp.local_slice(idx, rank, world_size)
-            if idx.device != x.device:
-                idx = idx.to(x.device)
-            batch = _batch(x, y, idx, uses_labels)
-            loss = model.loss(batch, generator=step_generator(gen_noise, cfg.seed, step, 1 + rank))
-            if loss.dim() != 0:
-                raise ValueError(f"model.loss must return a scalar, got shape {tuple(loss.shape)}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            ddp.average_gradients(params, world_size)
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            lr = _lr_at(step, cfg)
-            if cfg.warmup_steps or cfg.lr_schedule != "constant":
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            opt.step()
-            if ema is not None:
-                ema.update(copy=step + 1 <= cfg.ema_start)
-            running += loss.detach()
-            running_n += 1
-            done = step + 1
-            is_log = done % cfg.log_every == 0 or done == cfg.steps
-            is_ckpt = out_dir is not None and (
-                done % cfg.checkpoint_every == 0 or done == cfg.steps
-            )
-            is_val = val_idx is not None and (done % cfg.val_every == 0 or done == cfg.steps)
-            if is_log or is_ckpt or is_val:
-                mean_loss = float(ddp.all_mean(running, world_size)) / running_n
-                if not math.isfinite(mean_loss):
-                    where = (
-                        f"; the last good checkpoint (step {last_good}) is kept in {out_dir}"
-                        if last_good is not None
-                        else ""
-                    )
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({mean_loss}) between steps {done - running_n + 1} and "
-                        f"{done}{where}. Try a smaller --lr or --set grad_clip=1.0"
-                    )
-                last_loss = mean_loss
-                elapsed = wall + (time.perf_counter() - t0)
-                rec = {"step": done, "loss": mean_loss, "lr": lr, "wall": round(elapsed, 4)}
-                running.zero_()
-                running_n = 0
-                if is_val:
-                    with _ema_weights(ema):
-                        v = _validation_loss(model, x_val, y_val, uses_labels, cfg, device)
-                    rec["val_loss"] = v
-                    if v < best_val - 1e-12:
-                        best_val, bad_evals = v, 0
-                        src = ema.state_dict(model) if ema is not None else model.state_dict()
-                        best_state = {k: t.detach().clone() for k, t in src.items()}
-                    else:
-                        bad_evals += 1
-                history.append(rec)
-                if metrics_file is not None:
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
-                if is_ckpt or (is_val and cfg.patience and bad_evals >= cfg.patience):
-                    wall = elapsed
-                    t0 = time.perf_counter()
-                    if out_dir is not None and writer:
-                        save_checkpoint(done)
-                        last_good = done
-                if is_val and cfg.patience and bad_evals >= cfg.patience:
-                    stopped_early = True
-                    bar.update(1)
-                    break
-            bar.update(1)
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-
-    final_step = history[-1]["step"] if history else start
-    # Final weights: best-validation weights, else EMA, else raw.
-    raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        final_state = best_state
-    elif ema is not None:
-        final_state = ema.state_dict(model)
-    else:
-        final_state = raw_state
-    model.load_state_dict(final_state)
-    model.eval()
-    if out_dir is not None and writer:
-        from ..plot import save_run_pictures
-
-        save_run_pictures(model, data, history, out_dir, seed=cfg.seed)
-        weights = {"model": {"file": "model.safetensors"}}
-        weights["model"]["sha256"] = ckpt.save_tensors(out_dir / "model.safetensors", final_state)
-        if final_state is not raw_state:
-            sha = ckpt.save_tensors(out_dir / "model_raw.safetensors", raw_state)
-            weights["raw"] = {"file": "model_raw.safetensors", "sha256": sha}
-        run_cfg["weights"] = weights
-        run_cfg["final_step"] = final_step
-        run_cfg["stopped_early"] = stopped_early
-        ckpt.write_json(out_dir / "config.json", run_cfg)
-    return FitResult(
-        model=model,
-        steps=final_step,
-        final_loss=last_loss,
-        out=out_dir,
-        stopped_early=stopped_early,
-        best_val_loss=best_val if math.isfinite(best_val) else None,
-        history=history,
-    )
-
-
-class _ema_weights:
-    """Context manager: the EMA weights swapped into the model, then swapped back."""
-
-    def __init__(self, ema: _EMA | None):
-        self.ema = ema
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.saved = [p.detach().clone() for p in self.ema.params]
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.ema.params], self.ema.shadow)
-
-    def __exit__(self, *exc):
-        if self.ema is not None:
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.ema.params], self.saved)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by the kill
-    ckpt.atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+    cfg = resolve_train_config(cfg, model)
+    loop = _Loop(model, as_data(data), cfg, out, resume, run_info)
+    state = loop.prepare()
+    stopped_early = loop.run_steps(state)
+    return loop.finish(state, stopped_early)
