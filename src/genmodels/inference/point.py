@@ -13,6 +13,12 @@ an L1 penalty. (*Lecture slip*: the slide of the MLE line writes the estimate as
 Both are solved by gradient ascent (L-BFGS with a strong-Wolfe line search by
 default, or Adam) on the user's log-likelihood and log-prior, which take a
 parameter tensor ``theta`` of any shape and return a scalar in nats.
+
+Convergence is judged relative to the objective's scale, as optimisation libraries do
+(scipy's L-BFGS-B: a gradient test beside the relative function-change test
+``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol``): ``|∇f| <= tol * max(1, |f|)``, or, for
+L-BFGS, no relative progress beyond ``ftol`` over an iteration. An absolute gradient
+tolerance near the round-off floor of ``f`` makes ``converged`` depend on the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ from torch import Tensor
 __all__ = ["PointEstimate", "mle", "map_estimate", "maximise"]
 
 
+def _gradient_test(value: Tensor, grad: Tensor, tol: float) -> bool:
+    """``|∇f| <= tol * max(1, |f|)``: the gradient measured against the objective's scale."""
+    return float(grad.norm()) <= tol * max(1.0, abs(float(value)))
+
+
+def _function_change_test(f_prev: float, f_new: float, ftol: float) -> bool:
+    """scipy L-BFGS-B's test on the minimised ``f``: ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1)
+    <= ftol``."""
+    return (f_prev - f_new) / max(abs(f_prev), abs(f_new), 1.0) <= ftol
+
+
 @dataclass
 class PointEstimate:
     """The result of :func:`mle` / :func:`map_estimate`.
@@ -36,7 +53,11 @@ class PointEstimate:
             (log p(D|θ) for MLE, log p(D|θ) + log p(θ) for MAP).
         n_iter: optimiser iterations taken.
         grad_norm: Euclidean norm of the objective's gradient at ``theta``.
-        converged: whether ``grad_norm <= tol`` was reached.
+        converged: whether a convergence test of :func:`maximise` passed (see ``stop``).
+        stop: why the iteration stopped: ``"gradient"`` (``grad_norm <= tol * max(1,
+            |objective|)``), ``"function change"`` (L-BFGS: the relative change of the
+            objective over an iteration ``<= ftol``) or ``"steps"`` (budget spent; not
+            converged).
     """
 
     theta: Tensor
@@ -44,6 +65,7 @@ class PointEstimate:
     n_iter: int
     grad_norm: float
     converged: bool
+    stop: str = "steps"
 
 
 def _objective_and_grad(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,6 +84,7 @@ def maximise(
     steps: int = 200,
     lr: float | None = None,
     tol: float = 1e-8,
+    ftol: float | None = None,
 ) -> PointEstimate:
     """Maximise a scalar ``objective(theta)`` by gradient ascent from ``theta0``.
 
@@ -72,7 +95,19 @@ def maximise(
             to 20 inner ones) or ``"adam"`` (``steps`` Adam steps).
         steps: iteration budget (≥ 1).
         lr: step size (default 1.0 for L-BFGS, 1e-2 for Adam).
-        tol: stop when the gradient norm is ≤ tol.
+        tol: gradient test, relative to the objective's scale: stop (converged) when
+            ``|∇f(θ)| <= tol * max(1, |f(θ)|)``. An absolute test would ask for digits that
+            do not exist: the gradient of a sum of n log-densities carries round-off
+            proportional to the sum's magnitude, and L-BFGS's line search cannot resolve
+            changes in ``f`` below ``eps * |f|``, so the smallest gradient it reaches
+            depends on the CPU's rounding (a user measured 7e-9 where another machine
+            reached 1e-10).
+        ftol: L-BFGS only, scipy L-BFGS-B's function-change test: stop (converged) when an
+            iteration (up to 20 inner steps) improves the objective by at most
+            ``ftol * max(|f_k|, |f_k+1|, 1)``, i.e. when no further progress is possible
+            in this precision. Default ``10 * eps`` of ``theta0``'s dtype, scipy's
+            ``factr = 10`` ("extremely high accuracy"; scipy's own default is ``factr =
+            1e7``). Not used with Adam, whose steps need not decrease ``f``.
 
     Example::
 
@@ -89,14 +124,18 @@ def maximise(
     v0 = objective(theta0.detach())
     if not isinstance(v0, Tensor) or v0.dim() != 0:
         raise ValueError("the objective must return a scalar (0-d) tensor: the summed log-density")
+    if ftol is None:
+        ftol = 10 * torch.finfo(theta0.dtype).eps
     theta = torch.nn.Parameter(theta0.detach().clone())
     n_iter = 0
+    stop = "steps"
     if method == "lbfgs":
         opt = torch.optim.LBFGS(
             [theta],
             lr=1.0 if lr is None else lr,
             max_iter=20,
-            tolerance_grad=tol,
+            # torch's own tests are absolute; ours (below, after each iteration) decide.
+            tolerance_grad=0.0,
             tolerance_change=0.0,
             history_size=50,
             line_search_fn="strong_wolfe",
@@ -108,25 +147,35 @@ def maximise(
             loss.backward()
             return loss
 
+        f_prev = -float(v0.detach())
         for n_iter in range(1, steps + 1):  # noqa: B007
             opt.step(closure)
-            _, g = _objective_and_grad(objective, theta.detach())
-            if g.norm() <= tol:
+            v, g = _objective_and_grad(objective, theta.detach())
+            if _gradient_test(v, g, tol):
+                stop = "gradient"
                 break
+            if _function_change_test(f_prev, -float(v), ftol):
+                stop = "function change"
+                break
+            f_prev = -float(v)
     else:
         opt = torch.optim.Adam([theta], lr=1e-2 if lr is None else lr)
         for n_iter in range(1, steps + 1):  # noqa: B007
             opt.zero_grad()
             loss = -objective(theta)
             loss.backward()
-            if theta.grad.norm() <= tol:
+            if _gradient_test(loss.detach(), theta.grad, tol):
+                stop = "gradient"
                 break
             opt.step()
     value, g = _objective_and_grad(objective, theta.detach())
     if not torch.isfinite(value):
         raise FloatingPointError(f"the objective is not finite at the end ({float(value)})")
-    gn = float(g.norm())
-    return PointEstimate(theta.detach().clone(), float(value), n_iter, gn, gn <= tol)
+    if stop == "steps" and _gradient_test(value, g, tol):
+        stop = "gradient"
+    return PointEstimate(
+        theta.detach().clone(), float(value), n_iter, float(g.norm()), stop != "steps", stop
+    )
 
 
 def mle(

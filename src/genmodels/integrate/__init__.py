@@ -1,4 +1,5 @@
-"""genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion."""
+"""genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion,
+trace estimators."""
 
 from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
@@ -15,6 +16,12 @@ from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
 from .spline import NaturalCubicSpline
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
+from .trace import (
+    divergence_exact,
+    divergence_hutchinson,
+    dynamics_with_divergence,
+    hutchinson_noise,
+)
 
 __all__ = [
     "odeint",
@@ -34,4 +41,8 @@ __all__ = [
     "SDE_METHODS",
     "BrownianMotion",
     "NaturalCubicSpline",
+    "dynamics_with_divergence",
+    "divergence_exact",
+    "divergence_hutchinson",
+    "hutchinson_noise",
 ]

@@ -16,10 +16,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ..distributions.flow import standard_normal_log_prob  # noqa: E402
 from .core import scatter_samples  # noqa: E402
 
 __all__ = ["layer_densities", "density_map", "flow_overview"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` of 2D points ``(n, 2) -> (n,)``, the flow's base density. Written here
+    because plot/ is the bottom layer and imports nothing from genmodels.distributions."""
+    return -0.5 * z.pow(2).sum(1) - 0.5 * z.shape[1] * _LOG_2PI
 
 
 def _grid(lo, hi, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,7 +96,7 @@ def layer_densities(model, *, n: int = 160, steps: int | None = None, path=None,
             for layer in rest:
                 x, l = layer(x)
                 ladj = ladj + l
-            return standard_normal_log_prob(x) + ladj
+            return _standard_normal_log_prob(x) + ladj
 
         s = stages[k]
         lo = torch.quantile(s, 0.005, dim=0)
