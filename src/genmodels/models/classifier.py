@@ -85,7 +85,9 @@ class FlowClassifier(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> None:
-        """Standardise every class flow with the statistics of all training inputs ``x``."""
+        """Standardise every class flow with the statistics of all training inputs ``x``
+        (a tensor, or the labelled batch ``(x, y)``)."""
+        x = x[0] if isinstance(x, tuple) else x
         for f in self.flows:
             f.init_from_data(x)
 
@@ -142,8 +144,9 @@ class DiscriminativeClassifier(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> None:
-        """Set the input standardisation from the training inputs ``x`` (n, d)."""
-        self.standardize.set_(x)
+        """Set the input standardisation from the training inputs ``x`` (n, d) (a tensor, or
+        the labelled batch ``(x, y)``)."""
+        self.standardize.set_(x[0] if isinstance(x, tuple) else x)
 
     def logits(self, x: Tensor) -> Tensor:
         """Unnormalised ``log p(y|x)``: ``(n, d) -> (n, K)``."""
