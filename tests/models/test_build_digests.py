@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 import torch
 
-from genmodels.config import apply_overrides
+from genmodels.config import ConfigError, apply_overrides
 from genmodels.registry import DataInfo, get
 
 INFOS = {
@@ -272,3 +273,14 @@ if __name__ == "__main__":
         full = to_json_dict(apply_overrides(spec.config(), over, what=model))
         print(f"    ({model!r}, {data!r}, {full!r}, {digest(build(model, data, over))!r}),")
     print("]")
+
+
+def test_removed_fields_that_disagree_raise_one_clear_error():
+    ddpm = get("ddpm")
+    with pytest.raises(ConfigError, match="image_mlp_width=64, channels=8.*'width'"):
+        ddpm.make_config({"image_mlp_width": 64, "channels": 8})
+    # with net=unet the MLP fields were unused: no conflict
+    assert ddpm.make_config({"net": "unet", "image_mlp_width": 64, "channels": 8}).width == 8
+    with pytest.raises(ConfigError, match=r"hidden_features=\[64, 32\] has unequal widths"):
+        get("realnvp").make_config({"hidden_features": [64, 32]})
+    assert get("vae").make_config({"hidden": 32}).width == 32
