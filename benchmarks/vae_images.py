@@ -1,7 +1,7 @@
 """VAE benchmark: train with the CLI's defaults, then bound the test NLL in bits/dim.
 
     PYTHONPATH=src python benchmarks/vae_images.py --data digits
-    PYTHONPATH=src python benchmarks/vae_images.py --data mnist5k --set hidden=512
+    PYTHONPATH=src python benchmarks/vae_images.py --data mnist5k --set width=512
     PYTHONPATH=src python benchmarks/vae_images.py --data moons
     PYTHONPATH=src python benchmarks/vae_images.py --run runs/vae-digits   # evaluate only
 

@@ -49,7 +49,7 @@ def test_unet_is_translation_aware_not_per_pixel():
 def test_build_ddpm_for_images(net):
     info = data.info("digits")
     torch.manual_seed(0)
-    cfg = DDPMConfig(timesteps=50, net=net, channels=8, image_mlp_width=32)
+    cfg = DDPMConfig(timesteps=50, net=net, width=8 if net == "unet" else 32)
     model = registry.get("ddpm").build(cfg, info)
     assert isinstance(model, DDPM) and model.clip == (-1.0, 1.0)
     assert model.event_shape == (1, 8, 8)
@@ -75,16 +75,16 @@ def test_image_defaults_come_from_the_registry():
 
 
 def test_auto_picks_an_mlp_for_small_images_and_a_unet_for_large():
-    from genmodels.models.ddpm import _FlatEps
+    from genmodels.nn import FlatTimeNetwork
 
     cfg = DDPMConfig(timesteps=10)
     small = registry.get("ddpm").build(cfg, registry.DataInfo("digits", "images", (1, 8, 8)))
     large = registry.get("ddpm").build(cfg, registry.DataInfo("mnist5k", "images", (1, 28, 28)))
-    assert isinstance(small.eps_model, _FlatEps)
+    assert isinstance(small.eps_model, FlatTimeNetwork)
     assert isinstance(large.eps_model, UNet)
-    forced = DDPMConfig(timesteps=10, net="mlp", image_mlp_width=16)
+    forced = DDPMConfig(timesteps=10, net="mlp", width=16)
     m = registry.get("ddpm").build(forced, registry.DataInfo("mnist5k", "images", (1, 28, 28)))
-    assert isinstance(m.eps_model, _FlatEps)
+    assert isinstance(m.eps_model, FlatTimeNetwork)
 
 
 def test_frechet_distance_closed_form_and_scipy():
@@ -168,7 +168,7 @@ def test_image_metrics_order_real_noisy_and_gaussian(monkeypatch, tmp_path):
 
 def test_chain_grid_starts_at_the_sampler_noise(tmp_path):
     torch.manual_seed(0)
-    cfg = DDPMConfig(timesteps=20, net="mlp", image_mlp_width=16)
+    cfg = DDPMConfig(timesteps=20, net="mlp", width=16)
     model = registry.get("ddpm").build(cfg, data.info("digits"))
     g = torch.Generator().manual_seed(5)
     tiles = chain_grid(model, tmp_path / "chain.png", n=3, frames=4, generator=g)
@@ -192,7 +192,7 @@ def _fit_small(tmp_path, device, dtype):
 
     torch.manual_seed(0)
     info = data.info("digits")
-    cfg = DDPMConfig(timesteps=20, net="unet", channels=8, mults=(1,))
+    cfg = DDPMConfig(timesteps=20, net="unet", width=8, mults=(1,))
     model = registry.get("ddpm").build(cfg, info)
     run_info = {"model": "ddpm", "data": "digits", "model_config": cfg.__dict__ | {"mults": [1]}}
     run_info["data_info"] = info.to_json()
@@ -231,7 +231,7 @@ def test_evaluate_spends_the_bound_on_a_seeded_subset(monkeypatch):
     from genmodels.evaluate import run as ev
 
     monkeypatch.setattr(img, "image_metrics", lambda *a, **k: {})
-    cfg = DDPMConfig(timesteps=4, net="mlp", image_mlp_width=16, image_mlp_depth=1)
+    cfg = DDPMConfig(timesteps=4, net="mlp", width=16, depth=1)
     model = registry.get("ddpm").build(cfg, data.load("digits").info)
     assert model.default_bound_n == 100
     m = ev.evaluate_model(model, "digits")

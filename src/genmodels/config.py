@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["apply_overrides", "parse_set", "to_json_dict", "ConfigError"]
+__all__ = ["apply_overrides", "parse_set", "to_json_dict", "fold_fields", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -97,8 +97,13 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], *, what: str = "config"
     """Return a copy of dataclass ``cfg`` with ``overrides`` applied and type-checked.
 
     Unknown keys raise :class:`ConfigError` listing the known fields. Each
-    dataclass may define ``validate(self)``, called on the result.
+    dataclass may define ``validate(self)``, called on the result, and a static
+    ``upgrade_fields(overrides) -> overrides`` that maps the names of fields it no longer
+    has (an old run's ``config.json``) onto its current ones first.
     """
+    upgrade = getattr(type(cfg), "upgrade_fields", None)
+    if callable(upgrade):
+        overrides = upgrade(dict(overrides))
     hints = typing.get_type_hints(type(cfg))
     names = {f.name for f in dataclasses.fields(cfg)}
     changes = {}
@@ -118,3 +123,29 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], *, what: str = "config"
 def to_json_dict(cfg: Any) -> dict:
     """A dataclass as a JSON-able dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def fold_fields(
+    old: dict[str, Any], field: str, sources: dict[str, Any], *, what: str = "config"
+) -> dict[str, Any]:
+    """Fold several old fields into one new ``field`` whose default (``None``) follows the data.
+
+    ``sources`` maps each old field name to its old default. The old fields are removed from
+    (a copy of) ``old``; ``field`` becomes the one value that differs from its old default,
+    or ``None`` (the new default, which resolves to the same value) when none does. Two
+    differing values raise :class:`ConfigError` naming them.
+
+    Example::
+
+        >>> fold_fields({"width": 128, "channels": 8}, "width", {"width": 128, "channels": 16})
+        {'width': 8}
+    """
+    new = {k: v for k, v in old.items() if k not in sources}
+    changed = {k: old[k] for k, default in sources.items() if k in old and old[k] != default}
+    if len(changed) > 1:
+        given = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        raise ConfigError(
+            f"{what}: the old fields {given} are now one field {field!r}; set {field} instead"
+        )
+    new[field] = next(iter(changed.values()), None)
+    return new

@@ -46,7 +46,6 @@ def one_thread():
 @pytest.mark.parametrize("name", ["flow-classifier", "logreg", "mlp-classifier"])
 def test_contract(name):
     model = _build(name, perturb=True)
-    assert model.uses_labels is True
     x, y = _blobs(40, seed=1)
     pred = model.predict(x)
     assert isinstance(pred, Categorical) and pred.probs.shape == (40, 3)
@@ -172,3 +171,31 @@ def test_classifier_metrics_generative_vs_discriminative(one_thread):
     assert disc["missing_integrated"] == 0.0
     # Softmax confidence grows away from the data: max-prob cannot flag far-away inputs.
     assert disc["auroc_ood"] < 0.5 < gen["auroc_ood"]
+
+
+@pytest.mark.parametrize("name", ["flow-classifier", "logreg", "mlp-classifier"])
+def test_init_from_data_takes_x_or_the_labelled_batch(name):
+    x, y = _blobs(500, seed=3)
+    spec = get(name)
+    a = spec.build(spec.make_config({}), INFO)
+    b = spec.build(spec.make_config({}), INFO)
+    a.init_from_data(x)
+    b.init_from_data((x, y))
+    sa, sb = a.state_dict(), b.state_dict()
+    loc = [k for k in sa if k.endswith("loc")]
+    assert loc and all(torch.equal(sa[k], x.mean(0)) for k in loc)
+    assert all(torch.equal(sa[k], sb[k]) for k in loc)
+    assert not hasattr(a, "uses_labels")
+
+
+def test_a_bad_batch_says_how_to_get_labelled_data():
+    model = _build("logreg")
+    x, y = _blobs(8)
+    hint = r"batch must be \(x, y\) with y int64 \(B,\); train on labelled data, e\.g\. "
+    hint += r"genmodels\.data\.load\(name\)\.labelled\(\)"
+    with pytest.raises(TypeError, match=hint):
+        model.loss(x)
+    with pytest.raises(ValueError, match=hint):
+        model.loss((x, y.float()))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\), got \(8, 3\)"):
+        model.loss((torch.zeros(8, 3), y))

@@ -18,7 +18,7 @@ from genmodels.registry import DataInfo, get
 
 NAMES = ("nice", "realnvp", "nsf")
 INFO = DataInfo("tiny", "images", (2, 4, 4), None, 17)  # w = 1/8, like digits
-TINY = {"image_channels": 4, "blocks": 1, "scales": 1, "couplings": 1, "bins": 4}
+TINY = {"width": 4, "depth": 1, "scales": 1, "transforms": 1, "bins": 4}
 
 
 def _config(name: str, **over):
@@ -205,7 +205,7 @@ def test_bad_input_raises_naming_the_argument():
 def test_cli_train_evaluate_load_digits(tmp_path):
     run = tmp_path / "run"
     args = ["train", "realnvp", "--data", "digits", "--steps", "3", "--out", str(run)]
-    args += ["--no-progress", "--set", "image_channels=8", "--set", "couplings=1"]
+    args += ["--no-progress", "--set", "width=8", "--set", "transforms=1"]
     assert main(args) == 0
     assert main(["evaluate", str(run), "--n", "64"]) == 0
     m = json.loads((run / "metrics.json").read_text())

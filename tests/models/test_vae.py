@@ -24,7 +24,7 @@ def _one_thread():
 def tiny(decoder="auto", levels=5, event=(1, 1, 2), latent=1, kind="images", **kw):
     torch.manual_seed(0)
     info = DataInfo("t", kind, event, None, levels if kind == "images" else None)
-    cfg = VAEConfig(latent_dim=latent, hidden=16, depth=1, decoder=decoder, **kw)
+    cfg = VAEConfig(latent_dim=latent, width=16, depth=1, decoder=decoder, **kw)
     return VAE(cfg, info).to(DT).eval()
 
 
@@ -115,7 +115,7 @@ def test_nll_bound_is_in_continuous_coordinates():
 
 def test_loss_sample_reconstruct():
     info = DataInfo("digits", "images", (1, 8, 8), 10, 17)
-    m = build_vae(VAEConfig(hidden=32, train_k=4), info)
+    m = build_vae(VAEConfig(width=32, train_k=4), info)
     g = torch.Generator().manual_seed(0)
     x = m.sample(5, generator=g)
     assert x.shape == (5, 1, 8, 8)
@@ -161,7 +161,7 @@ def test_histogram_baseline_matches_hand_count():
 def test_vae_metrics_keys_and_order():
     info = DataInfo("digits", "images", (1, 8, 8), 10, 17)
     torch.manual_seed(0)
-    m = build_vae(VAEConfig(hidden=16), info)
+    m = build_vae(VAEConfig(width=16), info)
     g = torch.Generator().manual_seed(0)
     x = m.sample(40, generator=g)
     data = SimpleNamespace(x=x, info=info)
@@ -179,8 +179,8 @@ def test_vae_metrics_keys_and_order():
 
 def test_bad_input():
     info = DataInfo("digits", "images", (1, 8, 8), 10, 17)
-    m = build_vae(VAEConfig(hidden=8), info)
-    with pytest.raises(ValueError, match=r"\(n, 1, 8, 8\)"):
+    m = build_vae(VAEConfig(width=8), info)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 1, 8, 8\), got \(3, 64\)"):
         m.loss(torch.zeros(3, 64))
     with pytest.raises(ValueError, match="bernoulli"):
         build_vae(VAEConfig(decoder="bernoulli"), info)
@@ -209,7 +209,7 @@ def test_cli_train_load_evaluate_round_trip(tmp_path):
         str(out),
         "--no-progress",
         "--set",
-        "hidden=32",
+        "width=32",
         "--set",
         "val_every=10",
     ]

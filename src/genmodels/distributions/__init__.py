@@ -17,7 +17,8 @@ from .image import (
 )
 from .layers import ActNorm, DiagonalScale, LULinear, Planar
 from .splines import rational_quadratic_spline
-from .transforms import Compose, Inverse, Permutation, Reverse, Standardize, Transform
+from .standardize import Standardize, check_batch
+from .transforms import Compose, Inverse, Permutation, Reverse, Transform
 
 __all__ = [
     "ActNorm",
@@ -44,6 +45,7 @@ __all__ = [
     "Standardize",
     "Transform",
     "alternating_mask",
+    "check_batch",
     "channel_mask",
     "checkerboard_mask",
     "multi_scale",

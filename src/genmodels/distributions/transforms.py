@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse", "Reverse", "Permutation", "Standardize"]
+__all__ = ["Transform", "Compose", "Inverse", "Reverse", "Permutation"]
 
 
 class Transform(nn.Module):
@@ -156,37 +156,3 @@ class Reverse(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z.flip(1), z.new_zeros(z.shape[0])
-
-
-class Standardize(Transform):
-    """Fixed elementwise affine map ``z = (x - loc) / scale``; log|det J| = -sum log scale.
-
-    ``loc`` and ``scale`` are buffers (a checkpoint carries them); ``set_(x)`` fills them
-    from data (the mean and standard deviation over the batch dimension).
-
-    Example::
-
-        >>> t = Standardize(torch.tensor([1.0]), torch.tensor([2.0]))
-        >>> t(torch.tensor([[3.0]]))
-        (tensor([[1.]]), tensor([-0.6931]))
-    """
-
-    def __init__(self, loc: Tensor, scale: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("loc", torch.as_tensor(loc, dtype=torch.get_default_dtype()))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.get_default_dtype()))
-
-    @torch.no_grad()
-    def set_(self, x: Tensor) -> Standardize:
-        """Set ``loc``/``scale`` to the mean/std of ``x`` over dim 0 (std floored at 1e-6)."""
-        self.loc.copy_(x.mean(0))
-        self.scale.copy_(x.std(0).clamp_min(1e-6))
-        return self
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        ladj = -self.scale.log().sum().expand(x.shape[0])
-        return (x - self.loc) / self.scale, ladj
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        ladj = self.scale.log().sum().expand(z.shape[0])
-        return z * self.scale + self.loc, ladj

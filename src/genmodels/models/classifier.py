@@ -9,7 +9,8 @@ Owning ``p(x)`` it can tell when a confident ``p(y|x)`` rests on an input it has
 (``p(x)`` low: "uncertain decision" on the lecture's slide) and it can integrate a missing
 coordinate out, ``p(y | x_obs) ∝ ∫ p(x_obs, x_mis, y) dx_mis``.
 
-Registered models (all with ``uses_labels = True``: ``loss`` receives ``(x, y)``):
+Registered models (each trains on labelled data: ``loss`` receives the batch ``(x, y)``, and
+``init_from_data`` takes ``x`` or ``(x, y)``):
 
 - ``flow-classifier``: the generative one; ``predict``, ``log_prob`` (marginal ``p(x)``),
   ``log_joint``, ``sample``.
@@ -34,10 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from ..distributions import Standardize
+from ..distributions import Standardize, check_batch
 from ..nn.conditioner import Conditioner
 from ..registry import DataInfo, get, register
-from .flows import FlowModel
+from .flows import FlowModel, _upgrade_flow_fields
 
 __all__ = [
     "FlowClassifier",
@@ -51,15 +52,27 @@ __all__ = [
 ]
 
 
-def _split_batch(batch) -> tuple[Tensor, Tensor]:
+_BATCH = (
+    "a classifier's batch must be (x, y) with y int64 (B,); train on labelled data, "
+    "e.g. genmodels.data.load(name).labelled()"
+)
+
+
+def _split_batch(batch, event_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` checked: x ``(B, *event_shape)``, y int64 ``(B,)``."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError("a classifier's batch must be the tuple (x, y) with y int64 (B,)")
+        raise TypeError(f"{_BATCH}; got {type(batch).__name__}")
     x, y = batch
-    if y.dtype != torch.long or y.shape != x.shape[:1]:
-        raise ValueError(
-            f"y must be int64 of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}"
-        )
+    check_batch(x, event_shape, "x")
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != x.shape[:1]:
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{_BATCH}; y must be int64 of shape ({x.shape[0]},), got {got}")
     return x, y
+
+
+def _inputs(data) -> Tensor:
+    """The inputs of ``x`` or of a labelled batch ``(x, y)``."""
+    return data[0] if isinstance(data, (tuple, list)) else data
 
 
 class FlowClassifier(nn.Module):
@@ -72,8 +85,6 @@ class FlowClassifier(nn.Module):
     separate maximum-likelihood problems, so each flow sees only its own class.
     """
 
-    uses_labels = True
-
     def __init__(self, flows: list[FlowModel]) -> None:
         super().__init__()
         self.flows = nn.ModuleList(flows)
@@ -83,11 +94,15 @@ class FlowClassifier(nn.Module):
     def num_classes(self) -> int:
         return len(self.flows)
 
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.flows[0].event_shape
+
     @torch.no_grad()
-    def init_from_data(self, x: Tensor) -> None:
-        """Standardise every class flow with the statistics of all training inputs ``x``
-        (a tensor, or the labelled batch ``(x, y)``)."""
-        x = x[0] if isinstance(x, tuple) else x
+    def init_from_data(self, data: Tensor | tuple[Tensor, Tensor]) -> None:
+        """Standardise every class flow with the statistics of all training inputs: ``data``
+        is ``x`` ``(n, d)`` or the labelled batch ``(x, y)`` (the labels are not used)."""
+        x = _inputs(data)
         for f in self.flows:
             f.init_from_data(x)
 
@@ -101,7 +116,7 @@ class FlowClassifier(nn.Module):
 
     def loss(self, batch, *, generator: torch.Generator | None = None) -> Tensor:
         """Joint NLL per example, ``-mean_i [log p(x_i|y_i) + log p(y_i)]`` (nats)."""
-        x, y = _split_batch(batch)
+        x, y = _split_batch(batch, self.event_shape)
         total = -self.log_prior()[y].sum()
         for k, f in enumerate(self.flows):
             sel = y == k
@@ -135,18 +150,17 @@ class FlowClassifier(nn.Module):
 class DiscriminativeClassifier(nn.Module):
     """``p(y|x) = softmax(net(standardise(x)))``; ``loss`` is the cross-entropy (nats)."""
 
-    uses_labels = True
-
     def __init__(self, net: nn.Module, features: int) -> None:
         super().__init__()
-        self.standardize = Standardize(torch.zeros(features), torch.ones(features))
+        self.event_shape = (features,)
+        self.standardize = Standardize.identity(self.event_shape)
         self.net = net
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor) -> None:
-        """Set the input standardisation from the training inputs ``x`` (n, d) (a tensor, or
-        the labelled batch ``(x, y)``)."""
-        self.standardize.set_(x[0] if isinstance(x, tuple) else x)
+    def init_from_data(self, data: Tensor | tuple[Tensor, Tensor]) -> None:
+        """Set the input standardisation from the training inputs: ``data`` is ``x`` ``(n, d)``
+        or the labelled batch ``(x, y)`` (the labels are not used)."""
+        self.standardize.set_(_inputs(data))
 
     def logits(self, x: Tensor) -> Tensor:
         """Unnormalised ``log p(y|x)``: ``(n, d) -> (n, K)``."""
@@ -154,7 +168,7 @@ class DiscriminativeClassifier(nn.Module):
 
     def loss(self, batch, *, generator: torch.Generator | None = None) -> Tensor:
         """Mean cross-entropy ``-mean_i log p(y_i|x_i)`` (nats)."""
-        x, y = _split_batch(batch)
+        x, y = _split_batch(batch, self.event_shape)
         return F.cross_entropy(self.logits(x), y)
 
     def predict(self, x: Tensor) -> Categorical:
@@ -173,11 +187,19 @@ def _classes(info: DataInfo, name: str) -> tuple[int, int]:
 @dataclass
 class FlowClassifierConfig:
     """``flow-classifier``: one flow per class. flow: "nsf", "realnvp" or "nice"; the other
-    fields are that flow's config (per class)."""
+    fields are that flow's config (per class): ``transforms`` coupling layers, conditioner
+    MLPs of ``depth`` hidden layers of ``width`` units (None: the flow's defaults, 2 x 64).
+    Old runs' ``hidden_features`` (equal widths) map to ``width``/``depth``."""
 
     flow: str = "nsf"
     transforms: int = 4
-    hidden_features: tuple[int, ...] = (64, 64)
+    width: int | None = None
+    depth: int | None = None
+
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """Map an old config's ``hidden_features`` onto ``width`` and ``depth``."""
+        return _upgrade_flow_fields(old, "flow-classifier config", transforms=None)
 
 
 @register(
@@ -192,7 +214,7 @@ def build_flow_classifier(config: FlowClassifierConfig, info: DataInfo) -> FlowC
     if config.flow not in ("nsf", "realnvp", "nice"):
         raise ValueError(f"flow must be 'nsf', 'realnvp' or 'nice', got {config.flow!r}")
     spec = get(config.flow)
-    overrides = dict(transforms=config.transforms, hidden_features=list(config.hidden_features))
+    overrides = dict(transforms=config.transforms, width=config.width, depth=config.depth)
     flow_info = DataInfo(info.name, info.kind, info.event_shape)
     flows = [spec.build(spec.make_config(overrides), flow_info) for _ in range(k)]
     return FlowClassifier(flows)

@@ -31,8 +31,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..nn import TimeMLP
-from ..nn.unet import UNet
+from ..config import fold_fields
+from ..distributions import Standardize, check_batch
+from ..nn import time_network
 from ..registry import DataInfo, register
 
 __all__ = [
@@ -292,8 +293,11 @@ class DDPM(nn.Module):
         standardize: bool = False,
     ):
         super().__init__()
-        self.eps_model = eps_model
         self.event_shape = tuple(event_shape)
+        # registered first: checkpoints keep their keys (data_mean, data_std first)
+        self.standardizer = Standardize.identity(self.event_shape)
+        self.standardizer.keep_checkpoint_names(self, "data_mean", "data_std")
+        self.eps_model = eps_model
         self.schedule = schedule or NoiseSchedule.linear()
         self.schedule.sigma2(variance)  # validates
         if loss_type not in ("simple", "weighted"):
@@ -310,33 +314,35 @@ class DDPM(nn.Module):
             sig2[0] = sig2[1]
         w = s.betas**2 / (2 * sig2 * s.alphas * (1 - s.alphas_cumprod))
         self.register_buffer("loss_weight", (w / w.mean()).float(), persistent=False)
-        self.register_buffer("data_mean", torch.zeros(self.event_shape))
-        self.register_buffer("data_std", torch.ones(self.event_shape))
 
     @property
     def timesteps(self) -> int:
         return len(self.schedule)
 
+    @property
+    def data_mean(self) -> torch.Tensor:
+        """Per-feature mean of the training data (zeros unless ``standardize``)."""
+        return self.standardizer.loc
+
+    @property
+    def data_std(self) -> torch.Tensor:
+        """Per-feature standard deviation of the training data (ones unless ``standardize``)."""
+        return self.standardizer.scale
+
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set the standardisation statistics from training data (if ``standardize``)."""
+        check_batch(x, self.event_shape, "x")
         if self.standardize:
-            self.data_mean.copy_(x.mean(0))
-            self.data_std.copy_(x.std(0).clamp_min(1e-6))
+            self.standardizer.set_(x)
 
     def _to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.data_mean) / self.data_std if self.standardize else x
+        return self.standardizer(x)[0] if self.standardize else x
 
     def _to_data(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.data_std + self.data_mean if self.standardize else x
+        return self.standardizer.inverse(x)[0] if self.standardize else x
 
     def _check(self, x: torch.Tensor, name: str = "x") -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(
-                f"{name} must have shape (batch, {', '.join(map(str, self.event_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_batch(x, self.event_shape, name)
 
     def q_sample(self, x0: torch.Tensor, i: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(ᾱ_t) x_0 + sqrt(1-ᾱ_t) ε: a draw from q(x_t | x_0) in closed form."""
@@ -496,7 +502,26 @@ class DDPM(nn.Module):
 
 @dataclass
 class DDPMConfig:
-    """Hyper-parameters of ``genmodels train ddpm`` (``--set key=value``)."""
+    """Hyper-parameters of ``genmodels train ddpm`` (``--set key=value``).
+
+    The ε-network is chosen from the data's shape by :func:`genmodels.nn.time_network`;
+    ``width`` and ``depth`` mean what they mean for that network, and ``None`` is the
+    measured default for the data:
+
+    ===========================  =========================================  =====  =====
+    data                         ε-network (``net="auto"``)                 width  depth
+    ===========================  =========================================  =====  =====
+    points ``(d,)``              TimeMLP: ``depth`` layers of ``width``       128    3
+    images, ≤ 256 pixels (8x8)   TimeMLP on the flattened pixels              512    4
+    images, > 256 pixels         U-Net: ``width`` base channels, ``depth``    16     1
+                                 residual blocks per level, ``mults``
+    ===========================  =========================================  =====  =====
+
+    ``net`` forces ``"mlp"`` or ``"unet"`` (images only); ``mults`` (the U-Net's width
+    multiplier per level) is unused by the MLP. Runs saved before these fields were merged
+    (``image_mlp_width``, ``image_mlp_depth``, ``channels``, ``blocks``) load: the old field
+    that was set maps to ``width``/``depth`` (:meth:`upgrade_fields`).
+    """
 
     timesteps: int = 1000
     beta_start: float = 1e-4
@@ -504,20 +529,34 @@ class DDPMConfig:
     schedule: str = "linear"
     variance: str = "beta_tilde"
     loss_type: str = "simple"
-    width: int = 128
-    depth: int = 3
+    net: str = "auto"
+    width: int | None = None
+    depth: int | None = None
+    mults: tuple[int, ...] = (1, 2, 2)
     emb_dim: int = 128
     activation: str = "silu"
     standardize: bool = False
-    # images: the ε-network ("auto" picks the measured default for the image size, see
-    # image_net() and docs/images.md: "mlp" on flattened pixels, image_mlp_width x
-    # image_mlp_depth, or "unet" with its width, per-level multipliers and blocks per level).
-    net: str = "auto"
-    image_mlp_width: int = 512
-    image_mlp_depth: int = 4
-    channels: int = 16
-    mults: tuple[int, ...] = (1, 2, 2)
-    blocks: int = 1
+
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """Map an old config's ``image_mlp_width``/``channels`` onto ``width`` and
+        ``image_mlp_depth``/``blocks`` onto ``depth`` (an old run's ``config.json``)."""
+        if not {"image_mlp_width", "image_mlp_depth", "channels", "blocks"} & set(old):
+            return old
+        net = old.get("net", "auto")
+        widths = {"width": 128, "image_mlp_width": 512, "channels": 16}
+        depths = {"depth": 3, "image_mlp_depth": 4, "blocks": 1}
+        if net == "unet":  # the MLP fields were unused
+            ignored = ("width", "image_mlp_width", "depth", "image_mlp_depth")
+        elif net == "mlp":  # the U-Net fields were unused
+            ignored = ("channels", "blocks")
+        else:
+            ignored = ()
+        old = {k: v for k, v in old.items() if k not in ignored}
+        widths = {k: v for k, v in widths.items() if k not in ignored}
+        depths = {k: v for k, v in depths.items() if k not in ignored}
+        new = fold_fields(old, "width", widths, what="ddpm config")
+        return fold_fields(new, "depth", depths, what="ddpm config")
 
     def validate(self) -> None:
         if self.timesteps < 1:
@@ -532,18 +571,16 @@ class DDPMConfig:
             raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {self.variance!r}")
         if self.loss_type not in ("simple", "weighted"):
             raise ValueError(f"loss_type must be 'simple' or 'weighted', got {self.loss_type!r}")
-        if self.width < 1 or self.depth < 1 or self.emb_dim < 2 or self.emb_dim % 2:
-            raise ValueError("width and depth must be >= 1 and emb_dim a positive even number")
         if self.net not in ("auto", "mlp", "unet"):
             raise ValueError(f"net must be 'auto', 'mlp' or 'unet', got {self.net!r}")
-        if (
-            self.image_mlp_width < 1
-            or self.channels < 1
-            or self.blocks < 1
-            or not self.mults
-            or min(self.mults) < 1
+        if (self.width is not None and self.width < 1) or (
+            self.depth is not None and self.depth < 1
         ):
-            raise ValueError("channels, blocks and every entry of mults must be >= 1")
+            raise ValueError(f"width and depth must be >= 1, got {self.width}, {self.depth}")
+        if self.emb_dim < 2 or self.emb_dim % 2:
+            raise ValueError(f"emb_dim must be a positive even number, got {self.emb_dim}")
+        if not self.mults or min(self.mults) < 1:
+            raise ValueError(f"every entry of mults must be >= 1, got {self.mults}")
 
 
 @register(
@@ -555,77 +592,31 @@ class DDPMConfig:
     data_kinds=("points", "images"),
 )
 def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
-    """A DDPM with the default ε-network for the data's kind (an MLP for points)."""
+    """A DDPM with the ε-network :func:`genmodels.nn.time_network` picks for the data's shape
+    (see :class:`DDPMConfig`). Images live in [-1, 1]: sampling clips x̂_0 to that box (Ho
+    et al.'s code) and they are not standardised."""
+    if info.kind not in ("points", "images"):
+        raise ValueError(f"ddpm has no default network for {info.kind} data")
     if config.schedule == "linear":
         schedule = NoiseSchedule.linear(config.timesteps, config.beta_start, config.beta_end)
     else:
         schedule = NoiseSchedule.cosine(config.timesteps)
-    if info.kind == "images":
-        return _build_image_ddpm(config, info, schedule)
-    if info.kind != "points":
-        raise ValueError(f"ddpm has no default network for {info.kind} data")
-    net = TimeMLP(
-        info.event_shape[0], config.width, config.depth, config.emb_dim, config.activation
+    net = time_network(
+        info.event_shape,
+        net=config.net,
+        width=config.width,
+        depth=config.depth,
+        emb_dim=config.emb_dim,
+        activation=config.activation,
+        mults=config.mults,
     )
+    images = info.kind == "images"
     return DDPM(
         net,
         info.event_shape,
         schedule,
         variance=config.variance,
         loss_type=config.loss_type,
-        standardize=config.standardize,
-    )
-
-
-# "auto": an MLP on flattened pixels while the image has at most this many pixels
-# (8x8 digits: measured fastest to the quality target, docs/images.md), a U-Net above.
-# An MLP narrower than the pixel count cannot even pass x_t through its first layer
-# (at large t, ε ≈ x_t): on 28x28 its loss stalls near 0.6 where the U-Net's falls to 0.03.
-IMAGE_MLP_MAX_PIXELS = 256
-
-
-def image_net(config: DDPMConfig, info: DataInfo) -> str:
-    """The ε-network ``config.net`` names for ``info``'s images ("auto" resolved)."""
-    if config.net != "auto":
-        return config.net
-    return "mlp" if math.prod(info.event_shape[1:]) <= IMAGE_MLP_MAX_PIXELS else "unet"
-
-
-class _FlatEps(nn.Module):
-    """An ε-network on flattened pixels: ``(n, c, h, w) -> net((n, c·h·w)) -> (n, c, h, w)``."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1), t).view_as(x)
-
-
-def _build_image_ddpm(config: DDPMConfig, info: DataInfo, schedule: NoiseSchedule) -> DDPM:
-    """Images live in [-1, 1]: sampling clips x̂_0 to that box (Ho et al.'s code)."""
-    net_name = image_net(config, info)
-    if net_name == "unet":
-        net = UNet(
-            info.event_shape[0], config.channels, tuple(config.mults), config.blocks, config.emb_dim
-        )
-    else:
-        dim = math.prod(info.event_shape)
-        net = _FlatEps(
-            TimeMLP(
-                dim,
-                config.image_mlp_width,
-                config.image_mlp_depth,
-                config.emb_dim,
-                config.activation,
-            )
-        )
-    return DDPM(
-        net,
-        info.event_shape,
-        schedule,
-        variance=config.variance,
-        loss_type=config.loss_type,
-        clip=(-1.0, 1.0),
-        standardize=False,
+        clip=(-1.0, 1.0) if images else None,
+        standardize=config.standardize and not images,
     )

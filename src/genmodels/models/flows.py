@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import ConfigError, fold_fields
 from ..distributions import (
     ActNorm,
     AdditiveCoupling,
@@ -58,9 +59,11 @@ from ..distributions import (
     Standardize,
     Transform,
     alternating_mask,
+    check_batch,
     multi_scale,
     standard_normal_log_prob,
 )
+from ..nn import conditioner_options
 from ..registry import DataInfo, register
 
 __all__ = [
@@ -86,15 +89,7 @@ class _TransformDensity(nn.Module):
     transform: Compose
 
     def _check(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 1 + len(self.event_shape):
-            bad = True
-        else:
-            bad = tuple(x.shape[1:]) != self.event_shape
-        if bad:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {shape}"
-            )
+        check_batch(x, self.event_shape, "x")
 
     def log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` in nats, ``(n, *event_shape) -> (n,)``: ``log N(T(x)) + log|det J_T(x)|``
@@ -118,9 +113,7 @@ class FlowModel(_TransformDensity):
     def __init__(self, layers: list[Transform], event_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.event_shape = tuple(event_shape)
-        features = self.event_shape[0]
-        standardize = Standardize(torch.zeros(features), torch.ones(features))
-        self.transform = Compose(standardize, *layers)
+        self.transform = Compose(Standardize.identity(self.event_shape), *layers)
 
     @property
     def standardize(self) -> Standardize:
@@ -131,6 +124,7 @@ class FlowModel(_TransformDensity):
     def init_from_data(self, x: Tensor) -> None:
         """Set the standardisation buffers from the training data ``x`` (n, d); initialise any
         ActNorm layer on (up to 4096 of) the standardised points."""
+        self._check(x)
         self.standardize.set_(x)
         h = self.standardize(x[:4096])[0]
         for layer in self.transform.transforms[1:]:
@@ -277,10 +271,9 @@ def _image_flow(
         tuple(info.event_shape),
         coupling,
         scales=config.scales,
-        couplings=config.couplings,
+        couplings=_transforms(config, info),
         actnorm=actnorm,
-        hidden_channels=config.image_channels,
-        blocks=config.blocks,
+        **conditioner_options(info.event_shape, config.width, config.depth),
         **kwargs,
     )
     return ImageFlowModel([stack, *(final or [])], info, config.logit_alpha)
@@ -299,29 +292,85 @@ def _points(info: DataInfo, name: str) -> int:
 class CouplingFlowConfig:
     """Fields every coupling flow shares (``nice``, ``realnvp``, ``nsf``).
 
-    Points: transforms: number of coupling layers; hidden_features: conditioner MLP widths;
-    activation: conditioner nonlinearity; mixing: "alternate" masks only, or a "random"
-    permutation / "lu" linear layer between couplings; zero_init: start every conditioner's
-    output layer at zero (the flow starts as its base Gaussian) or at nn.Linear's random init.
+    ``transforms``, ``width`` and ``depth`` mean what they mean for the data's architecture;
+    ``None`` is the measured default (the conditioners come from
+    :func:`genmodels.nn.conditioner_options`):
 
-    Images (``info.kind == "images"``): image_channels: width of the conv-ResNet conditioners;
-    blocks: residual blocks in each; scales: squeeze-and-split scales of the multi-scale
-    architecture; couplings: couplings per mask type and scale (the last stage has one
-    more); logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05; 1e-3 gave
-    0.09 bits/dim less on digits, docs/flows.md). The point fields do not apply to images
-    (image conditioners always start at zero).
+    ======================  ==========================  ===========================  =====  =====
+    data                    transforms                  conditioner                  width  depth
+    ======================  ==========================  ===========================  =====  =====
+    points ``(d,)``         8 coupling layers           MLP, ``depth`` hidden         64     2
+                                                        layers of ``width`` units
+    images ``(c, h, w)``    3 couplings per mask type   conv ResNet, ``width``        32     1
+                            and scale (the last stage   channels, ``depth`` residual
+                            has one more)               blocks
+    ======================  ==========================  ===========================  =====  =====
+
+    activation: the point conditioners' nonlinearity (the conv ResNet uses ReLU); mixing:
+    "alternate" masks only, or a "random" permutation / "lu" linear layer between point
+    couplings; zero_init: start every point conditioner's output layer at zero (the flow
+    starts as its base Gaussian) or at nn.Linear's random init (image conditioners always
+    start at zero). Images only: scales: squeeze-and-split scales of the multi-scale
+    architecture; logit_alpha: ``alpha`` of the logit pre-transform (RealNVP used 0.05;
+    1e-3 gave 0.09 bits/dim less on digits, docs/flows.md).
+
+    Runs saved before these fields were merged load: ``hidden_features`` (equal widths) and
+    ``image_channels``/``blocks`` map to ``width``/``depth``, ``couplings`` to ``transforms``
+    (:meth:`upgrade_fields`).
     """
 
-    transforms: int = 8
-    hidden_features: tuple[int, ...] = (64, 64)
+    transforms: int | None = None
+    width: int | None = None
+    depth: int | None = None
     activation: str = "relu"
     mixing: str = "alternate"
     zero_init: bool = True
-    image_channels: int = 32
-    blocks: int = 1
     scales: int = 2
-    couplings: int = 3
     logit_alpha: float = 1e-3
+
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """Map an old config's ``hidden_features``, ``image_channels``, ``blocks`` and
+        ``couplings`` onto ``width``, ``depth`` and ``transforms``."""
+        return _upgrade_flow_fields(old, "flow config", transforms=8)
+
+    def validate(self) -> None:
+        for name in ("transforms", "width"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.depth is not None and self.depth < 0:
+            raise ValueError(f"depth must be >= 0, got {self.depth}")
+
+
+def _upgrade_flow_fields(old: dict, what: str, transforms: int | None) -> dict:
+    """Old flow fields -> ``width``/``depth`` (and ``transforms`` when ``transforms`` is the
+    old points default; None: the config has no image fields and keeps ``transforms``)."""
+    if not {"hidden_features", "image_channels", "blocks", "couplings"} & set(old):
+        return old
+    old = dict(old)
+    hidden = old.pop("hidden_features", None)
+    if hidden is not None and list(hidden) != [64, 64]:
+        if len(set(hidden)) > 1:
+            raise ConfigError(
+                f"{what}: hidden_features={list(hidden)} has unequal widths; the conditioner "
+                "is now set by width and depth (equal widths)"
+            )
+        old["_hidden_width"] = hidden[0] if hidden else 64
+        old["_hidden_depth"] = len(hidden)
+    new = fold_fields(old, "width", {"_hidden_width": 64, "image_channels": 32}, what=what)
+    new = fold_fields(new, "depth", {"_hidden_depth": 2, "blocks": 1}, what=what)
+    if transforms is not None:
+        new = fold_fields(new, "transforms", {"transforms": transforms, "couplings": 3}, what=what)
+    return new
+
+
+_TRANSFORMS = {"points": 8, "images": 3}
+
+
+def _transforms(config: CouplingFlowConfig, info: DataInfo) -> int:
+    """``config.transforms`` or its default for the data's kind (see CouplingFlowConfig)."""
+    return _TRANSFORMS[info.kind] if config.transforms is None else config.transforms
 
 
 def _point_couplings(
@@ -332,11 +381,11 @@ def _point_couplings(
     layers = coupling_stack(
         coupling,
         d,
-        config.transforms,
+        _transforms(config, info),
         config.mixing,
-        hidden_features=tuple(config.hidden_features),
         activation=config.activation,
         zero_init=config.zero_init,
+        **conditioner_options(info.event_shape, config.width, config.depth),
         **kwargs,
     )
     return d, layers

@@ -40,7 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
+from ..config import ConfigError
+from ..distributions import Standardize, check_batch
 from ..inference.vi import elbo_analytic_kl, iwae_bound
+from ..nn import MLP
 from ..registry import DataInfo, register
 
 __all__ = ["VAE", "VAEConfig", "build_vae", "discretised_logistic_log_prob"]
@@ -52,7 +55,7 @@ class VAEConfig:
 
     Attributes:
         latent_dim: dimension of z (None: 2 for points, 16 for images).
-        hidden: width of the encoder's and decoder's hidden layers.
+        width: width of the encoder's and decoder's hidden layers (``hidden`` before).
         depth: hidden layers in each of them.
         decoder: ``auto`` (gaussian for points; categorical for ≤ 64 levels, else
             logistic), ``gaussian``, ``categorical``, ``logistic`` or ``bernoulli``.
@@ -62,18 +65,27 @@ class VAEConfig:
     """
 
     latent_dim: int | None = None
-    hidden: int = 256
+    width: int = 256
     depth: int = 2
     decoder: str = "auto"
     train_k: int = 1
     dropout: float = 0.0
     mixtures: int = 5
 
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """An old run's ``hidden`` is now ``width``."""
+        if "hidden" not in old:
+            return old
+        if "width" in old:
+            raise ConfigError("VAE config: give width (hidden is its old name), not both")
+        return {("width" if k == "hidden" else k): v for k, v in old.items()}
+
     def validate(self) -> None:
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
-        if self.hidden < 1 or self.depth < 1 or self.train_k < 1 or self.mixtures < 1:
-            raise ValueError("hidden, depth, train_k and mixtures must be ≥ 1")
+        if self.width < 1 or self.depth < 1 or self.train_k < 1 or self.mixtures < 1:
+            raise ValueError("width, depth, train_k and mixtures must be ≥ 1")
         if self.decoder not in ("auto", "gaussian", "categorical", "logistic", "bernoulli"):
             raise ValueError(
                 "decoder must be auto, gaussian, categorical, logistic or bernoulli, "
@@ -81,18 +93,6 @@ class VAEConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-def _mlp(d_in: int, hidden: int, depth: int, d_out: int, dropout: float) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = d_in
-    for _ in range(depth):
-        layers += [nn.Linear(d, hidden), nn.SiLU()]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        d = hidden
-    layers.append(nn.Linear(d, d_out))
-    return nn.Sequential(*layers)
 
 
 def discretised_logistic_log_prob(
@@ -142,7 +142,7 @@ class VAE(nn.Module):
     Example::
 
         >>> info = DataInfo("digits", "images", (1, 8, 8), 10, 17)
-        >>> vae = build_vae(VAEConfig(hidden=32), info)
+        >>> vae = build_vae(VAEConfig(width=32), info)
         >>> x = vae.sample(4, generator=torch.Generator().manual_seed(0))
         >>> x.shape, vae.iwae_bound(x, 8).shape
         (torch.Size([4, 1, 8, 8]), torch.Size([4]))
@@ -154,6 +154,10 @@ class VAE(nn.Module):
         self.config, self.info = config, info
         self.event_shape = tuple(info.event_shape)
         self.data_dim = math.prod(self.event_shape)
+        # standardisation of flattened points (set by init_from_data; identity for images),
+        # registered first so that checkpoints keep their keys (shift, scale first)
+        self.standardizer = Standardize.identity((self.data_dim,))
+        self.standardizer.keep_checkpoint_names(self, "shift", "scale")
         self.kind = info.kind
         decoder = config.decoder
         if decoder == "auto":
@@ -178,27 +182,29 @@ class VAE(nn.Module):
             "bernoulli": 1,
         }
         out = self.data_dim * per_dim[decoder]
-        self.encoder = _mlp(self.data_dim, config.hidden, config.depth, 2 * latent, config.dropout)
-        self.decoder = _mlp(latent, config.hidden, config.depth, out, config.dropout)
-        # standardisation of points (set by init_from_data; identity for images)
-        self.register_buffer("shift", torch.zeros(self.data_dim))
-        self.register_buffer("scale", torch.ones(self.data_dim))
+        hidden = (config.width,) * config.depth
+        self.encoder = MLP(self.data_dim, 2 * latent, hidden, "silu", config.dropout)
+        self.decoder = MLP(latent, out, hidden, "silu", config.dropout)
 
     # -- data coordinates -----------------------------------------------------------
+    @property
+    def shift(self) -> Tensor:
+        """Mean of the flattened training points (zeros for images)."""
+        return self.standardizer.loc
+
+    @property
+    def scale(self) -> Tensor:
+        """Standard deviation of the flattened training points (ones for images)."""
+        return self.standardizer.scale
+
     def init_from_data(self, x: Tensor) -> None:
         """Standardise points with the training mean/std (images are used as stored)."""
+        flat = self._check(x)
         if self.kind == "points":
-            flat = x.reshape(x.shape[0], -1)
-            self.shift.copy_(flat.mean(0))
-            self.scale.copy_(flat.std(0).clamp_min(1e-6))
+            self.standardizer.set_(flat)
 
     def _check(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.event_shape:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x)
-            raise ValueError(
-                f"x must have shape (n, {', '.join(map(str, self.event_shape))}), got {shape}"
-            )
-        return x.reshape(x.shape[0], -1)
+        return check_batch(x, self.event_shape, "x").reshape(x.shape[0], -1)
 
     def _levels_of(self, flat: Tensor) -> Tensor:
         return torch.round((flat + 1) * (self.levels - 1) / 2).clamp(0, self.levels - 1).long()
@@ -206,7 +212,7 @@ class VAE(nn.Module):
     # -- the two halves ---------------------------------------------------------------
     def encode(self, x: Tensor) -> Independent:
         """q(z|x) = N(μ(x), diag σ(x)²), batch shape (n,), event shape (latent_dim,)."""
-        flat = (self._check(x) - self.shift) / self.scale
+        flat = self.standardizer(self._check(x))[0]
         h = self.encoder(flat)
         mu, pre = h.chunk(2, -1)
         return Independent(Normal(mu, F.softplus(pre) + 1e-4), 1)
@@ -230,9 +236,9 @@ class VAE(nn.Module):
         h = self._decoder_out(z)
         if self.decoder_kind == "gaussian":
             mu, pre = h.chunk(2, -1)
-            u = (flat - self.shift) / self.scale
+            u, ladj = self.standardizer(flat)  # ladj = -Σ log scale: back to data coordinates
             sd = F.softplus(pre) + 1e-3
-            return Normal(mu, sd).log_prob(u).sum(-1) - torch.log(self.scale).sum()
+            return Normal(mu, sd).log_prob(u).sum(-1) + ladj
         k = self._levels_of(flat)
         if self.decoder_kind == "categorical":
             logits = h.unflatten(-1, (self.data_dim, self.levels))
@@ -298,7 +304,7 @@ class VAE(nn.Module):
         """The decoder's mean E[x|z] in data coordinates, ``(n, *event_shape)``."""
         h = self._decoder_out(z)
         if self.decoder_kind == "gaussian":
-            mu = h.chunk(2, -1)[0] * self.scale + self.shift
+            mu = self.standardizer.inverse(h.chunk(2, -1)[0])[0]
         elif self.decoder_kind == "categorical":
             probs = torch.softmax(h.unflatten(-1, (self.data_dim, self.levels)), -1)
             values = torch.linspace(-1, 1, self.levels, dtype=h.dtype, device=h.device)
@@ -326,7 +332,7 @@ class VAE(nn.Module):
         if self.decoder_kind == "gaussian":
             mu, pre = h.chunk(2, -1)
             u = mu + (F.softplus(pre) + 1e-3) * torch.randn(mu.shape, generator=generator, **kw)
-            return (u * self.scale + self.shift).reshape(-1, *self.event_shape)
+            return self.standardizer.inverse(u)[0].reshape(-1, *self.event_shape)
         if self.decoder_kind == "categorical":
             probs = torch.softmax(h.unflatten(-1, (self.data_dim, self.levels)), -1)
             k = torch.multinomial(probs.reshape(-1, self.levels), 1, generator=generator)

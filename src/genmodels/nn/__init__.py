@@ -1,8 +1,17 @@
-"""Reusable networks: MLPs, time embeddings, coupling conditioners, U-Nets."""
+"""Reusable networks: MLPs, time embeddings, coupling conditioners, U-Nets, and the factory
+that picks one for a data shape (``factory.py``)."""
 
 from .conditioner import Conditioner
 from .conv_conditioner import ConvConditioner
 from .embeddings import sinusoidal_embedding
+from .factory import (
+    FlatTimeNetwork,
+    NetworkChoice,
+    conditioner_choice,
+    conditioner_options,
+    time_network,
+    time_network_choice,
+)
 from .mlp import MLP, TimeMLP, activation
 from .unet import UNet
 
@@ -14,4 +23,10 @@ __all__ = [
     "ConvConditioner",
     "activation",
     "sinusoidal_embedding",
+    "FlatTimeNetwork",
+    "NetworkChoice",
+    "time_network",
+    "time_network_choice",
+    "conditioner_choice",
+    "conditioner_options",
 ]

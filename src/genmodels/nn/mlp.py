@@ -23,7 +23,8 @@ def activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Sequential):
-    """``in_features -> hidden... -> out_features`` with an activation between layers."""
+    """``in_features -> hidden... -> out_features`` with an activation between layers (and a
+    dropout after each activation when ``dropout > 0``)."""
 
     def __init__(
         self,
@@ -31,11 +32,14 @@ class MLP(nn.Sequential):
         out_features: int,
         hidden: Sequence[int] = (64, 64),
         act: str = "silu",
+        dropout: float = 0.0,
     ):
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), activation(act)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(sizes[-1], out_features))
         super().__init__(*layers)
 
