@@ -139,7 +139,8 @@ def save_run_pictures(
         test: the test split, where a picture draws held-out examples (processes).
     """
     if task is None:  # TODO(integrator): remove (make task required) once train/ passes task=
-        task = "density" if hasattr(model, "sample") else "classifier"
+        # today's choice: samples for a model that samples, else the loss curve only
+        task = "density" if hasattr(model, "sample") else "series"
     if task not in PICTURE_TASKS:
         raise ValueError(f"task must be one of {', '.join(map(repr, PICTURE_TASKS))}, got {task!r}")
     out_dir = Path(out_dir)
