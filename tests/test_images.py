@@ -234,13 +234,13 @@ def test_evaluate_spends_the_bound_on_a_seeded_subset(monkeypatch):
     cfg = DDPMConfig(timesteps=4, net="mlp", width=16, depth=1)
     model = registry.get("ddpm").build(cfg, data.load("digits").info)
     assert model.default_bound_n == 100
-    m = ev.evaluate_model(model, "digits")
+    m = ev.evaluate_model(model, "digits", task="density")
     assert m["bound_n"] == 100 and math.isfinite(m["nll_bound_nats"])
-    m7 = ev.evaluate_model(model, "digits", bound_n=7)
+    m7 = ev.evaluate_model(model, "digits", task="density", bound_n=7)
     assert m7["bound_n"] == 7 and m7["nll_bound_nats"] != m["nll_bound_nats"]
-    assert ev.evaluate_model(model, "digits", bound_n=10**6)["bound_n"] == 360
+    assert ev.evaluate_model(model, "digits", task="density", bound_n=10**6)["bound_n"] == 360
     with pytest.raises(ValueError, match="bound_n"):
-        ev.evaluate_model(model, "digits", bound_n=0)
+        ev.evaluate_model(model, "digits", task="density", bound_n=0)
 
 
 def test_feature_net_keeps_the_layout_of_large_images():

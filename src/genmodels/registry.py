@@ -67,7 +67,7 @@ class ModelSpec:
         name: the short name (``genmodels train NAME``).
         config: the config dataclass (``--set model.KEY=VALUE``).
         build: ``build(config, info) -> nn.Module``; the module it returns carries its
-            training budget for ``info`` as ``model.train_defaults``.
+            training budget for ``info`` as ``model.train_defaults`` and its ``task``.
         default_data: the data set ``genmodels train NAME`` uses without ``--data``.
         description: one line for ``genmodels list``.
         task: one of :data:`TASKS`: what the model is for.
@@ -125,6 +125,7 @@ def register(
         def build_with_budget(cfg, info: DataInfo):
             model = build(cfg, info)
             model.train_defaults = spec.train_defaults(info.kind, info.name)
+            model.task = spec.task
             return model
 
         build_with_budget.__wrapped__ = build

@@ -1,8 +1,16 @@
-"""Metrics for classifiers (``predict(x) -> Categorical``): generative vs discriminative.
+"""Metrics for classifiers (task ``"classifier"``, ``predict(x) -> Categorical``).
 
-``classifier_metrics`` reports, on the test split:
+``classifier_metrics`` reports, on the test split, for any input the model takes (points,
+images, series):
 
 - ``accuracy`` and ``nll_nats`` (``-mean log p(y|x)`` of the true labels, nats);
+- ``ece``: the expected calibration error of Guo et al. (2017), "On calibration of modern
+  neural networks", eq. (3): the confidences ``max_k p(k|x)`` are put in 15 equal-width bins
+  ``((m-1)/15, m/15]`` and ``ECE = sum_m |B_m|/n |acc(B_m) - conf(B_m)|``
+  (:func:`expected_calibration_error`; 0 = calibrated, at most 1).
+
+and, for points only (inputs ``(n, d)``; generative vs discriminative, lecture section 2):
+
 - ``auroc_ood``: how well the model separates test inputs from inputs far from the training
   data (the OOD set below). A generative model scores with ``-log p(x)``; a discriminative
   one with its only handle, ``1 - max_k p(k|x)``. 0.5 = blind, 1 = perfect.
@@ -27,7 +35,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-__all__ = ["classifier_metrics", "ood_points", "predict_with_missing"]
+__all__ = [
+    "classifier_metrics",
+    "expected_calibration_error",
+    "ood_points",
+    "predict_with_missing",
+]
 
 
 def _subsample(x: Tensor, n: int) -> Tensor:
@@ -84,16 +97,80 @@ def predict_with_missing(
     return model.predict(x).probs, "mean-imputed"
 
 
+def expected_calibration_error(probs: Tensor, y: Tensor, *, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017, eq. 3) of predictions ``probs`` for ``y``.
+
+    With confidence ``c_i = max_k probs[i, k]`` and prediction ``argmax_k probs[i, k]``, the
+    examples fall into ``bins`` equal-width bins ``B_m = {i : c_i in ((m-1)/M, m/M]}`` and
+
+        ECE = sum_m |B_m| / n * |acc(B_m) - conf(B_m)|,
+
+    acc and conf being the bin's accuracy and mean confidence (empty bins add nothing).
+
+    Args:
+        probs: ``(n, K)`` class probabilities (rows sum to 1).
+        y: ``(n,)`` int64 true labels.
+        bins: M.
+
+    Example::
+
+        >>> p = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.4, 0.6]])
+        >>> y = torch.tensor([0, 1, 1, 1])
+        >>> round(expected_calibration_error(p, y), 6)  # 2/4 |0.5-0.9| + 1/4 |1-0.7| + 1/4 |1-0.6|
+        0.375
+    """
+    if probs.ndim != 2 or y.shape != probs.shape[:1]:
+        raise ValueError(
+            f"probs must be (n, K) and y (n,), got probs {tuple(probs.shape)}, y {tuple(y.shape)}"
+        )
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    conf, pred = probs.double().max(1)
+    correct = (pred == y).double()
+    # bin m (0-based) holds (m/M, (m+1)/M]; a confidence of exactly 0 cannot occur (>= 1/K)
+    idx = (torch.ceil(conf * bins).long() - 1).clamp(0, bins - 1)
+    # per bin, sums of correctness and of confidence: |B_m| |acc - conf| = |sum_acc - sum_conf|
+    acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, correct)
+    cnf = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, conf)
+    return float((acc - cnf).abs().sum() / len(y))
+
+
+def _labelled_chunks(test, size: int):
+    """``(inputs, labels)`` chunks of ``test`` in order: ``.x``/``.y`` tensors for points and
+    images; a series data set's ``batches(size)`` with the labels taken out of each
+    :class:`~genmodels.data.batches.Series`."""
+    kind = getattr(getattr(test, "info", None), "kind", None)
+    if kind == "series":
+        for b in test.batches(size):
+            if b.labels is None:
+                raise ValueError("classifier metrics need labelled series (batch.labels is None)")
+            yield b._replace(labels=None), b.labels
+        return
+    if test.y is None:
+        raise ValueError("classifier_metrics needs labelled data (test.y is None)")
+    yield from zip(test.x.split(size), test.y.split(size))
+
+
+def _to(x, device):
+    if isinstance(x, Tensor):
+        return x.to(device)
+    return type(x)(*(None if v is None else v.to(device) for v in x))  # a named tuple batch
+
+
 @torch.no_grad()
 def classifier_metrics(
     model, train, test, *, generator: torch.Generator | None = None, max_missing: int = 2000
 ) -> dict[str, float]:
-    """Accuracy, label NLL (nats), OOD AUROC and missing-coordinate accuracy on ``test``.
+    """Accuracy, label NLL (nats), ECE; for points also OOD AUROC and missing-coordinate accuracy.
 
     Args:
-        model: has ``predict(x) -> Categorical``; if it also has ``log_prob`` (``p(x)``) it is
-            scored as generative for OOD, and ``log_joint`` enables exact marginalisation.
-        train, test: data sets with ``.x`` ``(n, d)`` float and ``.y`` ``(n,)`` int64.
+        model: has ``predict(x) -> Categorical`` for a chunk ``x`` of the test inputs; for
+            points, if it also has ``log_prob`` (``p(x)``) it is scored as generative for OOD,
+            and ``log_joint`` enables exact marginalisation.
+        train, test: data sets; points and images have ``.x`` ``(n, ...)`` float and ``.y``
+            ``(n,)`` int64; a series data set (``info.kind == "series"``) gives labelled
+            :class:`~genmodels.data.batches.Series` through ``batches(size)``, and ``predict``
+            gets each batch without its labels. ``train`` is read for points only.
         generator: unused (every metric here is deterministic); kept for the common signature.
         max_missing: the missing-coordinate metric uses the first this many test points.
 
@@ -103,17 +180,28 @@ def classifier_metrics(
         >>> sorted(m)[:3]
         ['accuracy', 'accuracy_missing', 'accuracy_missing_x0']
     """
-    if test.y is None:
-        raise ValueError("classifier_metrics needs labelled data (test.y is None)")
     was_training = model.training
     model.eval()
-    x, y = test.x, test.y
-    logits = torch.cat([model.predict(c).logits for c in x.split(8192)])
-    logp = torch.log_softmax(logits, 1)
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    logits, labels = [], []
+    for xb, yb in _labelled_chunks(test, 8192):
+        logits.append(model.predict(_to(xb, dev)).logits.cpu())
+        labels.append(yb.cpu())
+    logp = torch.log_softmax(torch.cat(logits), 1)
+    y = torch.cat(labels)
+    if logp.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"predict gave {logp.shape[0]} rows of class probabilities for {y.shape[0]} labels"
+        )
     out: dict[str, float] = {
         "accuracy": float((logp.argmax(1) == y).float().mean()),
         "nll_nats": float(-logp[torch.arange(len(y)), y].mean()),
+        "ece": expected_calibration_error(logp.exp(), y),
     }
+    x = getattr(test, "x", None)
+    if not (isinstance(x, Tensor) and x.ndim == 2):  # OOD and missing coordinates: points only
+        model.train(was_training)
+        return out
 
     generative = hasattr(model, "log_prob")
     ood = ood_points(train.x, x)

@@ -1,47 +1,81 @@
 """Evaluate a trained model (or a run directory) with comparable, labelled numbers.
 
-What is computed depends on what the model can do:
+What is computed is decided by the model's declared task (``ModelSpec.task`` in the
+registry), one module per task:
 
-- ``sample``: ``mmd2``, ``energy_distance``, ``swd`` of ``eval_n`` samples against
-  the test split, each beside its floor (the same metric for a fresh draw of real
-  training data of the same size against the test split);
-- ``log_prob`` (exact likelihood): ``nll_nats`` and ``bits_per_dim`` on the test split;
-- ``nll_bound`` (a variational bound only): ``nll_bound_nats`` and
-  ``bits_per_dim_bound`` — always labelled as a bound; on image data a model with both
-  (an image flow: ``-log p(x + w u)`` under uniform dequantisation) is reported by the
-  bound, the library's bits/dim of the discrete data;
-- ``iwae_bound`` (VAEs): ELBO and IWAE-64/512 bounds beside an independent-pixel
-  histogram baseline (:mod:`genmodels.evaluate.vae`);
-- ``predict`` (classifiers): ``accuracy``, ``nll_nats`` of the labels, ``auroc_ood`` and
-  accuracy with a coordinate missing (:mod:`genmodels.evaluate.classification`);
-- image data: the Fréchet distance in a small classifier's features (``fd``,
-  ``fd_floor``, ``fd_gaussian``, ``classifier_accuracy``; :mod:`genmodels.evaluate.images`).
+- ``"density"`` (DDPM, VAE, flows; :mod:`genmodels.evaluate.density`): sample distances
+  ``mmd2``, ``energy_distance``, ``swd`` beside their ``*_floor`` (points) or the Fréchet
+  distance ``fd`` beside ``fd_floor``/``fd_gaussian`` (images); ``nll_nats``/``bits_per_dim``
+  where the model has an exact ``log_prob``; ``nll_bound_nats``/``bits_per_dim_bound`` where
+  it has a bound (both when it has both, except an image flow on quantised images: bound
+  only); a VAE's ELBO/IWAE bounds (:mod:`genmodels.evaluate.vae`);
+- ``"classifier"`` (:mod:`genmodels.evaluate.classification`): ``accuracy``, ``nll_nats`` of
+  the labels, ``ece``; for points also ``auroc_ood`` and accuracy with a coordinate missing;
+- ``"process"`` (:mod:`genmodels.evaluate.process`): ``target_ll_nats``, ``target_mse``
+  beside the context-mean baseline's ``baseline_target_ll_nats``, ``baseline_target_mse``,
+  and ``n_tasks``, over the test split's ``batches(256)``;
+- ``"series"``: no metrics yet (a clear ValueError).
+
+Every result also holds ``data`` and ``eval_seed``; non-finite numbers are written as null.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
 
 import torch
 
 from .. import data as data_mod
-from ..train.checkpoint import load_run, write_json
-from .sample_metrics import energy_distance, median_bandwidth, mmd2, sliced_wasserstein
+from ..train.run_dir import RunDir, load_run
+from .classification import classifier_metrics
+from .density import density_metrics, sample_metrics
+from .process import process_metrics
 
-__all__ = ["evaluate_model", "evaluate_run", "sample_metrics"]
+__all__ = ["TASKS", "evaluate_model", "evaluate_run", "sample_metrics"]
+
+PROCESS_BATCH_SIZE = 256
 
 
-def sample_metrics(samples, test_x, floor_x, *, bandwidth: float | None = None) -> dict:
-    """The three distances of ``samples`` and of ``floor_x`` (real data) against ``test_x``."""
-    h = bandwidth if bandwidth is not None else median_bandwidth(test_x)
-    out = {"mmd_bandwidth": h}
-    for tag, s in (("", samples), ("_floor", floor_x)):
-        out[f"mmd2{tag}"] = mmd2(s, test_x, bandwidth=h)
-        out[f"energy_distance{tag}"] = energy_distance(s, test_x)
-        out[f"swd{tag}"] = sliced_wasserstein(s, test_x)
-    return out
+def _density(model, data_name: str, *, generator, seed, n, sampler, steps, bound_n, opts):
+    return density_metrics(
+        model,
+        data_name,
+        generator=generator,
+        seed=seed,
+        n=n,
+        sampler=sampler,
+        steps=steps,
+        bound_n=bound_n,
+        data_options=opts,
+    )
+
+
+def _classifier(model, data_name: str, *, generator, opts, **_) -> dict:
+    train = data_mod.load(data_name, "train", **opts)
+    test = data_mod.load(data_name, "test", **opts)
+    return classifier_metrics(model, train, test, generator=generator)
+
+
+def _process(model, data_name: str, *, opts, **_) -> dict:
+    test = data_mod.load(data_name, "test", **opts)
+    return process_metrics(model, test.batches(PROCESS_BATCH_SIZE))
+
+
+def _series(model, data_name: str, **_) -> dict:
+    raise ValueError(
+        "no series metrics yet: evaluate has nothing to compute for task 'series' "
+        f"(data set {data_name!r}); the time-series models will add them"
+    )
+
+
+#: task -> the function computing its metrics (the one place that decides what is computed)
+_METRICS = {
+    "density": _density,
+    "classifier": _classifier,
+    "process": _process,
+    "series": _series,
+}
+TASKS = tuple(_METRICS)
 
 
 def _device_of(model) -> torch.device:
@@ -53,92 +87,56 @@ def evaluate_model(
     model,
     data_name: str,
     *,
+    task: str,
     n: int | None = None,
     seed: int = 0,
     sampler: str | None = None,
     steps: int | None = None,
     bound_n: int | None = None,
+    data_options: dict | None = None,
 ) -> dict:
-    """Metrics of ``model`` on data set ``data_name``'s test split (see module docstring).
+    """Metrics of ``model`` for its ``task`` on data set ``data_name``'s test split.
 
     Args:
-        n: number of samples (default: the size of the test split).
+        model: a trained model following the contract of ``task`` (DESIGN.md).
+        data_name: a registered data set.
+        task: ``"density"``, ``"classifier"``, ``"process"`` or ``"series"`` (what the model
+            is registered as: ``registry.get(name).task``); picks the metrics (see the module
+            docstring).
+        n: number of samples (density; default: the size of the test split for points).
         seed: seeds sampling, the floor's draw and any Monte-Carlo estimate.
-        sampler, steps: passed to ``model.sample`` where given.
-        bound_n: test points for a variational bound (``nll_bound``); default: the model's
-            ``default_bound_n`` where it has one (a DDPM on images: each image costs T
-            network passes), else the whole test split. A seeded subset; reported as
+        sampler, steps: passed to ``model.sample`` where given (density).
+        bound_n: test points for a variational bound (``nll_bound``; density); default: the
+            model's ``default_bound_n`` where it has one (a DDPM on images: each image costs
+            T network passes), else the whole test split. A seeded subset; reported as
             ``bound_n``.
+        data_options: the data set's options (``--set data.KEY=VALUE`` at training; a run
+            records them in ``config.json``).
+
+    Example::
+
+        >>> m = evaluate_model(model, "moons", task="density", n=500)
+        >>> m["swd"] > m["swd_floor"]  # an untrained model is far from real data
+        True
     """
-    test = data_mod.load(data_name, "test")
-    train = data_mod.load(data_name, "train")
-    dev = _device_of(model)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    if task not in _METRICS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    gen = torch.Generator(device=_device_of(model)).manual_seed(seed)
     out: dict = {"data": data_name, "eval_seed": seed}
     model.eval()
-    if test.info.kind == "images" and hasattr(model, "sample"):
-        from .images import image_metrics  # Fréchet distance in a small classifier's features
-
-        out.update(image_metrics(model, data_name, n=n, seed=seed, sampler=sampler, steps=steps))
-    elif hasattr(model, "sample") and not getattr(model, "uses_labels", False):
-        n = len(test) if n is None else n
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {n!r}")
-        opts = {}
-        if sampler is not None:
-            opts["sampler"] = sampler
-        if steps is not None:
-            opts["steps"] = steps
-        t0 = time.perf_counter()
-        s = model.sample(n, generator=gen, **opts).detach().float().cpu()
-        out["sampling_seconds"] = round(time.perf_counter() - t0, 3)
-        if not torch.isfinite(s).all():
-            raise ValueError("the model produced non-finite samples")
-        g_cpu = torch.Generator().manual_seed(seed + 1)
-        pick = torch.randperm(len(train), generator=g_cpu)[: min(n, len(train))]
-        out.update(sample_metrics(s, test.x, train.x[pick]))
-        out["eval_n"] = n
-        out["eval_sampler"] = sampler or getattr(model, "default_sampler", "default")
-        if steps is not None:
-            out["eval_steps"] = steps
-    x = test.x.to(dev)
-    # Quantised images: a model with a bound on the discrete likelihood (a VAE, or a flow
-    # through uniform dequantisation) is reported by it; a flow's log_prob at the stored
-    # values is a density at points, not bits/dim of the discrete data.
-    dequantised = test.info.kind == "images" and hasattr(model, "nll_bound")
-    if dequantised and hasattr(model, "log_prob"):
-        with torch.no_grad():
-            nb = model.nll_bound(x, generator=gen).double()
-        out["nll_bound_nats"] = float(nb.mean())
-        out["bits_per_dim_bound"] = float(data_mod.bits_per_dim(out["nll_bound_nats"], test.info))
-    elif hasattr(model, "log_prob") and not getattr(model, "uses_labels", False):
-        with torch.no_grad():
-            lp = torch.cat([model.log_prob(b) for b in x.split(4096)]).double()
-        out["nll_nats"] = float(-lp.mean())
-        out["bits_per_dim"] = float(data_mod.bits_per_dim(out["nll_nats"], test.info))
-    elif hasattr(model, "nll_bound"):
-        if bound_n is None:
-            bound_n = getattr(model, "default_bound_n", None) or len(x)
-        if not isinstance(bound_n, int) or bound_n < 1:
-            raise ValueError(f"bound_n must be a positive integer, got {bound_n!r}")
-        if bound_n < len(x):
-            g_pick = torch.Generator().manual_seed(seed + 2)
-            x = x[torch.randperm(len(x), generator=g_pick)[:bound_n].to(x.device)]
-        out["bound_n"] = len(x)
-        nb = model.nll_bound(x, generator=gen).double()
-        out["nll_bound_nats"] = float(nb.mean())
-        out["bits_per_dim_bound"] = float(data_mod.bits_per_dim(out["nll_bound_nats"], test.info))
-    # Capability-specific metrics, each in its own module.
-    if hasattr(model, "iwae_bound"):
-        from .vae import vae_metrics
-
-        out.update(vae_metrics(model, train, test, generator=gen))
-    if hasattr(model, "predict") and getattr(model, "uses_labels", False):
-        if test.y is None:
-            raise ValueError(f"data set {data_name!r} has no labels to evaluate a classifier on")
-        from .classification import classifier_metrics
-
-        out.update(classifier_metrics(model, train, test, generator=gen))
+    out.update(
+        _METRICS[task](
+            model,
+            data_name,
+            generator=gen,
+            seed=seed,
+            n=n,
+            sampler=sampler,
+            steps=steps,
+            bound_n=bound_n,
+            opts=dict(data_options or {}),
+        )
+    )
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None
@@ -155,12 +153,21 @@ def evaluate_run(
     device: str = "cpu",
     bound_n: int | None = None,
 ) -> dict:
-    """Load ``run_dir``, evaluate on its data set's test split, write ``metrics.json``."""
+    """Load ``run_dir``, evaluate it for its model's registered task on its data set's test
+    split (:func:`evaluate_model`), and write ``metrics.json``."""
     model = load_run(run_dir, device=device)
     data_name = model.run_config["data"]
     metrics = evaluate_model(
-        model, data_name, n=n, seed=seed, sampler=sampler, steps=steps, bound_n=bound_n
+        model,
+        data_name,
+        task=model.task,  # the registered model's declared task (load_run sets it)
+        data_options=model.run_config.get("data_options") or {},
+        n=n,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        bound_n=bound_n,
     )
     metrics["model"] = model.run_config.get("model")
-    write_json(Path(run_dir) / "metrics.json", metrics)
+    RunDir(run_dir).write_evaluation(metrics)
     return metrics

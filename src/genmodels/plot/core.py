@@ -97,24 +97,79 @@ def loss_curve(history, path=None, *, title="training loss"):
     plt.close(fig)
 
 
+PICTURE_TASKS = ("density", "classifier", "process", "series")
+
+
 def save_run_pictures(
-    model, data, history, out_dir, *, task: str = "density", seed: int = 0, n_points: int = 2000
+    model,
+    data,
+    history,
+    out_dir,
+    *,
+    task: str | None = None,
+    seed: int = 0,
+    n_points: int = 2000,
+    test=None,
 ):
-    """Write ``loss.png`` and, for density models, ``samples.png`` into ``out_dir``."""
+    """Write a run's pictures into ``out_dir``, chosen by the model's ``task``.
+
+    Always ``loss.png`` (when ``history`` has records), then by task:
+
+    - ``"density"``: ``samples.png``, 64 samples in a grid for images, ``n_points`` samples over
+      the data for 2-D points;
+    - ``"classifier"``: ``decisions.png``, the decision regions faded by confidence, for 2-D
+      points only (:func:`genmodels.plot.classifier.decision_map`);
+    - ``"process"``: ``predictions.png``, the predictive mean ± 2σ on the first 4 tasks of
+      ``test`` (else of ``data``) against their context and target points, for 1-D inputs
+      (:func:`genmodels.plot.process.process_predictions`);
+    - ``"series"``: the loss curve only, for now.
+
+    Meant to be called after the final weights are written, so a picture that fails cannot
+    cost them.
+
+    Args:
+        model: the trained model, following its task's contract (``sample``, ``predict``).
+        data: the training data: ``.x`` (and ``.y`` for classifiers) for points and images,
+            ``batches(size)`` yielding :class:`~genmodels.data.batches.Tasks` for processes.
+        history: the metric records (``step``, ``loss``, optionally ``val_loss``).
+        out_dir: the run directory.
+        task: ``"density"``, ``"classifier"``, ``"process"`` or ``"series"``
+            (``registry.get(name).task``); None (a model of no declared task): the loss
+            curve only.
+        seed: seeds the samples; n_points: samples drawn for 2-D points.
+        test: the test split, where a picture draws held-out examples (processes).
+    """
+    if task is not None and task not in PICTURE_TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, PICTURE_TASKS))}, got {task!r}")
     out_dir = Path(out_dir)
     if history:
         loss_curve(history, out_dir / "loss.png")
-    if task != "density":
-        return
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    g = torch.Generator(device=dev).manual_seed(seed)
     kind = getattr(getattr(data, "info", None), "kind", "points")
-    if kind == "images":
-        s = model.sample(64, generator=g)
-        image_grid(s, out_dir / "samples.png", nrow=8, title="samples")
-    else:
-        s = model.sample(n_points, generator=g)
-        if s.shape[-1] == 2:
-            scatter_samples(
-                s, data.x[:n_points], out_dir / "samples.png", title="samples over data"
-            )
+    if task == "density":
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+        g = torch.Generator(device=dev).manual_seed(seed)
+        if kind == "images":
+            s = model.sample(64, generator=g)
+            image_grid(s, out_dir / "samples.png", nrow=8, title="samples")
+        else:
+            s = model.sample(n_points, generator=g)
+            if s.shape[-1] == 2:
+                scatter_samples(
+                    s, data.x[:n_points], out_dir / "samples.png", title="samples over data"
+                )
+    elif task == "classifier":
+        if kind == "points" and data.x.shape[-1] == 2 and data.y is not None:
+            from .classifier import decision_map
+
+            decision_map(model, data.x, data.y, out_dir / "decisions.png")
+    elif task == "process":
+        tasks = next(iter((data if test is None else test).batches(4)), None)
+        if tasks is not None and tasks[0].shape[-1] == 1:
+            from .process import process_predictions
+
+            title_split = "training" if test is None else "test"
+            fig = process_predictions(model, tasks)
+            fig.suptitle(f"predictions on {title_split} tasks", fontsize=10)
+            fig.tight_layout()
+            fig.savefig(out_dir / "predictions.png", dpi=110)
+            plt.close(fig)

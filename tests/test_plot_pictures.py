@@ -1,0 +1,131 @@
+"""A run's pictures are chosen by the model's task; plot/ imports nothing above it."""
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from genmodels.data.batches import Tasks
+from genmodels.plot import save_run_pictures
+from genmodels.plot.classifier import decision_map
+from genmodels.plot.process import process_predictions
+
+HISTORY = [{"step": s, "loss": 1.0 / s} for s in range(1, 6)]
+
+
+def _points(n=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    return SimpleNamespace(x=x, y=(x[:, 0] > 0).long(), info=SimpleNamespace(kind="points"))
+
+
+class Sampler(nn.Module):
+    def sample(self, n, *, generator=None):
+        return torch.randn(n, 2, generator=generator)
+
+
+class HalfPlanes(nn.Module):
+    """Class 1 right of x0 = 0 with confidence sigmoid(10 x0)."""
+
+    def predict(self, x):
+        return Categorical(logits=torch.stack([torch.zeros(len(x)), 10 * x[:, 0]], 1))
+
+
+class SinProcess(nn.Module):
+    def predict(self, xc, yc, xt):
+        return Normal(torch.sin(3 * xt), torch.full_like(xt, 0.1))
+
+
+class TaskData:
+    def __init__(self, seed):
+        self.seed, self.calls = seed, []
+
+    def batches(self, size):
+        self.calls.append(size)
+        g = torch.Generator().manual_seed(self.seed)
+        xc, xt = torch.rand(size, 5, 1, generator=g), torch.rand(size, 20, 1, generator=g)
+        yield Tasks(xc, torch.sin(3 * xc), xt, torch.sin(3 * xt))
+
+
+def _written(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_pictures_by_task(tmp_path):
+    pts = _points()
+    for task, model, want in [
+        ("density", Sampler(), ["loss.png", "samples.png"]),
+        ("classifier", HalfPlanes(), ["decisions.png", "loss.png"]),
+        ("series", Sampler(), ["loss.png"]),  # loss curve only for now
+    ]:
+        out = tmp_path / task
+        out.mkdir()
+        save_run_pictures(model, pts, HISTORY, out, task=task)
+        assert _written(out) == want, task
+    # a classifier of images: nothing beyond the loss curve
+    images = SimpleNamespace(x=torch.zeros(10, 1, 8, 8), y=torch.zeros(10).long())
+    images.info = SimpleNamespace(kind="images")
+    (tmp_path / "img").mkdir()
+    save_run_pictures(HalfPlanes(), images, HISTORY, tmp_path / "img", task="classifier")
+    assert _written(tmp_path / "img") == ["loss.png"]
+    with pytest.raises(ValueError, match="task must be one of"):
+        save_run_pictures(Sampler(), pts, HISTORY, tmp_path, task="regression")
+
+
+def test_a_process_is_drawn_on_the_test_tasks_when_given(tmp_path):
+    train, test = TaskData(0), TaskData(1)
+    save_run_pictures(SinProcess(), train, HISTORY, tmp_path, task="process", test=test)
+    assert _written(tmp_path) == ["loss.png", "predictions.png"]
+    assert test.calls == [4] and train.calls == []
+
+
+def test_process_predictions_draws_the_predictive_mean_and_two_sigma_band():
+    tasks = next(TaskData(2).batches(6))
+    fig = process_predictions(SinProcess(), tasks, n_tasks=4, grid=50)
+    assert len(fig.axes) == 4
+    ax = fig.axes[1]
+    gx, mu = ax.lines[0].get_data()
+    np.testing.assert_allclose(mu, np.sin(3 * gx), atol=1e-6)
+    # the band spans mean ± 2σ = ± 0.2 at every grid point
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].max() == pytest.approx(np.sin(3 * gx).max() + 0.2, abs=1e-5)
+    assert band[:, 1].min() == pytest.approx(np.sin(3 * gx).min() - 0.2, abs=1e-5)
+    # the grid covers the task's context and target inputs
+    xs = torch.cat([tasks.x_context[1, :, 0], tasks.x_target[1, :, 0]])
+    assert gx.min() <= float(xs.min()) and gx.max() >= float(xs.max())
+    plt.close(fig)
+    two_d = tasks._replace(x_context=torch.zeros(6, 5, 2))
+    with pytest.raises(ValueError, match=r"1-D inputs.*\(6, 5, 2\)"):
+        process_predictions(SinProcess(), two_d)
+
+
+def test_decision_map_colours_each_side_by_its_class():
+    pts = _points()
+    fig = decision_map(HalfPlanes(), pts.x, pts.y, n=40)
+    img = fig.axes[0].images[0].get_array()  # (40, 40, 3), rows = y, columns = x
+    red0, red1 = plt.cm.tab10(0)[0], plt.cm.tab10(1)[0]
+    # far from x0 = 0 the classifier is certain: the class colour; at x0 = 0: white
+    assert img[20, 0, 0] == pytest.approx(red0, abs=1e-3)
+    assert img[20, -1, 0] == pytest.approx(red1, abs=1e-3)
+    plt.close(fig)
+
+
+def test_plot_imports_nothing_above_it():
+    code = (
+        "import sys, genmodels.plot, genmodels.plot.classifier, genmodels.plot.process, "
+        "genmodels.plot.flows, genmodels.plot.vae, genmodels.plot.chain, "
+        "genmodels.plot.inference\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('genmodels.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    above = ("models", "train", "evaluate", "registry", "distributions", "inference", "nn")
+    bad = [m for m in loaded if m.split(".")[1] in above]
+    assert not bad, bad
