@@ -32,8 +32,9 @@ def test_evaluate_model_refuses_an_unknown_task_and_has_no_series_metrics_yet():
 
 def test_every_registered_model_has_a_task_evaluate_knows():
     for name in registry.names():
-        assert ev._task_of(name) in TASKS
-    assert ev._task_of("logreg") == "classifier" and ev._task_of("vae") == "density"
+        assert registry.get(name).task in TASKS
+    assert registry.get("logreg").task == "classifier" and registry.get("vae").task == "density"
+    assert set(TASKS) == set(registry.TASKS)  # evaluate covers every task a model may declare
 
 
 # ---------------------------------------------------------------- classifier: ECE
