@@ -103,6 +103,12 @@ def test_train_sample_evaluate(tmp_path, capsys):
         (["sample", "/tmp", "--out", "x.txt"], "expected a .npy or .png"),
         (["evaluate", "/nonexistent/run"], "not a run directory"),
         (["train", "ddpm", "--device", "gpu"], "invalid choice"),
+        # the seams: data options, data kinds
+        (["train", "ddpm", "--set", "data.n_obs=30"], "data set 'moons' takes no options"),
+        (["train", "ddpm", "--data", "sine"], "model 'ddpm' takes points/images data"),
+        (["train", "ddpm", "--set", "dat.n_obs=30"], "unknown scope 'dat'"),
+        (["train", "ddpm", "--data", "sine", "--set", "data.points=many"], "expected an integer"),
+        (["train", "logreg", "--data", "digits"], "model 'logreg' takes points data"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):

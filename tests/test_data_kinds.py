@@ -228,3 +228,16 @@ def test_lr_none_is_the_models_own_default():
     fit(m, TensorData(torch.ones(10, 2)), TrainConfig(steps=1, batch_size=4, progress=False))
     # one Adam step moves every weight by lr in the direction of the gradient's sign
     assert torch.allclose(m.w, torch.full((2,), 0.5), atol=1e-6)
+
+
+def test_a_batch_of_the_wrong_kind_is_one_clear_error():
+    from genmodels import registry
+
+    info = data.info("moons")
+    ddpm = registry.get("ddpm").build(registry.get("ddpm").make_config({"timesteps": 10}), info)
+    cfg = TrainConfig(steps=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=r"must have shape \(batch, 2\), got tuple \(a batch of 2"):
+        fit(ddpm, data.load("moons").labelled(), cfg)  # (x, y) for a density model
+    clf = registry.get("logreg").build(registry.get("logreg").config(), info)
+    with pytest.raises(TypeError, match=r"batch must be \(x, y\)"):
+        fit(clf, data.load("moons"), cfg)  # x alone for a classifier

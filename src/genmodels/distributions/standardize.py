@@ -40,7 +40,13 @@ def check_batch(x, event_shape: Sequence[int], name: str = "x") -> Tensor:
         return x
     given = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
     dims = ", ".join(map(str, ("batch", *event_shape)))
-    raise ValueError(f"{name} must have shape ({dims}), got {given}")
+    hint = ""
+    if isinstance(x, tuple):  # a labelled batch (x, y), a Series or Tasks batch
+        hint = (
+            f" (a batch of {len(x)} parts, e.g. labelled (x, y): this model takes a tensor of "
+            "examples; train it on unlabelled data, e.g. genmodels.data.load(name))"
+        )
+    raise ValueError(f"{name} must have shape ({dims}), got {given}{hint}")
 
 
 class Standardize(Transform):
