@@ -133,9 +133,9 @@ def test_fit_converges_and_ema_and_files(tmp_path):
 def test_ema_start_copies_then_averages_and_resumes(tmp_path):
     d = data.load("8gaussians")
 
-    def run(steps, out=None, resume=False, **kw):
+    def run(steps, out=None, resume=False, overrides=(), **kw):
         cfg = TrainConfig(steps=steps, batch_size=64, lr=0.05, progress=False, **kw)
-        return fit(_Quadratic(), d, cfg, out=out, resume=resume)
+        return fit(_Quadratic(), d, cfg, out=out, resume=resume, overrides=overrides)
 
     raw40, raw41 = run(40).model.w.detach(), run(41).model.w.detach()
     # copying all along: the "average" is the raw weights
@@ -146,8 +146,15 @@ def test_ema_start_copies_then_averages_and_resumes(tmp_path):
     # a run checkpointed at step 20 without ema_start, resumed with ema_start=40, equals a
     # fresh run with ema_start=40 (the shadow is reset while still copying)
     run(20, out=tmp_path, ema_decay=0.9, checkpoint_every=20)
-    resumed = run(41, out=tmp_path, resume=True, ema_decay=0.9, ema_start=40)
+    with pytest.raises(ValueError, match="ema_start=0, not 40"):  # not silently
+        run(41, out=tmp_path, resume=True, ema_decay=0.9, ema_start=40)
+    resumed = run(
+        41, out=tmp_path, resume=True, overrides=("ema_start",), ema_decay=0.9, ema_start=40
+    )
     assert torch.equal(resumed.model.w.detach(), ema)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["resume_overrides"] == [{"key": "ema_start", "old": 0, "new": 40, "from_step": 19}]
+    assert cfg["train_config"]["ema_start"] == 40
     with pytest.raises(ValueError, match="ema_start"):
         TrainConfig().replace(ema_start=-1)
 

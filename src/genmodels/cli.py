@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
         "or data. where needed, data options always: data.n_obs=30); repeatable",
     )
     t.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    t.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --resume: let train config field KEY differ from the recorded run "
+        "(the change is recorded in config.json); repeatable",
+    )
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--dtype", choices=["float32", "float64"])
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,6 +120,27 @@ def _split_overrides(values: dict, model_fields: set, train_fields: set, where: 
     return model_over, train_over, data_over
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {seed}")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """One clear error, before any work, when ``path`` cannot be written."""
+    import tempfile
+
+    if path.is_dir():
+        raise ValueError(f"{what} {path}: is a directory, expected a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{what} {path}: directory {parent} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot write in {parent} ({e.strerror})") from e
+
+
 def _cmd_list(args) -> int:
     from . import data, registry
 
@@ -124,6 +153,20 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _read_config_file(path: str) -> dict:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ValueError(f"--config {path}: file not found") from e
+    except IsADirectoryError as e:
+        raise ValueError(f"--config {path}: is a directory, expected a JSON file") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--config {path}: expected a JSON object")
+    return cfg
+
+
 def _cmd_train(args) -> int:
     import dataclasses
 
@@ -131,7 +174,7 @@ def _cmd_train(args) -> int:
     from . import registry
     from .config import ConfigError, apply_overrides, parse_set, to_json_dict
     from .train import TrainConfig, fit
-    from .train.checkpoint import read_json
+    from .train.run_dir import RunDir
 
     spec = registry.get(args.model)
     data_name = args.data or spec.default_data
@@ -139,80 +182,74 @@ def _cmd_train(args) -> int:
         data_mod.load(data_name)  # raises the "unknown data set" error
     model_fields = {f.name for f in dataclasses.fields(spec.config)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    set_model, set_train, data_over = _split_overrides(
-        parse_set(args.set), model_fields, train_fields, "--set"
-    )
     out = Path(args.out or f"runs/{spec.name}-{data_name}")
-    if args.resume and (out / "config.json").exists():
-        recorded = read_json(out / "config.json").get("data_options") or {}
-        data_over = {**recorded, **data_over}
+
+    # What the user asked for explicitly: --config, the flags, --set (in that order).
+    model_over: dict = {}
+    train_over: dict = {}
+    data_over: dict = {}
+    if args.config:
+        file_cfg = _read_config_file(args.config)
+        if "model_config" in file_cfg or "train_config" in file_cfg:  # a run's config.json
+            model_over.update(file_cfg.get("model_config", {}))
+            train_over.update(file_cfg.get("train_config", {}))
+            data_over.update(file_cfg.get("data_options") or {})
+        else:
+            m, t, d = _split_overrides(
+                file_cfg, model_fields, train_fields, f"--config {args.config}"
+            )
+            model_over.update(m)
+            train_over.update(t)
+            data_over.update(d)
+    for flag in ("steps", "batch_size", "lr", "seed", "device", "dtype"):
+        value = getattr(args, flag)
+        if value is not None:
+            train_over[flag] = value
+    if args.no_progress:
+        train_over["progress"] = False
+    m, t, d = _split_overrides(parse_set(args.set), model_fields, train_fields, "--set")
+    model_over.update(m)
+    train_over.update(t)
+    data_over.update(d)
+
+    run = RunDir(out)
+    if args.override and not args.resume:
+        raise ValueError("--override only applies with --resume")
+    bad = sorted(set(args.override) - train_fields)
+    if bad:
+        raise ValueError(f"--override {bad[0]}: not a train config field")
+    if args.resume:
+        # A resumed run restores what it recorded; fit refuses any explicit value that
+        # differs from it (only --steps may change, to extend the run).
+        if not run.holds_run():
+            raise ValueError(f"--resume: {out} holds no run to resume")
+        prev = run.read_config() if run.config_path.exists() else {}
+        if prev and prev.get("model") != spec.name:
+            raise ValueError(
+                f"--resume: {out} holds a run of model {prev.get('model')!r}, not {spec.name!r}"
+            )
+        if prev and prev.get("data") != data_name:
+            raise ValueError(
+                f"--resume: {out} was trained on {prev.get('data')!r}, not {data_name!r}"
+            )
+        model_over = {**prev.get("model_config", {}), **model_over}
+        train_over = {**prev.get("train_config", {}), **train_over}
+        data_over = {**(prev.get("data_options") or {}), **data_over}
+    elif run.holds_run():
+        raise ValueError(
+            f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+
     data_info = data_mod.info(data_name, **data_over)
     if data_info.kind not in spec.data_kinds:
         raise ValueError(
             f"model {spec.name!r} takes {'/'.join(spec.data_kinds)} data; {data_name!r} is "
             f"{data_info.kind}"
         )
-    model_over: dict = {}
-    train_over: dict = spec.train_defaults(data_info.kind, data_name)
-    if args.config:
-        try:
-            file_cfg = json.loads(Path(args.config).read_text())
-        except FileNotFoundError as e:
-            raise ValueError(f"--config {args.config}: file not found") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config {args.config}: not valid JSON ({e})") from e
-        if not isinstance(file_cfg, dict):
-            raise ValueError(f"--config {args.config}: expected a JSON object")
-        if "model_config" in file_cfg or "train_config" in file_cfg:  # a run's config.json
-            model_over.update(file_cfg.get("model_config", {}))
-            train_over.update(file_cfg.get("train_config", {}))
-        else:
-            m, t, d = _split_overrides(
-                file_cfg, model_fields, train_fields, f"--config {args.config}"
-            )
-            if d:
-                raise ConfigError(f"--config {args.config}: give data options with --set data.KEY")
-            model_over.update(m)
-            train_over.update(t)
-    for flag, key in (
-        ("steps", "steps"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("seed", "seed"),
-        ("device", "device"),
-        ("dtype", "dtype"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            train_over[key] = value
-    if args.no_progress:
-        train_over["progress"] = False
-    model_over.update(set_model)
-    train_over.update(set_train)
-
+    if not args.resume:  # the model's budget for this data, under what the user set
+        train_over = {**spec.train_defaults(data_info.kind, data_name), **train_over}
     model_cfg = spec.make_config(model_over)
     train_cfg = apply_overrides(TrainConfig(), train_over, what="train config")
-    if args.resume:
-        if not (out / "config.json").exists():
-            raise ValueError(f"--resume: {out} has no run to resume (no config.json)")
-        prev = read_json(out / "config.json")
-        if prev.get("model") != spec.name:
-            raise ValueError(
-                f"--resume: {out} holds a run of model {prev.get('model')!r}, not {spec.name!r}"
-            )
-        if prev.get("data") != data_name:
-            raise ValueError(
-                f"--resume: {out} was trained on {prev.get('data')!r}, not {data_name!r}"
-            )
-        model_cfg = spec.make_config(prev.get("model_config", {}))
-    elif (out / "config.json").exists() or (out / "checkpoint.json").exists():
-        raise ValueError(
-            f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from e
 
     import torch
 
@@ -232,13 +269,27 @@ def _cmd_train(args) -> int:
     from .train import distributed
 
     try:
-        result = fit(model, dataset, train_cfg, out=out, resume=args.resume, run_info=run_info)
+        result = fit(
+            model,
+            dataset,
+            train_cfg,
+            out=out,
+            resume=args.resume,
+            run_info=run_info,
+            overrides=tuple(args.override),
+        )
     except ConfigError:
         raise
     finally:
         rank, _ = distributed.world()
         distributed.shutdown()
     if rank != 0:  # under torchrun, rank 0 alone reports
+        return 0
+    if result.already_finished:
+        print(
+            f"{out} already holds the finished run ({result.steps} steps); nothing to do "
+            "(pass a larger --steps to extend it)"
+        )
         return 0
     print(f"trained {spec.name} on {data_name} for {result.steps} steps; run directory: {out}")
     if (out / "samples.png").exists():
@@ -260,11 +311,18 @@ def _cmd_sample(args) -> int:
         raise ValueError(f"--out {out}: expected a .npy or .png file name")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    _check_seed(args.seed)
+    _check_writable(out, "--out")  # before sampling, not after
     model = load_run(args.run_dir, device=args.device)
     if model.task != "density":
         raise ValueError(
             f"model {model.run_config.get('model')!r} is a {model.task} model: it does not sample"
         )
+    bad = [
+        k for k, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise ValueError(f"{args.run_dir}: the weights hold NaN or inf ({bad[0]}); nothing sampled")
     opts = {}
     if args.sampler:
         opts["sampler"] = args.sampler
@@ -272,8 +330,11 @@ def _cmd_sample(args) -> int:
         opts["steps"] = args.steps
     g = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
     x = model.sample(args.n, generator=g, **opts).detach().cpu()
-    if out.parent and not out.parent.exists():
-        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"{args.run_dir}: the model produced non-finite samples (do its weights hold NaN or "
+            "inf?); nothing was written"
+        )
     if out.suffix == ".npy":
         np.save(out, x.numpy())
     else:
@@ -293,6 +354,10 @@ def _cmd_sample(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run
 
+    _check_seed(args.seed)
+    if Path(args.run_dir).is_dir():  # metrics.json goes there: check before the work
+        _check_writable(Path(args.run_dir) / "metrics.json", "run directory")
+
     m = evaluate_run(
         args.run_dir,
         n=args.n,
@@ -306,6 +371,15 @@ def _cmd_evaluate(args) -> int:
         print(f"{k:>24}: {v:.6g}" if isinstance(v, float) else f"{k:>24}: {v}")
     print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
     return 0
+
+
+def _is_allocation_failure(e: RuntimeError) -> bool:
+    import torch
+
+    if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(e).lower()
+    return any(k in text for k in ("can't allocate memory", "out of memory", "not enough memory"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,10 +399,24 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"genmodels: training stopped: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (ValueError, TypeError, CheckpointError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            msg = f"{e.filename}: {e.strerror or type(e).__name__}"
+        else:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line
             print(f"genmodels: error: {msg}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not _is_allocation_failure(e):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(
+                f"genmodels: error: out of memory ({first[:160]}); use a smaller --batch-size, "
+                "--n or model (--set width=...)",
+                file=sys.stderr,
+            )
         return 2
     except KeyboardInterrupt:
         print("genmodels: interrupted (resume with --resume)", file=sys.stderr)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "load_state_into",
     "sha256_file",
     "TrainingState",
+    "CHECKPOINT_NAME",
 ]
 
 
@@ -188,6 +190,12 @@ def _optimizer_from_flat(opt, tensors: dict[str, torch.Tensor], meta: dict) -> N
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+#: The only names a checkpoint's tensor file may have: ``checkpoint.json``'s ``file`` is
+#: confined to the run directory (no path, no other name), so nothing else is ever read or
+#: deleted through it.
+CHECKPOINT_NAME = re.compile(r"checkpoint-\d{8}\.safetensors")
+
+
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     n = len(prefix)
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -232,6 +240,8 @@ class TrainingState:
                 old = read_json(state_path).get("file")
             except CheckpointError:
                 old = None
+        if not isinstance(old, str) or not CHECKPOINT_NAME.fullmatch(old):
+            old = None  # never delete anything but a checkpoint file of this directory
         meta = {
             "step": self.step,
             "file": fname,
@@ -248,6 +258,29 @@ class TrainingState:
             except FileNotFoundError:
                 pass
 
+    def non_finite(self) -> list[str]:
+        """The parts of the state holding NaN or inf (weights, EMA, optimizer moments):
+        a checkpoint is written only when this is empty."""
+        bad = []
+        if any(
+            not torch.isfinite(t).all()
+            for t in self.model.state_dict().values()
+            if t.is_floating_point()
+        ):
+            bad.append("weights")
+        if self.ema is not None and any(not torch.isfinite(t).all() for t in self.ema.shadow):
+            bad.append("EMA weights")
+        for st in self.optimizer.state.values():
+            if any(
+                isinstance(v, torch.Tensor)
+                and v.is_floating_point()
+                and not torch.isfinite(v).all()
+                for v in st.values()
+            ):
+                bad.append("optimizer state")
+                break
+        return bad
+
     def restore(self, run_dir: str | os.PathLike, *, device=None, ema_copying=None) -> None:
         """Load the checkpoint of ``run_dir`` into this state's objects.
 
@@ -261,6 +294,11 @@ class TrainingState:
             step = int(meta["step"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{run_dir / 'checkpoint.json'}: malformed ({e})") from e
+        if not isinstance(file, str) or not CHECKPOINT_NAME.fullmatch(file):
+            raise CheckpointError(
+                f"{run_dir / 'checkpoint.json'}: 'file' must name a checkpoint-<step>.safetensors "
+                f"in the run directory, got {file!r}"
+            )
         path = run_dir / file
         tensors = load_tensors(path, sha256=sha, device=device or "cpu")
         load_state_into(self.model, _prefixed(tensors, "model."), path)

@@ -114,6 +114,12 @@ class TrainConfig:
 
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "val_every"):
             positive_int(name)
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not (0 <= self.seed < 2**63)
+        ):
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         lr_ok = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
         if self.lr is not None and not lr_ok:
             raise ValueError(f"lr must be a positive number or null, got {self.lr!r}")
@@ -153,6 +159,7 @@ class FitResult:
     stopped_early: bool = False
     best_val_loss: float | None = None
     history: list[dict] = dataclasses.field(default_factory=list)
+    already_finished: bool = False
 
 
 # ---------------------------------------------------------------------------
@@ -255,8 +262,9 @@ def _batch_size(batch) -> int:
 class _Loop:
     """The state of one :func:`fit` call; ``run`` is the loop."""
 
-    def __init__(self, model, data, cfg, out, resume, run_info):
+    def __init__(self, model, data, cfg, out, resume, run_info, overrides=()):
         self.model, self.cfg = model, cfg
+        self.overrides, self.changes = frozenset(overrides), []
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
         # under torchrun: join the process group; rank 0 alone writes (train/distributed.py)
@@ -280,28 +288,53 @@ class _Loop:
 
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self) -> TrainingState:
+        """Lock the run directory, read what a resume continues from, and check it; writes
+        nothing (the first write comes after the first step, :meth:`commit`)."""
         cfg, run = self.cfg, self.run
-        if self.resume and (run is None or not run.checkpoint_path.exists()):
-            raise ValueError(f"--resume: no checkpoint found in {out_name(run)}")
+        self.committed = run is None or not self.writer
+        self.recorded: dict | None = None
+        self.finished = False
         if run is not None and self.writer:
-            run.ensure_writable()
+            if self.resume and not run.holds_run():
+                raise ValueError(f"--resume: {run.path} holds no run to resume")
+            if not self.resume and run.holds_run():
+                raise ValueError(
+                    f"--out {run.path} already holds a run; pass --resume to continue it or "
+                    "choose another --out"
+                )
+            run.acquire()
+            if self.resume:
+                run.clean_orphans()
+                if run.config_path.exists():
+                    self.recorded = run.read_config()
+                    self._check_against_recorded(self.recorded)
         opt = _make_optimizer(self.model, cfg)
         ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
         state = TrainingState(self.model, opt, ema)
-        if self.resume:
+        self.from_checkpoint = bool(
+            self.resume and run is not None and run.checkpoint_path.exists()
+        )
+        if self.from_checkpoint:
             state.restore(run.path, device=self.device, ema_copying=lambda s: s <= cfg.ema_start)
+            if state.step > cfg.steps:
+                raise ValueError(
+                    f"--steps {cfg.steps}: the run in {run.path} is already at step {state.step}; "
+                    "a resume can only extend it"
+                )
             self.last_good = state.step
-            if self.writer:
-                run.truncate_metrics(state.step)
-        else:
+            rec = self.recorded or {}
+            done = rec.get("final_step") == state.step or rec.get("stopped_early")
+            old_steps = (rec.get("train_config") or {}).get("steps")
+            self.finished = bool(
+                "model" in (rec.get("weights") or {}) and done and old_steps == cfg.steps
+            )
+        else:  # a new run, or one killed before its first checkpoint: from step 0
             self.last_good = None
             init = getattr(self.model, "init_from_data", None)
             if callable(init):
                 init(self.train.full())
                 if ema is not None:  # data-dependent init changes parameters (ActNorm)
                     ema.reset()
-            if run is not None and self.writer:
-                run.start_metrics()
         self.run_cfg = {
             **self.run_info,
             "train_config": to_json_dict(cfg),
@@ -309,11 +342,60 @@ class _Loop:
             "torch_version": torch.__version__,
             "seed": cfg.seed,
         }
-        if run is not None and self.writer:
-            if self.resume and run.config_path.exists():
-                self.run_cfg["weights"] = run.read_config().get("weights", {})
-            run.write_config(self.run_cfg)
         return state
+
+    #: TrainConfig fields a resume may change: they do not change what is computed.
+    RESUMABLE = ("steps", "progress", "device", "checkpoint_every")
+
+    def _check_against_recorded(self, recorded: dict) -> None:
+        """A resumed run keeps its recorded settings: any other value is one clear error."""
+        where = f"--resume: {self.run.path}"
+        old_train = recorded.get("train_config") or {}
+        new_train = to_json_dict(self.cfg)
+        for key, new in new_train.items():
+            if key in self.RESUMABLE or key not in old_train:
+                continue
+            if old_train[key] != new:
+                if key in self.overrides:  # explicit, and recorded in config.json
+                    self.changes.append({"key": key, "old": old_train[key], "new": new})
+                    continue
+                raise ValueError(
+                    f"{where} was trained with {key}={json.dumps(old_train[key])}, not "
+                    f"{json.dumps(new)}; a resumed run keeps its recorded settings (only "
+                    "--steps may change, to extend it; --override KEY changes one on purpose)"
+                )
+        for key in ("model", "data", "model_config", "data_options"):
+            if key in self.run_info and key in recorded:
+                if json.dumps(recorded[key], sort_keys=True) != json.dumps(
+                    self.run_info[key], sort_keys=True
+                ):
+                    raise ValueError(
+                        f"{where} holds a run with {key} {json.dumps(recorded[key])}, not "
+                        f"{json.dumps(self.run_info[key])}"
+                    )
+
+    def commit(self, state: TrainingState) -> None:
+        """The first write: after the first step has run (so refused or failing settings
+        never touch a run directory), config.json and the metrics log."""
+        if self.committed:
+            return
+        run = self.run
+        if self.recorded is not None:  # keep what a resume does not redo
+            for key in ("weights", "final_step", "stopped_early", "resume_overrides"):
+                if key in self.recorded:
+                    self.run_cfg[key] = self.recorded[key]
+        if self.changes:  # explicit overrides on resume: recorded with the step they took effect
+            at = state.step - 1 if self.from_checkpoint else 0
+            self.run_cfg["resume_overrides"] = [
+                *self.run_cfg.get("resume_overrides", []),
+                *({**c, "from_step": at} for c in self.changes),
+            ]
+        if self.from_checkpoint:
+            run.truncate_metrics(state.step)
+        else:
+            run.start_metrics()
+        run.write_config(self.run_cfg)
+        self.committed = True
 
     # -- the loop -------------------------------------------------------------------------
     def run_steps(self, state: TrainingState) -> bool:
@@ -330,7 +412,7 @@ class _Loop:
             unit="step",
             dynamic_ncols=True,
         )
-        metrics_file = run.open_metrics() if run is not None and self.writer else None
+        metrics_file = None
         running = torch.zeros((), device=self.device, dtype=torch.float64)
         running_n, stopped_early = 0, False
         self.last_loss = float("nan")
@@ -360,6 +442,9 @@ class _Loop:
                 opt.step()
                 if ema is not None:
                     ema.update(copy=step + 1 <= cfg.ema_start)
+                if not self.committed:  # the first step ran: now the run directory is written
+                    self.commit(state)
+                    metrics_file = run.open_metrics()
                 running += loss.detach()
                 running_n += 1
                 done = step + 1
@@ -380,7 +465,7 @@ class _Loop:
                     )
                     raise NonFiniteLossError(
                         f"non-finite loss ({mean_loss}) between steps {done - running_n + 1} "
-                        f"and {done}{where}. Try a smaller --lr or --set grad_clip=1.0"
+                        f"and {done}{where}. {_REMEDY}"
                     )
                 self.last_loss = mean_loss
                 elapsed = state.wall + (time.perf_counter() - t0)
@@ -407,6 +492,7 @@ class _Loop:
                     state.wall, state.step = elapsed, done
                     t0 = time.perf_counter()
                     if run is not None and self.writer:
+                        self._check_finite(state, done)
                         state.save(run.path)
                         self.last_good = done
                 bar.update(1)
@@ -418,6 +504,21 @@ class _Loop:
             if metrics_file is not None:
                 metrics_file.close()
         return stopped_early
+
+    def _check_finite(self, state: TrainingState, step: int) -> None:
+        """A checkpoint is written only when weights, EMA and optimizer state are finite:
+        the kept "last good" checkpoint can never be poisoned."""
+        bad = state.non_finite()
+        if bad:
+            where = (
+                f"; the last good checkpoint (step {self.last_good}) is kept in {self.run.path}"
+                if self.last_good is not None
+                else ""
+            )
+            raise NonFiniteLossError(
+                f"non-finite {' and '.join(bad)} at step {step} (the loss was finite){where}. "
+                f"{_REMEDY}"
+            )
 
     # -- the end --------------------------------------------------------------------------
     def finish(self, state: TrainingState, stopped_early: bool) -> FitResult:
@@ -434,6 +535,14 @@ class _Loop:
         model.load_state_dict(final_state)
         model.eval()
         if run is not None and self.writer:
+            self.commit(state)  # a resume with no step left (killed during the final save)
+            if any(
+                not torch.isfinite(t).all() for t in final_state.values() if t.is_floating_point()
+            ):
+                raise NonFiniteLossError(
+                    f"the final weights are not finite; the last good checkpoint (step "
+                    f"{self.last_good}) is kept in {run.path}. {_REMEDY}"
+                )
             raw = raw_state if final_state is not raw_state else None
             self.run_cfg["weights"] = run.save_weights(final_state, raw)
             self.run_cfg["final_step"] = final_step
@@ -448,6 +557,28 @@ class _Loop:
             stopped_early=stopped_early,
             best_val_loss=state.best_val if math.isfinite(state.best_val) else None,
             history=self.history,
+        )
+
+    def already_finished(self, state: TrainingState) -> FitResult:
+        """A resume of a finished run with nothing to extend: load its final weights, write
+        nothing."""
+        from .checkpoint import load_state_into, load_tensors
+
+        entry = self.recorded["weights"]["model"]
+        path = self.run.path / entry["file"]
+        load_state_into(self.model, load_tensors(path, sha256=entry["sha256"]), path)
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.committed = True  # keep the directory as it is
+        self.last_loss = float("nan")
+        return FitResult(
+            model=self.model,
+            steps=state.step,
+            final_loss=self.last_loss,
+            out=self.run.path,
+            stopped_early=bool(self.recorded.get("stopped_early")),
+            best_val_loss=state.best_val if math.isfinite(state.best_val) else None,
+            history=[],
+            already_finished=True,
         )
 
     def _pictures(self) -> None:
@@ -469,8 +600,10 @@ class _Loop:
             )
 
 
-def out_name(run: RunDir | None) -> str:
-    return str(run.path) if run is not None else "None"
+_REMEDY = (
+    "Start a new run (another --out) with a smaller --lr or --set grad_clip=1.0; a resumed "
+    "run keeps its recorded settings"
+)
 
 
 def fit(
@@ -481,6 +614,7 @@ def fit(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     run_info: dict | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> FitResult:
     """Train ``model`` on ``data`` by minimising ``model.loss(batch, generator=g)``.
 
@@ -496,7 +630,12 @@ def fit(
         config: a :class:`TrainConfig` (defaults if None; ``lr=None`` is the model's own).
         out: run directory for checkpoints, metrics, weights and pictures (None:
             train in memory only).
-        resume: continue from the last checkpoint in ``out``.
+        resume: continue the run in ``out`` from its last checkpoint (or from step 0 when it
+            was killed before its first one). The run keeps its recorded settings: a
+            ``config`` that differs from them is one clear error, except ``steps`` (to
+            extend it), ``progress``, ``device``, ``checkpoint_every`` and the fields named
+            in ``overrides`` (changed on purpose, and recorded in ``config.json`` under
+            ``resume_overrides`` with the step they took effect).
         run_info: extra JSON fields for ``config.json`` (the CLI stores the model
             name, its task and config and the data set there, so :func:`genmodels.load`
             can rebuild the model).
@@ -516,7 +655,13 @@ def fit(
     if not callable(getattr(model, "loss", None)):
         raise TypeError(f"{type(model).__name__} has no loss(batch, generator=) method")
     cfg = resolve_train_config(cfg, model)
-    loop = _Loop(model, as_data(data), cfg, out, resume, run_info)
-    state = loop.prepare()
-    stopped_early = loop.run_steps(state)
-    return loop.finish(state, stopped_early)
+    loop = _Loop(model, as_data(data), cfg, out, resume, run_info, overrides)
+    try:
+        state = loop.prepare()
+        if getattr(loop, "finished", False):  # nothing to do: the finished run is not touched
+            return loop.already_finished(state)
+        stopped_early = loop.run_steps(state)
+        return loop.finish(state, stopped_early)
+    finally:
+        if loop.run is not None:  # refused before the first write: leave nothing behind
+            loop.run.release(remove_if_untouched=not getattr(loop, "committed", False))

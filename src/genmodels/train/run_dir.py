@@ -17,6 +17,7 @@ Every file is written atomically (:mod:`genmodels.train.checkpoint`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import (
+    CHECKPOINT_NAME,
     CheckpointError,
     atomic_write_bytes,
     load_state_into,
@@ -33,7 +35,11 @@ from .checkpoint import (
     write_json,
 )
 
-__all__ = ["RunDir", "load_run"]
+__all__ = ["RunDir", "load_run", "RunInUseError", "CHECKPOINT_NAME"]
+
+
+class RunInUseError(ValueError):
+    """Another process holds the run directory's lock (one writer at a time)."""
 
 
 class RunDir:
@@ -41,6 +47,8 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock_fd: int | None = None
+        self._created = False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -74,7 +82,80 @@ class RunDir:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise ValueError(f"out directory {self.path} is not writable ({e.strerror})") from e
+            raise ValueError(f"--out {self.path}: cannot write there ({e.strerror})") from e
+
+    def acquire(self) -> None:
+        """Create the directory if needed and take its lock (``.lock``, an exclusive
+        ``flock``: the kernel drops it when the process ends, however it ends, so a killed
+        run never leaves it stuck). A second writer gets :class:`RunInUseError`."""
+        if self._lock_fd is not None:
+            return
+        self._created = not self.path.exists()
+        self.ensure_writable()
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = ""
+            try:
+                pid = (self.path / ".lock").read_text().strip()
+                holder = f" (pid {pid})" if pid else ""
+            except OSError:
+                pass
+            raise RunInUseError(
+                f"--out {self.path} is in use by another genmodels process{holder}; wait for it "
+                "to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release(self, *, remove_if_untouched: bool = False) -> None:
+        """Drop the lock. ``remove_if_untouched``: a directory this process created and left
+        empty (a refused or failed start) is removed, so refused input leaves nothing."""
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        if remove_if_untouched and self._created:
+            try:
+                if {p.name for p in self.path.iterdir()} <= {".lock"}:
+                    (self.path / ".lock").unlink(missing_ok=True)
+                    self.path.rmdir()
+            except OSError:
+                pass
+        os.close(fd)
+
+    def clean_orphans(self) -> list[str]:
+        """Remove what a killed run can leave behind: temporary files of an interrupted
+        atomic write (``.NAME.*.tmp``) and checkpoint tensor files that ``checkpoint.json``
+        does not name (superseded, or written just before a kill). Returns their names."""
+        current = None
+        if self.checkpoint_path.exists():
+            try:
+                current = self.checkpoint_file()
+            except CheckpointError:
+                return []  # an unreadable checkpoint.json: keep every file for a person to see
+        removed = []
+        for p in self.path.iterdir():
+            orphan_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+            stale = CHECKPOINT_NAME.fullmatch(p.name) and p.name != current
+            if p.is_file() and (orphan_tmp or stale):
+                p.unlink(missing_ok=True)
+                removed.append(p.name)
+        return removed
+
+    def checkpoint_file(self) -> str:
+        """The tensor file ``checkpoint.json`` names, checked to be a plain checkpoint name
+        inside this directory."""
+        meta = read_json(self.checkpoint_path)
+        name = meta.get("file")
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"{self.checkpoint_path}: 'file' must name a checkpoint-<step>.safetensors in "
+                f"the run directory, got {name!r}"
+            )
+        return name
 
     # -- config.json ---------------------------------------------------------------------
     def read_config(self) -> dict:
