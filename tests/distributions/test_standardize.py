@@ -62,3 +62,18 @@ def test_kept_checkpoint_names_save_and_load_under_the_old_keys():
     assert torch.equal(fresh[0].standardizer.scale, torch.tensor([3.0, 4.0]))
     with pytest.raises(ValueError, match="register the Standardize"):
         Standardize.identity((2,)).keep_checkpoint_names(nn.Module(), "a", "b")
+
+
+def test_check_batch_names_both_dtypes_and_check_count_rejects_non_counts():
+    from genmodels.distributions import check_batch, check_count
+
+    x = torch.zeros(0, 2)
+    assert check_batch(x, (2,), "x", torch.float32) is x  # an empty batch is a batch
+    with pytest.raises(ValueError, match=r"batch has dtype torch.float64 .*batch.float\(\)"):
+        check_batch(x.double(), (2,), "batch", torch.float32)
+    with pytest.raises(ValueError, match=r"model.to\(torch.int64\)"):
+        check_batch(x.long(), (2,), "x", torch.float32)
+    assert check_count(3) == 3
+    for bad in (0, -2, 1.5, False, None):
+        with pytest.raises(ValueError, match=f"n must be a positive integer, got {bad!r}"):
+            check_count(bad)

@@ -17,7 +17,7 @@ from .image import (
 )
 from .layers import ActNorm, DiagonalScale, LULinear, Planar
 from .splines import rational_quadratic_spline
-from .standardize import Standardize, check_batch
+from .standardize import Standardize, check_batch, check_count, model_dtype
 from .transforms import Compose, Inverse, Permutation, Reverse, Transform
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "Transform",
     "alternating_mask",
     "check_batch",
+    "check_count",
+    "model_dtype",
     "channel_mask",
     "checkerboard_mask",
     "multi_scale",

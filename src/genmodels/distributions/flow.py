@@ -32,7 +32,7 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
         tensor([-1.8379])
     """
     d = z[0].numel() if z.shape[0] > 0 else math.prod(z.shape[1:])
-    return -0.5 * z.reshape(z.shape[0], -1).pow(2).sum(1) - 0.5 * d * _LOG_2PI
+    return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * d * _LOG_2PI
 
 
 class Flow(Distribution):

@@ -158,13 +158,13 @@ class Logit(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * ((x - self.low) / (self.high - self.low))
         logp, log1mp = torch.log(p), torch.log1p(-p)
-        ladj = (self._log_c - logp - log1mp).reshape(x.shape[0], -1).sum(1)
+        ladj = (self._log_c - logp - log1mp).flatten(1).sum(1)
         return logp - log1mp, ladj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = torch.sigmoid(z)
         x = self.low + (self.high - self.low) * (p - self.alpha) / (1 - 2 * self.alpha)
-        ladj = (F.logsigmoid(z) + F.logsigmoid(-z) - self._log_c).reshape(z.shape[0], -1).sum(1)
+        ladj = (F.logsigmoid(z) + F.logsigmoid(-z) - self._log_c).flatten(1).sum(1)
         return x, ladj
 
     def extra_repr(self) -> str:
@@ -248,11 +248,11 @@ class ImageCoupling(Transform):
             xa = torch.cat([x * m, m.expand(n, 1, *self.shape[1:])], 1)
             y, ladj = self._elementwise(x, self._params(xa), inverse)
             y = torch.where(self.mask, x, y)
-            return y, (ladj * (1 - m)).reshape(n, -1).sum(1)
+            return y, (ladj * (1 - m)).flatten(1).sum(1)
         xa, xb = x[:, self.idx_a], x[:, self.idx_b]
         yb, ladj = self._elementwise(xb, self._params(xa), inverse)
         y = torch.cat([xa, yb], 1) if self.ca_first else torch.cat([yb, xa], 1)
-        return y, ladj.reshape(n, -1).sum(1)
+        return y, ladj.flatten(1).sum(1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, False)

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -25,18 +26,31 @@ from torch import Tensor, nn
 
 from .transforms import Transform
 
-__all__ = ["Standardize", "check_batch"]
+__all__ = ["Standardize", "check_batch", "check_count", "model_dtype"]
+
+_CAST = {torch.float64: "double", torch.float32: "float", torch.float16: "half"}
 
 
-def check_batch(x, event_shape: Sequence[int], name: str = "x") -> Tensor:
-    """Return ``x`` if it is a tensor of shape ``(batch, *event_shape)``, else raise.
+def check_batch(
+    x, event_shape: Sequence[int], name: str = "x", dtype: torch.dtype | None = None
+) -> Tensor:
+    """Return ``x`` if it is a tensor of shape ``(batch, *event_shape)`` (and of ``dtype``, when
+    given: the model's), else raise.  An empty batch ``(0, *event_shape)`` is a batch.
 
     Raises:
         ValueError: naming ``name``, the expected shape ``(batch, *event_shape)`` and what was
-            given (its shape, or its type when it is not a tensor).
+            given (its shape, or its type when it is not a tensor); or naming both dtypes and
+            the two conversions (nothing is cast silently).
     """
     event_shape = tuple(event_shape)
     if isinstance(x, Tensor) and x.ndim == 1 + len(event_shape) and x.shape[1:] == event_shape:
+        if dtype is not None and x.dtype != dtype:
+            to_model = f"model.{_CAST[x.dtype]}()" if x.dtype in _CAST else f"model.to({x.dtype})"
+            to_x = f"{name}.{_CAST[dtype]}()" if dtype in _CAST else f"{name}.to({dtype})"
+            raise ValueError(
+                f"{name} has dtype {x.dtype} but the model computes in {dtype}; convert one: "
+                f"{to_model} to work in {x.dtype}, or pass {to_x}"
+            )
         return x
     given = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
     dims = ", ".join(map(str, ("batch", *event_shape)))
@@ -47,6 +61,26 @@ def check_batch(x, event_shape: Sequence[int], name: str = "x") -> Tensor:
             "examples; train it on unlabelled data, e.g. genmodels.data.load(name))"
         )
     raise ValueError(f"{name} must have shape ({dims}), got {given}{hint}")
+
+
+def check_count(n, name: str = "n") -> int:
+    """Return ``n`` if it is a positive integer (a number of samples to draw), else raise
+    ``ValueError`` naming ``name`` and the value given (``True`` and ``2.0`` are not counts)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def model_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype a model computes in: that of its first floating parameter or buffer
+    (the default dtype when it has none)."""
+    for t in module.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    for t in module.buffers():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
 
 
 class Standardize(Transform):

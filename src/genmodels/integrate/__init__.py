@@ -5,11 +5,13 @@ from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
 from .odeint import (
+    LongSolveWarning,
     MaxStepsExceededError,
     NonFiniteSolutionError,
     ODESolverError,
     SolverStats,
     StepSizeUnderflowError,
+    StiffnessWarning,
     odeint,
 )
 from .sdeint import METHODS as SDE_METHODS
@@ -33,6 +35,8 @@ __all__ = [
     "StepSizeUnderflowError",
     "MaxStepsExceededError",
     "NonFiniteSolutionError",
+    "StiffnessWarning",
+    "LongSolveWarning",
     "ButcherTableau",
     "TABLEAUS",
     "get_tableau",

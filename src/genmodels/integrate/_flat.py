@@ -91,15 +91,31 @@ class FlatState:
         return f
 
 
+def returned(r: object) -> str:
+    """How to name a vector field's wrong return value in an error: its shape or its type."""
+    if r is None:
+        return "None"
+    if isinstance(r, Tensor):
+        return f"a tensor of shape {tuple(r.shape)}"
+    return f"a {type(r).__name__}"
+
+
 def check_output(r: State, flat: FlatState, t: float) -> None:
     """Clear error when ``func``'s output does not match the state's structure."""
+    want = tuple(flat.shapes[0]) if not flat.is_tuple else tuple(map(tuple, flat.shapes))
+    if r is None or not isinstance(r, (Tensor, tuple)):
+        what = "a tensor" if not flat.is_tuple else f"a tuple of {len(flat.shapes)} tensors"
+        raise TypeError(f"the vector field func(t, y) returned {returned(r)}; expected {what} "
+                        f"of shape {want} like y0 (at t={t!r})")  # fmt: skip
     parts = r if isinstance(r, tuple) else (r,)
     if isinstance(r, tuple) != flat.is_tuple or len(parts) != len(flat.shapes):
         raise ValueError(f"func(t, y) must return the same structure as y0 (at t={t!r})")
     for i, (p, s) in enumerate(zip(parts, flat.shapes)):
-        if not isinstance(p, Tensor) or p.shape != s:
-            got = p.shape if isinstance(p, Tensor) else type(p).__name__
-            raise ValueError(f"func(t, y) returned shape {tuple(got)} for component {i}, "
+        if not isinstance(p, Tensor):
+            raise TypeError(f"the vector field func(t, y) returned {returned(p)} for component "
+                            f"{i}; expected a tensor of shape {tuple(s)} (at t={t!r})")  # fmt: skip
+        if p.shape != s:
+            raise ValueError(f"func(t, y) returned shape {tuple(p.shape)} for component {i}, "
                              f"expected {tuple(s)} like y0 (at t={t!r})")  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from ._flat import returned
 from .adjoint import odeint_adjoint
 from .odeint import odeint
 
@@ -39,7 +40,12 @@ class _CDEField(nn.Module):
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         dX = self.X.derivative(t)
         fz = self.func(t, z)
-        if fz.shape[-2] != z.shape[-1] or fz.shape[-1] != dX.shape[-1]:
+        if not isinstance(fz, Tensor):
+            raise TypeError(
+                f"func(t, z) returned {returned(fz)}; expected a tensor of shape "
+                f"(..., hidden={z.shape[-1]}, input_channels={dX.shape[-1]})"
+            )
+        if fz.dim() < 2 or fz.shape[-2] != z.shape[-1] or fz.shape[-1] != dX.shape[-1]:
             raise ValueError(
                 f"func(t, z) must return (..., hidden={z.shape[-1]}, "
                 f"input_channels={dX.shape[-1]}), got {tuple(fz.shape)}"

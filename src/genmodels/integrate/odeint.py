@@ -13,6 +13,8 @@ one for the error estimate and a single ``.item()`` per step for the accept/reje
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +31,8 @@ __all__ = [
     "StepSizeUnderflowError",
     "MaxStepsExceededError",
     "NonFiniteSolutionError",
+    "StiffnessWarning",
+    "LongSolveWarning",
 ]
 
 OPTION_KEYS = frozenset(
@@ -68,6 +72,18 @@ class MaxStepsExceededError(ODESolverError):
 
 class NonFiniteSolutionError(ODESolverError):
     """The solution became NaN or infinite."""
+
+
+class StiffnessWarning(UserWarning):
+    """An adaptive explicit solve whose step size is held at the method's stability limit.
+
+    Issued at most once per solve (see :func:`odeint`, "Stiffness").  The solve goes on; an
+    explicit method will need a number of steps proportional to the stiffness of the problem.
+    """
+
+
+class LongSolveWarning(UserWarning):
+    """An adaptive solve that has taken a million accepted steps and is still going."""
 
 
 @dataclass
@@ -267,6 +283,7 @@ def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
     y, direction = y0, (1.0 if ts[-1] > ts[0] else -1.0)
     f_next = f_first(math.nextafter(grid[0], grid[1]) if o.perturb else grid[0], y0)
     stats.nfe += 1
+    _check_initial_field(f_next, grid[0])
     for g0, g1 in zip(grid[:-1], grid[1:]):
         h = g1 - g0
         t0p = math.nextafter(g0, g1) if o.perturb else g0
@@ -361,6 +378,149 @@ def _hermite(y0, f0, y1, f1, t0, h, t) -> Tensor:
     return y0 * h00 + f0 * (h10 * h) + y1 * h01 + f1 * (h11 * h)
 
 
+def _stability_boundary(tab: ButcherTableau) -> float:
+    """Length of the stability interval on the negative real axis: the largest ``x`` with
+    ``|R(-x')| <= 1`` for all ``0 <= x' <= x``, where ``R(z) = 1 + sum_k z^k b^T A^(k-1) 1`` is
+    the stability polynomial of the explicit method (Hairer & Wanner, Solving ODEs II, sec.
+    IV.2).  dopri5: 3.31, bosh3: 2.51, euler: 2."""
+    key = (tab, "stability")
+    if key not in _COEFF_CACHE:
+        s = tab.stages
+        coef, v = [1.0], [1.0] * s
+        for _ in range(s):
+            coef.append(sum(bi * vi for bi, vi in zip(tab.b, v)))
+            v = [sum(a * v[j] for j, a in enumerate(tab.a[i])) for i in range(s)]
+        x = 0.0
+        while x < 50.0:
+            z = -(x + 1e-3)
+            if abs(sum(ck * z**k for k, ck in enumerate(coef))) > 1.0 + 1e-12:
+                break
+            x += 1e-3
+        _COEFF_CACHE[key] = x
+    return _COEFF_CACHE[key]
+
+
+class _Monitor:
+    """Cheap watch over a long adaptive solve: stiffness detection and a long-solve notice.
+
+    The loop only compares its count of accepted steps with ``next``.  At every
+    ``STIFF_EVERY``-th accepted step, and then at every accepted step while the test keeps
+    firing, it estimates ``h |lambda|`` from the last two stages of the step (Hairer & Wanner,
+    Solving ODEs II, sec. IV.2, as in Hairer's DOPRI5 code):
+    ``h ||f(Y_s) - f(Y_j)|| / ||Y_s - Y_j||`` with ``Y_s = y1`` and ``Y_j`` the stage with the
+    largest node below it.  An explicit method whose step is held by stability, not accuracy,
+    sits at its stability boundary; 15 estimates above 98 % of that boundary, without 6 below it
+    in a row, make the problem stiff: one :class:`StiffnessWarning` per solve.  At ``LONG`` accepted
+    steps a :class:`LongSolveWarning` says the solve is still going.
+    """
+
+    STIFF_EVERY = 1000
+    LONG = 10**6
+
+    def __init__(self, tab: ButcherTableau, ts, rtol: float, atol: float, max_steps: int):
+        self.tab, self.ts, self.rtol, self.atol, self.max_steps = tab, ts, rtol, atol, max_steps
+        self.limit = 0.98 * _stability_boundary(tab)
+        below = [i for i in range(tab.stages - 1) if tab.c[i] <= tab.c[-1]]
+        self.j = max(below, key=lambda i: (tab.c[i], i))
+        self.hits = self.misses = 0
+        self.stiff_at: tuple[float, float] | None = None
+        self.next = min(self.STIFF_EVERY, self.LONG)
+
+    def check(self, n_acc: int, t1: float, h: float, y: Tensor, y1: Tensor, K: Tensor, A) -> int:
+        """After accepted step ``n_acc``, ``y -> y1`` ending at ``t1`` with step ``h``, stages
+        ``K`` (N, s) and tableau rows ``A``.  Returns the next step count to call at."""
+        if n_acc >= self.LONG and n_acc % self.LONG == 0:
+            warnings.warn(
+                f"odeint({self.tab.name!r}) has taken {n_acc:,} accepted steps and is at "
+                f"t={t1!r} of [{self.ts[0]!r}, {self.ts[-1]!r}] with step size h={h!r}. If "
+                f"accuracy limits the step, a higher-order method ('dopri5', 'dopri8') or larger "
+                f"rtol={self.rtol}, atol={self.atol} take fewer steps; if stability does (a "
+                f"StiffnessWarning says so), an implicit method; {self._budget()}.",
+                LongSolveWarning,
+                stacklevel=_stacklevel(),
+            )
+        if self.stiff_at is None:
+            if _h_lambda(self.j, y, y1, K, A, h) > self.limit:
+                self.hits, self.misses = self.hits + 1, 0
+                if self.hits == 15:
+                    self._warn_stiff(n_acc, t1, h)
+            else:
+                self.misses += 1
+                if self.misses == 6:
+                    self.hits = 0
+        if self.stiff_at is None and self.hits > 0:
+            nxt = n_acc + 1
+        elif self.stiff_at is None:
+            nxt = (n_acc // self.STIFF_EVERY + 1) * self.STIFF_EVERY
+        else:
+            nxt = self.LONG
+        return min(nxt, (n_acc // self.LONG + 1) * self.LONG)
+
+    def _warn_stiff(self, n_acc: int, t1: float, h: float) -> None:
+        self.stiff_at = (t1, h)
+        left = abs(self.ts[-1] - t1) / abs(h)
+        warnings.warn(
+            f"odeint: the problem seems stiff at t={t1!r}: after {n_acc} accepted steps the "
+            f"step size h={h!r} is held at the stability limit of the explicit method "
+            f"{self.tab.name!r} (h |lambda| ~ {self.limit / 0.98:.2f}), not by rtol={self.rtol}, "
+            f"atol={self.atol}; reaching t={self.ts[-1]!r} at this step size takes about "
+            f"{left:.2g} more steps" + self._remedies(),
+            StiffnessWarning,
+            stacklevel=_stacklevel(),
+        )
+
+    def _budget(self) -> str:
+        if self.max_steps >= 2**31 - 1:
+            return "options=dict(max_num_steps=...) stops the solve early"
+        return f"the solve stops after max_num_steps={self.max_steps} steps per output interval"
+
+    def _remedies(self) -> str:
+        return (
+            ". Remedies: an implicit method for stiff problems (genmodels.integrate has none "
+            "yet; torchdiffeq's method='implicit_adams', or scipy.integrate.solve_ivp(..., "
+            "method='Radau' or 'BDF')); larger rtol/atol where accuracy rather than stability "
+            f"limits the step; {self._budget()}."
+        )
+
+
+def _stacklevel() -> int:
+    """Stack level of the first frame outside ``genmodels.integrate`` (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        "genmodels.integrate"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _nonfinite(k: Tensor) -> str | None:
+    """``"nan"`` or ``"inf"`` when the stage ``k`` holds one (NaN first), else ``None``."""
+    k = k.detach()
+    if bool(torch.isfinite(k).all()):
+        return None
+    return "nan" if bool(torch.isnan(k).any()) else "inf"
+
+
+def _check_initial_field(k0: Tensor, t0: float) -> None:
+    """One check per solve: a non-finite ``f(t0, y0)`` at the finite ``y0`` is the vector
+    field's doing, and no step size can cure it."""
+    bad = _nonfinite(k0)
+    if bad is not None:
+        raise NonFiniteSolutionError(
+            f"the vector field returned non-finite values ({bad}) at t={t0!r}, at the initial "
+            "state (which is finite)",
+            t0,
+        )
+
+
+def _first_bad_stage(ks: Sequence[Tensor]) -> tuple[int, str] | None:
+    for i, k in enumerate(ks):
+        bad = _nonfinite(k)
+        if bad is not None:
+            return i, bad
+    return None
+
+
 def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list[Tensor]:
     """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
@@ -395,6 +555,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     else:
         k0 = f_first(t_first, y0)
     stats.nfe += 1
+    _check_initial_field(k0 if grad else rows[0], t_first)
     if o.first_step is not None:
         h = direction * o.first_step
     else:
@@ -405,6 +566,9 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     y = y0
     abs_y = y0.detach().abs()
     steps_here = 0
+    mon = _Monitor(tab, ts, rtol, atol, max_steps)
+    n_acc, check_at = 0, mon.next
+    bad = None  # (time, "nan"/"inf") of a non-finite stage in the latest rejections
     while j < n:
         landing = None
         if stops and (t + h - stops[0]) * direction >= 0:
@@ -412,14 +576,12 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             h = landing - t
         t1 = landing if landing is not None else t + h
         if t1 == t or not math.isfinite(t1):
-            raise StepSizeUnderflowError(
-                f"step size underflow at t={t!r} (h={h!r}); the problem may be stiff, "
-                f"have a singularity, or the tolerances rtol={rtol}, atol={atol} are too tight",
-                t,
-            )
+            _underflow(t, h, rtol, atol, bad, mon)
         if steps_here >= max_steps:
             raise MaxStepsExceededError(
-                f"max_num_steps={max_steps} exceeded at t={t!r} before reaching t={ts[j]!r}", t
+                f"max_num_steps={max_steps} exceeded at t={t!r} before reaching t={ts[j]!r}"
+                + _stiff_note(mon),
+                t,
             )
         steps_here += 1
         stats.n_steps += 1
@@ -454,6 +616,10 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
         accept = ratio <= 1.0
         if accept:
             stats.n_accepted += 1
+            n_acc += 1
+            if n_acc >= check_at:  # the only per-step cost of the monitor: one compare
+                K = torch.stack([k.detach() for k in ks], 1) if grad else Kt[s]
+                check_at = mon.check(n_acc, t1, h, y, y1, K, A)
             if grad:
                 K_all = None
             while j < n and (ts[j] - t1) * direction <= 0:
@@ -490,6 +656,11 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             t, y, abs_y = t1, y1, abs_y1
         else:
             stats.n_rejected += 1
+            if math.isfinite(ratio):
+                bad = None
+            else:  # rare: find the stage that went non-finite, for the error message
+                hit = _first_bad_stage(ks if grad else rows)
+                bad = None if hit is None else (_stage_time(t, c[hit[0]], h, t_last), hit[1])
         if ratio == 0.0:
             factor = ifactor
         elif not math.isfinite(ratio):
@@ -498,6 +669,49 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             factor = min(ifactor, max(safety * ratio**-expo, 1.0 if ratio < 1.0 else dfactor))
         h = h * factor
     return out
+
+
+def _h_lambda(j: int, y: Tensor, y1: Tensor, K: Tensor, A, h: float) -> float:
+    """``|h| ||k_s - k_j|| / ||y1 - Y_j||``: the stiffness estimate of :class:`_Monitor`, from
+    the stage matrix ``K`` (N, s) of the step ``y -> y1`` and the stage inputs it implies."""
+    with torch.no_grad():
+        y, y1 = y.detach(), y1.detach()
+        yj = y if j == 0 else torch.addmv(y, K[:, :j], A[j], alpha=h)
+        den = torch.linalg.vector_norm(y1 - yj).item()
+        num = torch.linalg.vector_norm(K[:, -1] - K[:, j]).item()
+    return abs(h) * num / den if den > 0 else 0.0
+
+
+def _stiff_note(mon: _Monitor) -> str:
+    if mon.stiff_at is None:
+        return ""
+    return (
+        f"; the problem seemed stiff from t={mon.stiff_at[0]!r} (step size "
+        f"{mon.stiff_at[1]!r}; see the StiffnessWarning)"
+    )
+
+
+def _underflow(t: float, h: float, rtol: float, atol: float, bad, mon: _Monitor) -> None:
+    """Raise the error for a step size that no longer advances time, naming the likely cause."""
+    if bad is not None and bad[1] == "nan":
+        raise NonFiniteSolutionError(
+            f"the vector field returned non-finite values (nan) at t={bad[0]!r} from a finite "
+            f"state; the step size underflowed at t={t!r} (h={h!r}) trying to step past it",
+            t,
+        )
+    if bad is not None:
+        raise NonFiniteSolutionError(
+            f"the vector field returned non-finite values (inf) at t={bad[0]!r} from a finite "
+            f"state and the step size underflowed at t={t!r} (h={h!r}): the solution may blow "
+            "up in finite time there, or func divides by zero",
+            t,
+        )
+    raise StepSizeUnderflowError(
+        f"step size underflow at t={t!r} (h={h!r}); the problem may be stiff, "
+        f"have a singularity, or the tolerances rtol={rtol}, atol={atol} are too tight"
+        + _stiff_note(mon),
+        t,
+    )
 
 
 def _setup(func, y0, t, rtol, atol, method, options, event_fn):
@@ -596,7 +810,17 @@ def odeint(
     Raises:
         ValueError/TypeError for bad input, :class:`StepSizeUnderflowError`,
         :class:`MaxStepsExceededError`, :class:`NonFiniteSolutionError` (all RuntimeError
-        subclasses with the time ``.t`` reached).
+        subclasses with the time ``.t`` reached).  A vector field that returns ``None`` or a
+        non-tensor raises TypeError; one that returns NaN/inf raises
+        :class:`NonFiniteSolutionError` naming the time (checked once at ``t[0]`` and, in
+        adaptive solves, only when a step's error estimate is non-finite: no per-step cost).
+
+    Warns:
+        :class:`StiffnessWarning` (once per adaptive solve) when the step size is held at the
+        method's stability limit (Hairer's test, checked every 1000 accepted steps): the
+        problem is stiff and an explicit method will crawl; :class:`LongSolveWarning` every
+        million accepted steps.  The default ``max_num_steps`` is torchdiffeq's 2**31 - 1, so
+        a stiff solve may run for a very long time: pass a finite one to stop early.
 
     Example:
         >>> y = odeint(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 5))

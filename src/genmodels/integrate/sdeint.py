@@ -59,6 +59,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from ._flat import returned
+
 __all__ = ["sdeint", "METHODS", "SDEProtocol"]
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
@@ -490,11 +492,15 @@ def sdeint(
 
     with torch.no_grad():  # validate shapes once
         f0, g0 = f(times[0], y0), g(times[0], y0)
-    if not isinstance(f0, Tensor) or f0.shape != y0.shape:
-        got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0)
-        raise ValueError(f"sdeint: f(t, y) returned shape {got}, expected {tuple(y0.shape)}")
+    if not isinstance(f0, Tensor):
+        raise TypeError(f"sdeint: the drift f(t, y) returned {returned(f0)}; expected a tensor "
+                        f"of shape {tuple(y0.shape)} like y0")  # fmt: skip
+    if f0.shape != y0.shape:
+        raise ValueError(f"sdeint: f(t, y) returned shape {tuple(f0.shape)}, "
+                         f"expected {tuple(y0.shape)}")  # fmt: skip
     if not isinstance(g0, Tensor):
-        raise ValueError(f"sdeint: g(t, y) returned {type(g0)}, expected a tensor")
+        raise TypeError(f"sdeint: the diffusion g(t, y) returned {returned(g0)}; expected a "
+                        f"tensor (see the noise table for its shape)")  # fmt: skip
     size = _brownian_size(y0, g0, noise_type)
 
     if bm is None:

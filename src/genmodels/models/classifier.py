@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from ..distributions import Standardize, check_batch
+from ..distributions import Standardize, check_batch, check_count, model_dtype
 from ..nn.conditioner import Conditioner
 from ..registry import DataInfo, get, register
 from .flows import FlowModel, _upgrade_flow_fields
@@ -136,10 +136,12 @@ class FlowClassifier(nn.Module):
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, return_labels: bool = False
     ):
-        """Ancestral samples ``y ~ p(y)``, ``x ~ p(x|y)``: ``(n, d)`` (and ``(n,)`` labels)."""
+        """Ancestral samples ``y ~ p(y)``, ``x ~ p(x|y)``: ``(n, d)`` (and ``(n,)`` labels);
+        ``n`` a positive integer."""
+        n = check_count(n)
         probs = self.log_prior().exp()
         y = torch.multinomial(probs, n, replacement=True, generator=generator)
-        x = torch.empty(n, *self.flows[0].event_shape, device=probs.device)
+        x = torch.empty(n, *self.event_shape, dtype=model_dtype(self), device=probs.device)
         for k, f in enumerate(self.flows):
             sel = y == k
             if sel.any():

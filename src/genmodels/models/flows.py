@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ from ..distributions import (
     Transform,
     alternating_mask,
     check_batch,
+    check_count,
+    model_dtype,
     multi_scale,
     standard_normal_log_prob,
 )
@@ -88,13 +91,26 @@ class _TransformDensity(nn.Module):
     event_shape: tuple[int, ...]
     transform: Compose
 
-    def _check(self, x: Tensor) -> None:
-        check_batch(x, self.event_shape, "x")
+    def _check(self, x: Tensor, dtype: bool = True) -> None:
+        """``x`` must be ``(n, *event_shape)`` and (``dtype``) of the model's dtype: one clear
+        ``ValueError`` (nothing cast silently) for every flow's ``log_prob``/``nll_bound``."""
+        check_batch(x, self.event_shape, "x", model_dtype(self) if dtype else None)
+
+    def _base_noise(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``z ~ N(0, I)`` ``(n, *event_shape)`` in the model's dtype and device; ``n`` must be a
+        positive integer (as for every model's ``sample``)."""
+        n = check_count(n)
+        device = next(itertools.chain(self.parameters(), self.buffers())).device
+        shape = (n, *self.event_shape)
+        return torch.randn(shape, generator=generator, dtype=model_dtype(self), device=device)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` in nats, ``(n, *event_shape) -> (n,)``: ``log N(T(x)) + log|det J_T(x)|``
-        (for images, the continuous density at the given points)."""
+        (for images, the continuous density at the given points).  An empty batch gives an
+        empty ``(0,)`` tensor, as ``torch.distributions`` do."""
         self._check(x)
+        if x.shape[0] == 0:  # nothing to transform (and no ActNorm may initialise from it)
+            return x.new_zeros(0)
         z, ladj = self.transform(x)
         return standard_normal_log_prob(z) + ladj
 
@@ -124,7 +140,7 @@ class FlowModel(_TransformDensity):
     def init_from_data(self, x: Tensor) -> None:
         """Set the standardisation buffers from the training data ``x`` (n, d); initialise any
         ActNorm layer on (up to 4096 of) the standardised points."""
-        self._check(x)
+        self._check(x, dtype=False)  # statistics only: the buffers take them in their dtype
         self.standardize.set_(x)
         h = self.standardize(x[:4096])[0]
         for layer in self.transform.transforms[1:]:
@@ -139,9 +155,7 @@ class FlowModel(_TransformDensity):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``x = T^{-1}(z)``, ``z ~ N(0, I)`` drawn from ``generator``: (n, d)."""
-        p = self.standardize.loc
-        z = torch.randn(n, *self.event_shape, generator=generator, dtype=p.dtype, device=p.device)
-        return self.transform.inverse(z)[0]
+        return self.transform.inverse(self._base_noise(n, generator))[0]
 
 
 class ImageFlowModel(_TransformDensity):
@@ -204,7 +218,7 @@ class ImageFlowModel(_TransformDensity):
     def init_from_data(self, x: Tensor) -> None:
         """Initialise every ActNorm from (up to 1024 of) the dequantised training images ``x``
         (one training-mode forward pass; the noise comes from a fixed seed)."""
-        self._check(x)
+        self._check(x, dtype=False)
         if not any(isinstance(m, ActNorm) for m in self.modules()):
             return
         was = self.training
@@ -220,9 +234,7 @@ class ImageFlowModel(_TransformDensity):
         """``n`` images ``(n, C, H, W)``: ``x = T^{-1}(z)``, ``z ~ N(0, I)`` from ``generator``,
         then (``quantize``) the stored level of the bin ``x`` falls in, ``w floor((x+1)/w) - 1``
         (a sample of the discrete model ``P``)."""
-        p = next(self.parameters())
-        z = torch.randn(n, *self.event_shape, generator=generator, dtype=p.dtype, device=p.device)
-        x = self.transform.inverse(z)[0]
+        x = self.transform.inverse(self._base_noise(n, generator))[0]
         if not quantize:
             return x
         k = torch.floor((x + 1) / self.bin_width).clamp(0, self.levels - 1)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
 from ..config import ConfigError
-from ..distributions import Standardize, check_batch
+from ..distributions import Standardize, check_batch, check_count, model_dtype
 from ..inference.vi import elbo_analytic_kl, iwae_bound
 from ..nn import MLP
 from ..registry import DataInfo, register
@@ -199,12 +199,15 @@ class VAE(nn.Module):
 
     def init_from_data(self, x: Tensor) -> None:
         """Standardise points with the training mean/std (images are used as stored)."""
-        flat = self._check(x)
+        flat = self._check(x, dtype=False)  # statistics only
         if self.kind == "points":
             self.standardizer.set_(flat)
 
-    def _check(self, x: Tensor) -> Tensor:
-        return check_batch(x, self.event_shape, "x").reshape(x.shape[0], -1)
+    def _check(self, x: Tensor, dtype: bool = True) -> Tensor:
+        """``x`` ``(n, *event_shape)`` of the model's dtype (``dtype``), flattened to ``(n, D)``."""
+        return check_batch(x, self.event_shape, "x", model_dtype(self) if dtype else None).flatten(
+            1
+        )
 
     def _levels_of(self, flat: Tensor) -> Tensor:
         return torch.round((flat + 1) * (self.levels - 1) / 2).clamp(0, self.levels - 1).long()
@@ -255,7 +258,10 @@ class VAE(nn.Module):
 
     # -- bounds ---------------------------------------------------------------------------
     def elbo(self, x: Tensor, *, n_samples: int = 1, generator: torch.Generator | None = None):
-        """ELBO ``(n,)`` in nats: E_q log p(x|z) - KL(q(z|x) || p(z)) (log P(x) for images)."""
+        """ELBO ``(n,)`` in nats: E_q log p(x|z) - KL(q(z|x) || p(z)) (log P(x) for images).
+        An empty batch gives an empty ``(0,)`` tensor."""
+        if self._check(x).shape[0] == 0:  # torch's KL of Independent cannot sum an empty batch
+            return x.new_zeros(0)
         q = self.encode(x)
         return elbo_analytic_kl(
             lambda z: self.log_likelihood(x, z), q, self.prior(x), n_samples, generator=generator
@@ -269,7 +275,7 @@ class VAE(nn.Module):
         log (1/K) Σ_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x); evaluated over chunks of the
         batch to bound memory.
         """
-        out = []
+        out = [x.new_zeros(0)] if self._check(x).shape[0] == 0 else []
         for start in range(0, x.shape[0], chunk):
             xb = x[start : start + chunk]
             q, p = self.encode(xb), self.prior(xb)
@@ -322,6 +328,7 @@ class VAE(nn.Module):
 
         With ``mean=True``, return the decoder mean E[x|z] instead (smoother pictures).
         """
+        n = check_count(n)
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
         return self.decode_mean(z) if mean else self._draw(z, generator)
