@@ -223,5 +223,8 @@ def test_long_solve_says_it_is_still_going(monkeypatch):
 
     monkeypatch.setattr(_Monitor, "LONG", 300)
     A = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
-    with pytest.warns(LongSolveWarning, match="has taken 300 accepted steps and is at t="):
+    with pytest.warns(LongSolveWarning, match="accepted steps and is at t=") as rec:
         odeint(lambda t, y: y @ A.T, Y0, torch.tensor([0.0, 200.0]), rtol=1e-6, atol=1e-6)
+    said = [str(w.message) for w in rec if issubclass(w.category, LongSolveWarning)]
+    assert "has taken 300 accepted steps" in said[0]  # every 300 steps, the first at 300
+    assert all(f"has taken {300 * (k + 1)} accepted" in m for k, m in enumerate(said))
