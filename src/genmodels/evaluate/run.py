@@ -127,7 +127,10 @@ def evaluate_model(
         out["bound_n"] = len(x)
         nb = model.nll_bound(x, generator=gen).double()
         out["nll_bound_nats"] = float(nb.mean())
-        out["bits_per_dim_bound"] = float(data_mod.bits_per_dim(out["nll_bound_nats"], test.info))
+        # a DDPM with a discretised decoder bounds -log P(x) itself: no dequantisation term
+        discrete = getattr(model, "bound_is_discrete", False)
+        bpd = data_mod.bits_per_dim(out["nll_bound_nats"], test.info, discrete=discrete)
+        out["bits_per_dim_bound"] = float(bpd)
     # Capability-specific metrics, each in its own module.
     if hasattr(model, "iwae_bound"):
         from .vae import vae_metrics
