@@ -2,7 +2,7 @@
 
 The protocol (k-diffusion's ``sample_euler(model, x, sigmas)`` family, in ε and t)::
 
-    def sampler(eps_model, x, process, ts=None, *, steps=None, spacing=None,
+    def sampler(eps_model, x, process, ts=None, *, steps=None, spacing=None, clip=None,
                 generator=None, callback=None, stats=None, **own_options) -> Tensor
 
 - ``eps_model(x, t_net) -> ε̂``: the noise predictor, called with ``t_net =
@@ -13,6 +13,8 @@ The protocol (k-diffusion's ``sample_euler(model, x, sigmas)`` family, in ε and
 - ``ts``: decreasing times t_0 > t_1 > ... > t_N in [0, 1] (float64); the sampler moves
   the state from t_k to t_{k+1}. ``None``: ``process.grid(steps, spacing)`` with the
   sampler's default ``steps`` (``ancestral``: every step of a discrete schedule).
+- ``clip``: ``(lo, hi)``, a box for the sampler's x̂_0 where it forms one (images in
+  [-1, 1]; ``DDPM.sample`` passes the model's), or None.
 - ``generator``: every random draw comes from it.
 - ``callback(info)``: after each step, with ``info = {"k": k, "n": N, "t": t_{k+1},
   "x": x_{t_{k+1}}}`` (progress bars, recorded chains).
@@ -35,7 +37,7 @@ from torch import Tensor
 
 from .noise import NoiseProcess, eps_to_x0, x0_to_eps
 
-__all__ = ["ancestral", "ddim", "SAMPLERS", "resolve_grid"]
+__all__ = ["ancestral", "ddim", "SAMPLERS", "resolve_grid", "batch_times"]
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[dict], None]
@@ -63,9 +65,12 @@ def resolve_grid(
     return ts
 
 
-def _net_times(process: NoiseProcess, ts: Tensor, n: int, device) -> list[Tensor]:
-    # One time per step for the whole batch, as an (n,) view with stride 0: networks that
-    # index an embedding with it work unchanged, and TimeMLP computes the embedding once.
+def batch_times(process: NoiseProcess, ts: Tensor, n: int, device) -> list[Tensor]:
+    """The network's time input for each step's start ``ts[k]``, k < N, for a batch of ``n``.
+
+    One time for the whole batch as an ``(n,)`` view with stride 0: networks that index an
+    embedding with it work unchanged, and ``TimeMLP`` computes the embedding once.
+    """
     tin = process.net_time(ts[:-1]).to(device)
     return [tin[k : k + 1].expand(n) for k in range(len(tin))]
 
@@ -149,7 +154,7 @@ def ancestral(
         c_x0 = (a_s * one_m_alpha / sig_t**2).tolist()
         c_xt = (alpha.sqrt() * (sig_s / sig_t) ** 2).tolist()
         a_t, sig_tl = a_t.tolist(), sig_t.tolist()
-    t_net = _net_times(schedule, ts, n, dev)
+    t_net = batch_times(schedule, ts, n, dev)
     t_out = ts[1:].tolist()
 
     x = x_T.clone()  # 1: x_T ~ N(0, I)
@@ -204,7 +209,7 @@ def ddim(
     ts = resolve_grid(schedule, ts, steps, spacing)
     N, n, dev = len(ts) - 1, x_T.shape[0], x_T.device
     ab = schedule.alpha_bar(ts).tolist()
-    t_net = _net_times(schedule, ts, n, dev)
+    t_net = batch_times(schedule, ts, n, dev)
     t_out = ts[1:].tolist()
     x = x_T.clone()
     for k in range(N):
