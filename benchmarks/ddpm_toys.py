@@ -254,12 +254,18 @@ def main():
             td.append(timed(diff_fn)[1])
         speed[f"b64_{label}"] = {"ours": statistics.median(to), "diffusers": statistics.median(td)}
     big = a.n_eval
-    tb, tn = [], []
-    for _ in range(a.big_repeats):  # interleaved pairs, median
+    tb, tn, cb, cn = [], [], [], []
+    for _ in range(a.big_repeats):  # interleaved pairs, median; also CPU time of this process
+        c0 = time.process_time()
         tb.append(timed(lambda: sample_ours(ours, big, 1, "ancestral"))[1])
+        c1 = time.process_time()
         tn.append(net_only(net, big, T))
+        cb.append(c1 - c0)
+        cn.append(time.process_time() - c1)
     t_big, t_net = statistics.median(tb), statistics.median(tn)
+    c_big, c_net = statistics.median(cb), statistics.median(cn)
     speed["b_big_ddpm1000"] = {"ours": t_big, "network_only": t_net, "batch": big}
+    speed["b_big_ddpm1000"].update(ours_cpu=c_big, network_only_cpu=c_net)
     results["_speed"] = speed
 
     print()
@@ -289,7 +295,9 @@ def main():
         else:
             print(
                 f"sampling batch {v['batch']} DDPM-1000: ours {v['ours']:.2f}s, network alone "
-                f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}"
+                f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}; CPU time "
+                f"{v['ours_cpu']:.2f}s / {v['network_only_cpu']:.2f}s, ratio "
+                f"{v['ours_cpu'] / v['network_only_cpu']:.3f}"
             )
     if a.json:
         with open(a.json, "w") as fh:

@@ -112,6 +112,20 @@ def test_samplers_report_their_network_evaluations():
     assert set(SAMPLERS) == {"ancestral", "ddim"}
 
 
+def test_model_sample_passes_stats_and_steps_through():
+    from genmodels.models.ddpm import DDPM
+    from genmodels.nn import TimeMLP
+
+    torch.manual_seed(0)
+    m = DDPM(TimeMLP(2, 16, 1, 8), (2,), NoiseSchedule.linear(20))
+    st = {}
+    m.sample(3, generator=torch.Generator().manual_seed(0), stats=st)
+    assert st["nfe"] == 20
+    x, chain = m.sample(3, steps=5, return_chain=True, stats=st)  # ancestral on a sub-grid
+    assert st["nfe"] == 25 and len(chain) == 5 and chain[-1][0] == 0.0
+    assert torch.equal(chain[-1][1], x)
+
+
 def _algorithm_2(eps_model, x_T, s, zs):
     # the lecture's Algorithm 2 on the discrete arrays, as the paper writes it
     x = x_T

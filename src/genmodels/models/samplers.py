@@ -17,13 +17,17 @@ The protocol (k-diffusion's ``sample_euler(model, x, sigmas)`` family, in ε and
   [-1, 1]; ``DDPM.sample`` passes the model's), or None.
 - ``generator``: every random draw comes from it.
 - ``callback(info)``: after each step, with ``info = {"k": k, "n": N, "t": t_{k+1},
-  "x": x_{t_{k+1}}}`` (progress bars, recorded chains).
+  "x": x_{t_{k+1}}}`` (progress bars, recorded chains); samplers may update ``x`` in
+  place, so a callback that keeps it copies it.
 - ``stats``: a dict; the sampler adds its network evaluations to ``stats["nfe"]``
   (counts accumulate over calls, as ``integrate.odeint``'s ``SolverStats`` do).
 - returns the state at t_N (x_0 for ``ts[-1] = 0``), same shape as ``x``.
 
 A sampler is one function of this shape plus one entry in :data:`SAMPLERS`, and then
-``DDPM.sample(sampler=name)`` and ``genmodels sample --sampler name`` reach it.
+``DDPM.sample(sampler=name)`` and ``genmodels sample --sampler name`` reach it. SDE and ODE
+samplers (Euler–Maruyama on the reverse VP SDE, predictor–corrector, the probability flow
+ODE) read β(t) and σ(t) from the process and the score from ``eps_to_score(ε̂, σ(t))``;
+annealed Langevin takes the grid as its noise levels. A worked example is in docs/ddpm.md.
 """
 
 from __future__ import annotations
@@ -157,15 +161,15 @@ def ancestral(
     t_net = batch_times(schedule, ts, n, dev)
     t_out = ts[1:].tolist()
 
-    x = x_T.clone()  # 1: x_T ~ N(0, I)
+    x, buf = x_T.clone(), torch.empty_like(x_T)  # 1: x_T ~ N(0, I); x is updated in place
     for k in range(N):  # 2: for t = T, ..., 1 (here t = ts[k])
-        z = _randn(x, generator) if k < N - 1 else None  # 3: z ~ N(0, I) if t > 1, else z = 0
+        z = buf.normal_(generator=generator) if k < N - 1 else None  # 3: z ~ N(0, I) if t > 1
         eps = eps_model(x, t_net[k])  # ε_θ(x_t, t)
         if clip is None:  # 4: x_{t-1} = 1/sqrt(α_t) (x_t - (1-α_t)/sqrt(1-ᾱ_t) ε) + σ_t z
-            x = (x - c_eps[k] * eps).mul_(c_x[k])
+            x.sub_(eps, alpha=c_eps[k]).mul_(c_x[k])
         else:  # 4, through the clipped x̂_0: μ̃ = c_x0 x̂_0 + c_xt x_t
             x0 = eps_to_x0(x, eps, a_t[k], sig_tl[k]).clamp_(*clip)
-            x = x.mul_(c_xt[k]).add_(x0, alpha=c_x0[k])
+            x.mul_(c_xt[k]).add_(x0, alpha=c_x0[k])
         if z is not None:
             x.add_(z, alpha=sigma[k])
         if callback is not None:
