@@ -18,6 +18,10 @@ and at batch 10,000 against the network evaluations alone.
     python benchmarks/ddpm_toys.py                 # every toy, the full budget
     python benchmarks/ddpm_toys.py --quick         # 2 toys, 1000 steps, 2k samples
     python benchmarks/ddpm_toys.py --toys moons --steps 5000
+    python benchmarks/ddpm_toys.py --speed-only    # only the sampling-speed rows (untrained net)
+
+``--speed-only`` times the sampling rows with the untrained network (a network's cost does
+not depend on its weights), skipping training and the quality table.
 """
 
 from __future__ import annotations
@@ -159,6 +163,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="2 toys, 1000 steps, 2000 samples")
     p.add_argument("--skip-bare", action="store_true", help="skip the loop-overhead baseline")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--speed-only", action="store_true", help="only the sampling-speed rows")
+    p.add_argument("--big-repeats", type=int, default=1, help="repeats of the batch-n_eval row")
     a = p.parse_args()
     if a.quick:
         a.toys, a.steps, a.n_eval = (
@@ -181,6 +187,9 @@ def main():
     dsched = diffusers.DDIMScheduler.from_config(sched.config, clip_sample=False)
     dsched.set_timesteps(50)
     rows, results = [], {}
+    if a.speed_only:
+        a.toys = []
+        ours = DDPM(make_net(a.seed), (2,), NoiseSchedule.linear(T))
     for toy in a.toys:
         test = data.load(toy, "test")
         train = data.load(toy)
@@ -245,9 +254,18 @@ def main():
             td.append(timed(diff_fn)[1])
         speed[f"b64_{label}"] = {"ours": statistics.median(to), "diffusers": statistics.median(td)}
     big = a.n_eval
-    _, t_big = timed(lambda: sample_ours(ours, big, 1, "ancestral"))
-    t_net = net_only(net, big, T)
+    tb, tn, cb, cn = [], [], [], []
+    for _ in range(a.big_repeats):  # interleaved pairs, median; also CPU time of this process
+        c0 = time.process_time()
+        tb.append(timed(lambda: sample_ours(ours, big, 1, "ancestral"))[1])
+        c1 = time.process_time()
+        tn.append(net_only(net, big, T))
+        cb.append(c1 - c0)
+        cn.append(time.process_time() - c1)
+    t_big, t_net = statistics.median(tb), statistics.median(tn)
+    c_big, c_net = statistics.median(cb), statistics.median(cn)
     speed["b_big_ddpm1000"] = {"ours": t_big, "network_only": t_net, "batch": big}
+    speed["b_big_ddpm1000"].update(ours_cpu=c_big, network_only_cpu=c_net)
     results["_speed"] = speed
 
     print()
@@ -277,7 +295,9 @@ def main():
         else:
             print(
                 f"sampling batch {v['batch']} DDPM-1000: ours {v['ours']:.2f}s, network alone "
-                f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}"
+                f"{v['network_only']:.2f}s, ratio {v['ours'] / v['network_only']:.3f}; CPU time "
+                f"{v['ours_cpu']:.2f}s / {v['network_only_cpu']:.2f}s, ratio "
+                f"{v['ours_cpu'] / v['network_only_cpu']:.3f}"
             )
     if a.json:
         with open(a.json, "w") as fh:

@@ -179,8 +179,8 @@ def test_bad_input():
         m.sample(3, sampler="euler")
     with pytest.raises(ValueError, match="positive integer"):
         m.sample(0)
-    with pytest.raises(ValueError, match="ancestral sampler takes all"):
-        m.sample(3, steps=5)
+    with pytest.raises(ValueError, match="steps must be in"):
+        m.sample(3, steps=11)
     with pytest.raises(ValueError, match="steps must be in"):
         m.sample(3, sampler="ddim", steps=50)
     with pytest.raises(ValueError, match="betas"):
@@ -202,3 +202,101 @@ def test_sample_progress_bar_counts_the_sampler_steps(capsys):
     assert torch.equal(a, b)
     err = capsys.readouterr().err
     assert "7/7" in err and "ddim sampling" in err
+
+
+# ---------------------------------------------------------------------------
+# The discretised decoder (Ho et al. 2020, eq. 13) and bits/dim of quantised data.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+def test_discretised_gaussian_is_a_distribution_over_the_levels(levels):
+    from genmodels.models.ddpm import discretised_gaussian_log_prob
+
+    k = torch.arange(levels).view(-1, 1)
+    mean = torch.tensor([-1.3, -0.2, 0.0, 0.51, 1.0, 4.0], dtype=torch.float64)
+    std = torch.tensor([0.01, 0.05, 0.3, 0.002, 1.0, 0.2], dtype=torch.float64)
+    lp = discretised_gaussian_log_prob(k, mean, std, levels)  # (levels, 6)
+    assert torch.isfinite(lp).all() and bool((lp <= 0).all())  # L_0 = -log P >= 0
+    assert torch.allclose(lp.exp().sum(0), torch.ones(6, dtype=torch.float64), atol=1e-12)
+    # the closed form Φ(upper) - Φ(lower), ends open, where it is not in a far tail
+    w = 2 / (levels - 1)
+    x = k.double() * w - 1
+    up = torch.special.ndtr((x + w / 2 - mean) / std)
+    lo = torch.special.ndtr((x - w / 2 - mean) / std)
+    up[-1], lo[0] = 1.0, 0.0
+    p = up - lo
+    ok = p > 1e-8  # the naive difference loses ~1e-16/p relative: compare to 1e-6
+    assert torch.allclose(lp.exp()[ok], p[ok], rtol=1e-6, atol=0)
+
+
+def test_discretised_gaussian_far_tails_stay_finite():
+    from genmodels.models.ddpm import discretised_gaussian_log_prob
+
+    # 60 standard deviations from the mean on either side: Φ differences are 0 in float64
+    k = torch.tensor([0, 1, 15, 16])
+    lp = discretised_gaussian_log_prob(k, torch.tensor([0.75, 0.75, -0.75, -0.75]), 0.01, 17)
+    assert torch.isfinite(lp).all() and bool((lp < -1000).all())
+    # and the log-mass matches the Gaussian tail asymptote log φ(z) - log z to 1e-3
+    z = torch.tensor((0.75 - (-1 + 0.125 + 0.0625)) / 0.01, dtype=torch.float64)
+    tail = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - z.log()
+    assert float(lp[1]) == pytest.approx(float(tail), abs=1e-3)
+
+
+class _OnePointEps(nn.Module):
+    """The optimal ε-network for data that is the single point c: μ_θ(x_1, 1) = c exactly."""
+
+    def __init__(self, schedule, c):
+        super().__init__()
+        self.register_buffer("ab", schedule.alphas_cumprod)
+        self.register_buffer("c", c)
+        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x, i):
+        ab = self.ab[i].view(-1, *([1] * (x.dim() - 1)))
+        return (x - ab.sqrt() * self.c) / (1 - ab).sqrt()
+
+
+def test_discretised_decoder_makes_the_image_bound_a_bound_on_the_discrete_nll():
+    # One image of 17 grey levels, learnt perfectly. The continuous L_0 is a density with
+    # σ_1 = sqrt(β_1) = 0.01: density x bin = 0.125 / (0.01 sqrt(2π)) ≈ 5 > 1 per pixel,
+    # so its "bits/dim" falls below 0, impossible for a discrete NLL. The discretised
+    # decoder's L_0 is -log of a probability (>= 0), so the bound is >= 0.
+    from genmodels.data import bits_per_dim
+    from genmodels.registry import DataInfo
+
+    info = DataInfo("digits", "images", (1, 4, 4), levels=17)
+    s = NoiseSchedule.linear(100, 1e-4, 0.2)
+    c = (
+        torch.randint(0, 17, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0)) / 8 - 1
+    ).double()
+    net = _OnePointEps(s, c[0])
+    x = c.expand(3, 1, 4, 4)
+    old = DDPM(net, (1, 4, 4), s).nll_bound(x, generator=torch.Generator().manual_seed(1))
+    new = DDPM(net, (1, 4, 4), s, levels=17)
+    assert new.bound_is_discrete
+    nb = new.nll_bound(x, generator=torch.Generator().manual_seed(1))
+    # same L_T and KL terms (same draws); only L_0 differs: 16 x (-log(0.01 sqrt(2π)) - 0.5·0)
+    l0_old = 16 * 0.5 * math.log(2 * math.pi * 1e-4)
+    assert l0_old < -50
+    assert torch.allclose(old - nb, torch.full((3,), l0_old, dtype=torch.float64), atol=1e-6)
+    assert float(bits_per_dim(old.mean(), info)) < 0  # the old bound: below any discrete NLL
+    assert float(bits_per_dim(nb.mean(), info, discrete=True)) >= 0
+    # the discrete bound's L_0 is 16 x -log P(|N(0, 1)| < 6.25) ≈ 16 x 4e-10: ~0
+    assert float(bits_per_dim(nb.mean(), info, discrete=True)) == pytest.approx(
+        float(bits_per_dim(old.mean() - l0_old, info, discrete=True)), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="17 levels"):
+        new.nll_bound(x + 0.05)
+
+
+def test_bits_per_dim_of_a_discrete_nll_has_no_bin_term():
+    from genmodels.data import bits_per_dim
+    from genmodels.registry import DataInfo
+
+    info = DataInfo("digits", "images", (1, 8, 8), levels=17)
+    nll = 64 * math.log(2.0) * 2.5  # 2.5 bits/dim
+    assert bits_per_dim(nll, info, discrete=True) == pytest.approx(2.5)
+    assert bits_per_dim(nll, info) == pytest.approx(2.5 + 3)  # -log2(0.125) = 3
+    points = DataInfo("moons", "points", (2,))
+    assert bits_per_dim(2 * math.log(2.0), points, discrete=True) == pytest.approx(1.0)

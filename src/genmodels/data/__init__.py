@@ -222,18 +222,25 @@ def bin_width(info: DataInfo) -> float | None:
     return 2.0 / (info.levels - 1)
 
 
-def bits_per_dim(nll_nats, info: DataInfo):
+def bits_per_dim(nll_nats, info: DataInfo, *, discrete: bool = False):
     """Convert a per-example NLL (nats) of the stored coordinates to bits/dim.
 
     For quantised data (images) this is the library's one convention, bits/dim of
-    the *discrete* data: a continuous density evaluated with uniform
-    dequantisation over each level's bin gives NLL/(D ln 2) - log2(bin width)
-    (+3 exactly for ``digits``, +log2 127.5 ≈ 6.994 for ``mnist5k``). For
-    points it is NLL/(D ln 2).
+    the *discrete* data:
+
+    - ``discrete=False`` (default): ``nll_nats`` is a continuous density's NLL under
+      uniform dequantisation over each level's bin (a flow; a VAE's ``nll_bound``),
+      and bits/dim is NLL/(D ln 2) - log2(bin width) (+3 exactly for ``digits``,
+      +log2 127.5 ≈ 6.994 for ``mnist5k``);
+    - ``discrete=True``: ``nll_nats`` is already -log P(x) of the discrete values (or a
+      bound on it: a DDPM with a discretised decoder, ``model.bound_is_discrete``), and
+      bits/dim is NLL/(D ln 2) with no bin term.
+
+    For points it is NLL/(D ln 2) either way.
     """
     d = math.prod(info.event_shape)
     out = nll_nats / (d * math.log(2.0))
     w = bin_width(info)
-    if w is not None:
+    if w is not None and not discrete:
         out = out - math.log2(w)
     return out

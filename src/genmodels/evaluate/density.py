@@ -85,10 +85,12 @@ def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     with torch.no_grad():
         nb = model.nll_bound(x, generator=generator).double()
     nll = float(nb.mean())
+    # a DDPM with a discretised decoder bounds -log P(x) itself: no dequantisation term
+    discrete = bool(getattr(model, "bound_is_discrete", False))
     return {
         "bound_n": len(x),
         "nll_bound_nats": nll,
-        "bits_per_dim_bound": float(data_mod.bits_per_dim(nll, info)),
+        "bits_per_dim_bound": float(data_mod.bits_per_dim(nll, info, discrete=discrete)),
     }
 
 

@@ -2,7 +2,7 @@
 imports a module when one of its names is first asked for); ``budgets`` holds every
 model's training budget."""
 
-__all__ = ["budgets", "classifier", "ddpm", "flows", "vae"]
+__all__ = ["budgets", "classifier", "ddpm", "flows", "noise", "samplers", "vae"]
 
 
 def __getattr__(name):

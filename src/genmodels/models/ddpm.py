@@ -17,16 +17,17 @@ second sampler of the same trained network.
 Timestep convention: arrays are indexed by ``i = t - 1 ∈ {0, ..., T-1}``, and the
 network receives ``i`` (diffusers' convention), so any ``eps_model(x, i)`` works.
 
-Samplers are plain functions over a time grid and a network (k-diffusion style);
-:meth:`DDPM.sample` only dispatches to them.
+The schedule is a noise process over continuous time (:mod:`.noise`: step t sits at
+t/T ∈ (0, 1]), and the samplers are plain functions over a time grid and a network
+(:mod:`.samplers`, k-diffusion style); :meth:`DDPM.sample` only dispatches to them.
+``NoiseSchedule``, ``ancestral``, ``ddim``, ``ddim_timesteps`` and ``SAMPLERS`` are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -35,9 +36,14 @@ from ..config import fold_fields
 from ..distributions import Standardize, check_batch
 from ..nn import time_network
 from ..registry import DataInfo, register
+from .noise import LinearVP, NoiseProcess, NoiseSchedule, ddim_timesteps
+from .samplers import SAMPLERS, ancestral, ddim
 
 __all__ = [
+    "NoiseProcess",
     "NoiseSchedule",
+    "LinearVP",
+    "discretised_gaussian_log_prob",
     "DDPM",
     "DDPMConfig",
     "ancestral",
@@ -45,214 +51,6 @@ __all__ = [
     "ddim_timesteps",
     "SAMPLERS",
 ]
-
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class NoiseSchedule:
-    """β_1..β_T and everything derived from them, kept in float64.
-
-    Attributes (all float64 tensors of length T, index i = t - 1):
-        betas, alphas, alphas_cumprod (ᾱ_t), alphas_cumprod_prev (ᾱ_{t-1}, with ᾱ_0 = 1),
-        posterior_variance (β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t); β̃_1 = 0).
-    """
-
-    def __init__(self, betas: torch.Tensor):
-        betas = torch.as_tensor(betas, dtype=torch.float64).cpu()
-        if betas.dim() != 1 or len(betas) < 1:
-            raise ValueError(
-                f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}"
-            )
-        if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("betas must lie in (0, 1)")
-        self.betas = betas
-        self.alphas = 1.0 - betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
-        self.alphas_cumprod_prev = torch.cat([betas.new_ones(1), self.alphas_cumprod[:-1]])
-        self.posterior_variance = betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
-
-    @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        """The DDPM paper's linear schedule β_t from ``beta_start`` to ``beta_end``."""
-        if T < 1:
-            raise ValueError(f"timesteps must be >= 1, got {T}")
-        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
-
-    @classmethod
-    def cosine(cls, T: int = 1000, s: float = 0.008):
-        """Nichol & Dhariwal (2021) cosine schedule, β clipped at 0.999."""
-        steps = torch.arange(T + 1, dtype=torch.float64) / T
-        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-        return cls((1 - f[1:] / f[:-1]).clamp(max=0.999))
-
-    def __len__(self) -> int:
-        return len(self.betas)
-
-    def sigma2(self, variance: str) -> torch.Tensor:
-        """σ_t² of the reverse process: ``"beta_tilde"`` (β̃_t) or ``"beta"`` (β_t)."""
-        if variance == "beta_tilde":
-            return self.posterior_variance
-        if variance == "beta":
-            return self.betas
-        raise ValueError(f"variance must be 'beta_tilde' or 'beta', got {variance!r}")
-
-
-# ---------------------------------------------------------------------------
-# Samplers: plain functions over a time grid and a network.
-# ---------------------------------------------------------------------------
-
-
-def _shared_t(i: int, n: int, device) -> torch.Tensor:
-    # One timestep for the whole batch, as an (n,) view with stride 0: networks
-    # that index an embedding with it work unchanged, and TimeMLP computes it once.
-    return torch.full((1,), i, dtype=torch.long, device=device).expand(n)
-
-
-@torch.inference_mode()
-def ancestral(
-    eps_model: EpsModel,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    *,
-    variance: Literal["beta_tilde", "beta"] = "beta_tilde",
-    clip: tuple[float, float] | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """DDPM ancestral sampling: the lecture's Algorithm 2, one line per line.
-
-    ::
-
-        x_T ~ N(0, I)
-        for t = T, ..., 1:
-            z ~ N(0, I) if t > 1 else z = 0
-            x_{t-1} = 1/sqrt(α_t) (x_t - (1-α_t)/sqrt(1-ᾱ_t) ε_θ(x_t, t)) + σ_t z
-        return x_0
-
-    With ``clip=(lo, hi)`` (data known to lie in a box, e.g. images in [-1, 1]),
-    the mean is computed through the clipped prediction x̂_0 instead (Ho et al.'s
-    released code), which equals the line above when nothing is clipped.
-
-    Args:
-        eps_model: ``eps_model(x, i) -> ε̂`` with integer timesteps ``i = t - 1``.
-        x_T: the starting noise ``(n, ...)``.
-        schedule: the β schedule the network was trained with.
-        variance: σ_t² = β̃_t (default) or β_t.
-        clip: optional box for x̂_0.
-        generator: source of the z draws.
-        callback: called as ``callback(i, x_i)`` after each step (e.g. to record the chain).
-    Returns:
-        x_0, same shape as ``x_T``.
-    """
-    n, dev = x_T.shape[0], x_T.device
-    T = len(schedule)
-    a, ab, abp = schedule.alphas, schedule.alphas_cumprod, schedule.alphas_cumprod_prev
-    sigma = schedule.sigma2(variance).sqrt()
-    # Python floats, computed once in float64: the loop does tensor work only.
-    c_x = (1 / a.sqrt()).tolist()
-    c_eps = ((1 - a) / (1 - ab).sqrt()).tolist()
-    sig = sigma.tolist()
-    if clip is not None:
-        c_x0 = (abp.sqrt() * schedule.betas / (1 - ab)).tolist()
-        c_xt = (a.sqrt() * (1 - abp) / (1 - ab)).tolist()
-        sqrt_ab, sqrt_1mab = ab.sqrt().tolist(), (1 - ab).sqrt().tolist()
-    steps = [_shared_t(i, n, dev) for i in range(T)]
-    x = x_T.clone()
-    for i in reversed(range(T)):  # i = t - 1
-        eps = eps_model(x, steps[i])
-        if clip is None:
-            x = (x - c_eps[i] * eps).mul_(c_x[i])
-        else:
-            x0 = ((x - sqrt_1mab[i] * eps) / sqrt_ab[i]).clamp_(*clip)
-            x = x.mul_(c_xt[i]).add_(x0, alpha=c_x0[i])
-        if i > 0:
-            z = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-            x.add_(z, alpha=sig[i])
-        if callback is not None:
-            callback(i, x)
-    return x
-
-
-def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
-    """The decreasing sub-sequence of timesteps (indices ``0..T-1``) DDIM visits.
-
-    ``"leading"``: ``[0, r, 2r, ...] ` with ``r = T // steps`` (diffusers' default);
-    ``"trailing"``: ``T-1, T-1-r', ...`` with ``r' = T / steps``;
-    ``"linspace"``: ``round(linspace(0, T-1, steps))``.
-    """
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be in [1, {T}], got {steps}")
-    if spacing == "leading":
-        r = T // steps
-        ts = [k * r for k in range(steps)]
-    elif spacing == "trailing":
-        r = T / steps
-        ts = sorted({max(round(T - k * r) - 1, 0) for k in range(steps)})
-    elif spacing == "linspace":
-        ts = sorted({round(v) for v in torch.linspace(0, T - 1, steps).tolist()})
-    else:
-        raise ValueError(f"spacing must be 'leading', 'trailing' or 'linspace', got {spacing!r}")
-    return ts[::-1]
-
-
-@torch.inference_mode()
-def ddim(
-    eps_model: EpsModel,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    *,
-    steps: int = 50,
-    eta: float = 0.0,
-    spacing: str = "leading",
-    final_alpha_cumprod: float = 1.0,
-    clip: tuple[float, float] | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """DDIM sampling (Song et al. 2021, eq. 12) on a sub-sequence of timesteps.
-
-    For consecutive visited timesteps t > s (ᾱ_s = ``final_alpha_cumprod`` after the last)::
-
-        x̂_0 = (x_t - sqrt(1-ᾱ_t) ε_θ(x_t, t)) / sqrt(ᾱ_t)
-        σ   = η sqrt((1-ᾱ_s)/(1-ᾱ_t)) sqrt(1 - ᾱ_t/ᾱ_s)
-        x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1-ᾱ_s-σ²) ε_θ(x_t, t) + σ z
-
-    η = 0 is the deterministic DDIM; η = 1 matches DDPM's β̃ variance. Defaults
-    match diffusers' ``DDIMScheduler`` (50 steps, leading spacing, η = 0, final ᾱ = 1).
-    """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    n, dev = x_T.shape[0], x_T.device
-    ab = schedule.alphas_cumprod.tolist()
-    ts = ddim_timesteps(len(schedule), steps, spacing)
-    x = x_T.clone()
-    for k, t in enumerate(ts):
-        a_t = ab[t]
-        a_s = ab[ts[k + 1]] if k + 1 < len(ts) else final_alpha_cumprod
-        sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
-        eps = eps_model(x, _shared_t(t, n, dev))
-        dir_coef = math.sqrt(max(1 - a_s - sigma * sigma, 0.0))
-        if clip is None:
-            # the lines above, folded: x_s = sqrt(a_s/a_t) x_t + c_eps ε
-            c_eps = dir_coef - math.sqrt(a_s * (1 - a_t) / a_t)
-            x = x.mul_(math.sqrt(a_s / a_t)).add_(eps, alpha=c_eps)
-        else:
-            x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp_(*clip)
-            # the direction term uses the ε implied by the clipped x̂_0 (as diffusers'
-            # DDIMScheduler does): with the raw ε, every clip pushes the state further
-            # out and deterministic DDIM saturates to ±1 (seen on 8x8 digits)
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-            x = x0.mul_(math.sqrt(a_s)).add_(eps, alpha=dir_coef)
-        if sigma > 0:
-            z = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-            x.add_(z, alpha=sigma)
-        if callback is not None:
-            callback(t, x)
-    return x
-
-
-SAMPLERS = {"ancestral": ancestral, "ddim": ddim}
-
 
 # ---------------------------------------------------------------------------
 # The model.
@@ -273,6 +71,9 @@ class DDPM(nn.Module):
         standardize: learn in standardised coordinates (per-feature mean/std of the
             training data, set by :meth:`init_from_data`); samples and bounds are
             returned in data coordinates.
+        levels: number of grey levels of quantised data on the grid -1 + 2k/(levels-1)
+            (images), or None (continuous data). With levels, :meth:`nll_bound`'s L_0 is
+            Ho et al.'s discretised decoder and the bound is on the discrete NLL.
 
     Example::
 
@@ -291,8 +92,12 @@ class DDPM(nn.Module):
         loss_type: str = "simple",
         clip: tuple[float, float] | None = None,
         standardize: bool = False,
+        levels: int | None = None,
     ):
         super().__init__()
+        if levels is not None and (not isinstance(levels, int) or levels < 2):
+            raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
+        self.levels = levels
         self.event_shape = tuple(event_shape)
         # registered first: checkpoints keep their keys (data_mean, data_std first)
         self.standardizer = Standardize.identity(self.event_shape)
@@ -381,11 +186,15 @@ class DDPM(nn.Module):
         """Draw ``n`` samples ``(n, *event_shape)`` in data coordinates.
 
         Args:
-            sampler: ``"ancestral"`` (Algorithm 2, T steps) or ``"ddim"`` (default 50 steps).
-            steps: number of DDIM steps (ancestral always takes T).
-            return_chain: also return the chain as a list of ``(i, x_i)`` in data coordinates.
+            sampler: a name in :data:`SAMPLERS`: ``"ancestral"`` (Algorithm 2; every step
+                by default) or ``"ddim"`` (50 steps by default).
+            steps: network evaluations (a sub-grid of the T steps; the sampler's default
+                when None).
+            return_chain: also return the chain as a list of ``(t, x_t)`` in data
+                coordinates, t the continuous time in [0, 1) after each step.
             progress: a tqdm bar over the sampler's steps (on stderr).
-            options: passed to the sampler (``variance``, ``eta``, ``spacing``...).
+            options: passed to the sampler (``variance``, ``eta``, ``spacing``, ``ts``,
+                ``stats``...).
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -398,30 +207,25 @@ class DDPM(nn.Module):
         opts = dict(options)
         opts.setdefault("clip", self.clip)
         if sampler == "ancestral":
-            if steps not in (None, self.timesteps):
-                raise ValueError(
-                    f"the ancestral sampler takes all T={self.timesteps} steps; use --sampler ddim "
-                    f"for {steps} steps"
-                )
             opts.setdefault("variance", self.variance)
-        elif steps is not None:
+        if steps is not None:
             opts["steps"] = steps
-        chain = []
-        callbacks = []
+        chain, callbacks, bar = [], [], None
         if return_chain:
-            callbacks.append(lambda i, x: chain.append((i, self._to_data(x.clone()))))
-        bar = None
+            callbacks.append(lambda d: chain.append((d["t"], self._to_data(d["x"].clone()))))
         if progress:
             from tqdm.auto import tqdm
 
-            total = self.timesteps
-            if sampler == "ddim":
-                spacing = opts.get("spacing", "leading")
-                total = len(ddim_timesteps(self.timesteps, opts.get("steps", 50), spacing))
-            bar = tqdm(total=total, desc=f"{sampler} sampling, n={n}")
-            callbacks.append(lambda i, x: bar.update())
+            bar = tqdm(desc=f"{sampler} sampling, n={n}")
+
+            def tick(d):
+                if bar.total is None:
+                    bar.reset(total=d["n"])
+                bar.update()
+
+            callbacks.append(tick)
         if callbacks:
-            opts["callback"] = lambda i, x: [c(i, x) for c in callbacks]
+            opts["callback"] = lambda d: [c(d) for c in callbacks]
         try:
             x0 = SAMPLERS[sampler](self.eps_model, x_T, self.schedule, generator=generator, **opts)
         finally:
@@ -436,6 +240,12 @@ class DDPM(nn.Module):
         example costs T network passes, so images get a seeded subset of 100."""
         return 100 if len(self.event_shape) == 3 else None
 
+    @property
+    def bound_is_discrete(self) -> bool:
+        """True when :meth:`nll_bound` bounds the discrete NLL -log P(x) (``levels`` set):
+        its bits/dim is NLL/(D ln 2) with no bin term (``bits_per_dim(..., discrete=True)``)."""
+        return self.levels is not None
+
     @torch.inference_mode()
     def nll_bound(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None, batch_size: int = 4096
@@ -448,14 +258,31 @@ class DDPM(nn.Module):
         - L_T = KL(q(x_T|x_0) ‖ N(0, I)), in closed form;
         - L_{t-1} = KL(q(x_{t-1}|x_t, x_0) ‖ p_θ(x_{t-1}|x_t)) for Gaussians with
           σ_t² of the model's ``variance``;
-        - L_0 = -log N(x_0; μ_θ(x_1, 1), σ_1²) with σ_1² = β_1: a continuous decoder,
-          so this bounds the *density* of continuous data (for quantised images,
-          see ``genmodels.data.bits_per_dim``).
+        - L_0 = -log p_θ(x_0 | x_1) with the decoder N(μ_θ(x_1, 1), σ_1²), σ_1² = β_1:
 
-        The log-determinant of the internal standardisation is included, so the
-        bound is in the coordinates of ``x``.
+          * quantised data (``levels`` set): Ho et al.'s discretised decoder (eq. 13),
+            -log of the Gaussian's mass over x_0's bin [x_0 - w/2, x_0 + w/2] (w =
+            2/(levels-1); the end bins open to ±∞). Then L bounds the *discrete* NLL
+            -log P(x) ≥ 0, and bits/dim is L/(D ln 2) with no dequantisation term
+            (:attr:`bound_is_discrete`; ``genmodels.data.bits_per_dim(..., discrete=True)``).
+          * continuous data: -log N(x_0; μ_θ, σ_1²), a bound on the *density*, in the
+            coordinates of ``x`` (the standardisation's log-determinant included).
+
+        A continuous L_0 at quantised values is not a bound on the discrete NLL: with
+        σ_1 = 0.01 and digits' bin of 0.125 the density times the bin reaches 5 > 1.
         """
         self._check(x)
+        if self.levels is not None:
+            w = 2.0 / (self.levels - 1)
+            k = torch.round((x.double() + 1) / w)
+            if (
+                bool(((x.double() - (k * w - 1)).abs() > w / 4).any())
+                or k.min() < 0
+                or k.max() >= self.levels
+            ):
+                raise ValueError(
+                    f"x must lie on the {self.levels} levels -1 + 2k/{self.levels - 1} in [-1, 1]"
+                )
         out = [self._nll_bound_batch(xb, generator) for xb in x.split(batch_size)]
         return torch.cat(out)
 
@@ -476,13 +303,12 @@ class DDPM(nn.Module):
         for i in range(self.timesteps):
             eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=torch.float64)
             xt = ab[i].sqrt() * x0 + (1 - ab[i]).sqrt() * eps
-            e_hat = self.eps_model(xt.to(dtype), _shared_t(i, n, dev)).double()
+            t_net = torch.full((1,), i, dtype=torch.long, device=dev).expand(n)
+            e_hat = self.eps_model(xt.to(dtype), t_net).double()
             # μ_θ(x_t, t) = (x_t - β_t/sqrt(1-ᾱ_t) ε̂) / sqrt(α_t)
             mu = (xt - betas[i] / (1 - ab[i]).sqrt() * e_hat) / alphas[i].sqrt()
-            if i == 0:  # L_0 = -log N(x_0; μ, β_1)
-                var0 = betas[0]
-                nll = 0.5 * ((x0 - mu).square() / var0 + var0.log() + math.log(2 * math.pi))
-                total = total + nll.flatten(1).sum(1)
+            if i == 0:  # L_0 = -log p(x_0 | x_1), decoder N(μ, β_1)
+                total = total + self._decoder_nll(x, mu, betas[0]).flatten(1).sum(1)
             else:  # L_{t-1}: KL of two Gaussians with means μ̃, μ and variances β̃_t, σ_t²
                 mu_tilde = (abp[i].sqrt() * betas[i] / (1 - ab[i])) * x0 + (
                     alphas[i].sqrt() * (1 - abp[i]) / (1 - ab[i])
@@ -490,9 +316,69 @@ class DDPM(nn.Module):
                 r = post_var[i] / sig2[i]
                 kl = 0.5 * ((mu_tilde - mu).square() / sig2[i] + r - 1 - r.log())
                 total = total + kl.flatten(1).sum(1)
-        if self.standardize:
-            total = total + self.data_std.double().log().sum()
         return total.to(x.dtype)
+
+    def _decoder_nll(self, x, mu, var0):
+        """-log p(x_0 | x_1) per value, float64: x in data coordinates, μ in the model's."""
+        if self.levels is None:  # a density, in the coordinates of x
+            x0 = self._to_model(x).double()
+            nll = 0.5 * ((x0 - mu).square() / var0 + var0.log() + math.log(2 * math.pi))
+            if self.standardize:
+                nll = nll + self.data_std.double().log()
+            return nll
+        # discrete: the Gaussian's mass over x's bin, in data coordinates
+        mean = self._to_data(mu)
+        std = var0.sqrt() * (self.data_std.double() if self.standardize else 1.0)
+        k = torch.round((x.double() + 1) * (self.levels - 1) / 2).long()
+        return -discretised_gaussian_log_prob(k, mean, std, self.levels)
+
+
+def _log1mexp(z: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^z) for z ≤ 0, accurate at both ends (Mächler 2012)."""
+    z = z.clamp(max=0.0)
+    return torch.where(z > -math.log(2.0), torch.log(-torch.expm1(z)), torch.log1p(-torch.exp(z)))
+
+
+def discretised_gaussian_log_prob(
+    k: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float, levels: int
+) -> torch.Tensor:
+    """log P(k) of a Gaussian discretised over levels 0..L-1 (Ho et al. 2020, eq. 13).
+
+    Level k sits at x_k = 2k/(L-1) - 1 in [-1, 1] with bin [x_k - w/2, x_k + w/2],
+    w = 2/(L-1), the first bin open to -∞ and the last to +∞:
+
+        P(k) = Φ((x_k + w/2 - μ)/s) - Φ((x_k - w/2 - μ)/s)
+
+    computed as a difference of log-CDFs (``torch.special.log_ndtr``) on the side of
+    the bin away from the mean, so that far tails stay finite. Probabilities over the
+    L levels sum to 1; log P(k) ≤ 0.
+
+    Args:
+        k: integer levels (any shape); mean, std: broadcastable to k.
+        levels: L ≥ 2.
+    Returns:
+        log P(k) in nats, float64, the broadcast shape.
+
+    Example::
+
+        >>> k = torch.arange(5)
+        >>> lp = discretised_gaussian_log_prob(k, torch.zeros(5), 0.3, 5)
+        >>> round(float(lp.exp().sum()), 12)
+        1.0
+    """
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    std = torch.as_tensor(std, dtype=torch.float64, device=mean.device)
+    half = 1.0 / (levels - 1)
+    x = (2.0 / (levels - 1)) * k.to(torch.float64) - 1
+    inf = torch.tensor(math.inf, dtype=torch.float64, device=mean.device)
+    upper = torch.where(k == levels - 1, inf, (x + half - mean) / std)
+    lower = torch.where(k == 0, -inf, (x - half - mean) / std)
+    # Φ(u) - Φ(l) = Φ(-l) - Φ(-u): use the pair whose CDFs are small (the left tail)
+    right = (upper + lower) > 0
+    a = torch.where(right, -lower, upper)
+    b = torch.where(right, -upper, lower)
+    log_a = torch.special.log_ndtr(a)
+    return log_a + _log1mexp(torch.special.log_ndtr(b) - log_a)
 
 
 # ---------------------------------------------------------------------------
@@ -619,4 +505,5 @@ def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
         loss_type=config.loss_type,
         clip=(-1.0, 1.0) if images else None,
         standardize=config.standardize and not images,
+        levels=info.levels if images else None,
     )
