@@ -56,6 +56,8 @@ MODULES = {
     "flow-classifier": "genmodels.models.classifier",
     "logreg": "genmodels.models.classifier",
     "mlp-classifier": "genmodels.models.classifier",
+    "neural-cde": "genmodels.models.neural_cde",
+    "gru-classifier": "genmodels.models.neural_cde",
 }
 
 
