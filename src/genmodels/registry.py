@@ -58,6 +58,7 @@ MODULES = {
     "mlp-classifier": "genmodels.models.classifier",
     "neural-cde": "genmodels.models.neural_cde",
     "gru-classifier": "genmodels.models.neural_cde",
+    "latent-ode": "genmodels.models.latent_ode",
 }
 
 
