@@ -22,11 +22,11 @@ from genmodels.evaluate import run as ev
 # ---------------------------------------------------------------- dispatch
 
 
-def test_evaluate_model_refuses_an_unknown_task_and_has_no_series_metrics_yet():
+def test_evaluate_model_refuses_an_unknown_task_and_series_metrics_need_clean_curves():
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"task must be one of 'density', 'classifier'.*'nope'"):
         evaluate_model(model, "moons", task="nope")
-    with pytest.raises(ValueError, match="no series metrics yet"):
+    with pytest.raises(ValueError, match="noise-free curves"):
         evaluate_model(model, "moons", task="series")
 
 

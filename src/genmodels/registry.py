@@ -56,6 +56,9 @@ MODULES = {
     "flow-classifier": "genmodels.models.classifier",
     "logreg": "genmodels.models.classifier",
     "mlp-classifier": "genmodels.models.classifier",
+    "neural-cde": "genmodels.models.neural_cde",
+    "gru-classifier": "genmodels.models.neural_cde",
+    "latent-ode": "genmodels.models.latent_ode",
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.interpolate import CubicSpline
 
-from genmodels.integrate.spline import NaturalCubicSpline
+from genmodels.integrate.spline import NaturalCubicSpline, natural_cubic_coeffs
 
 KNOTS = torch.tensor([0.0, 0.3, 0.5, 1.1, 1.4, 2.0, 2.2, 3.0], dtype=torch.float64)
 
@@ -137,3 +137,67 @@ def test_bad_input():
         NaturalCubicSpline(torch.tensor([0.0, 1.0]), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="knots"):
         NaturalCubicSpline(torch.tensor([0.0]), torch.zeros(1, 1))
+
+
+# -- natural_cubic_coeffs: the coefficients themselves, vectorised and NaN-aware -----------
+
+
+def _torchcde_coeffs(x, t):
+    torchcde = pytest.importorskip("torchcde")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = torchcde.natural_cubic_coeffs(x, t)
+    a, b, two_c, three_d = ref.chunk(4, dim=-1)
+    return a, b, two_c / 2, three_d / 3
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.3, 0.7])
+def test_coeffs_equal_torchcde_at_random_missing_rates(frac):
+    """Irregular knots, NaN anywhere (first and last points included) at rate ``frac``,
+    plus an all-NaN series-channel: every coefficient matches torchcde's loop over scalar
+    paths, far below the coefficients' size (round-off here is ~1e-13)."""
+    g = torch.Generator().manual_seed(11)
+    t = torch.cumsum(0.05 + torch.rand(40, generator=g, dtype=torch.float64), 0)
+    x = torch.randn(6, 40, 3, generator=g, dtype=torch.float64)
+    x[torch.rand(x.shape, generator=g) < frac] = float("nan")
+    x[0, 0, :] = float("nan")
+    x[1, -1, :] = float("nan")
+    x[2, :, 1] = float("nan")
+    ours = natural_cubic_coeffs(t, x)
+    for mine, ref in zip(ours, _torchcde_coeffs(x, t)):
+        assert mine.shape == (6, 39, 3)
+        torch.testing.assert_close(mine, ref, rtol=0, atol=1e-9)
+    # the never-observed channel is the constant 0 path
+    assert torch.equal(ours.a[2, :, 1], torch.zeros(39, dtype=torch.float64))
+    assert torch.equal(ours.b[2, :, 1], torch.zeros(39, dtype=torch.float64))
+
+
+def test_coeffs_reproduce_the_spline_and_from_coeffs_round_trips():
+    x = _data(7, batch=(3, 2), channels=2)
+    x[0, 1, 3, 0] = float("nan")
+    spline = NaturalCubicSpline(KNOTS, x)
+    again = NaturalCubicSpline.from_coeffs(KNOTS, natural_cubic_coeffs(KNOTS, x))
+    q = torch.linspace(0.0, 3.0, 31, dtype=torch.float64)
+    torch.testing.assert_close(again.evaluate(q), spline.evaluate(q), rtol=0, atol=0)
+    # a batch's rows of the coefficients give that batch's spline
+    coeffs = natural_cubic_coeffs(KNOTS, x)
+    part = NaturalCubicSpline.from_coeffs(KNOTS, type(coeffs)(*(c[1:] for c in coeffs)))
+    torch.testing.assert_close(part.derivative(q), spline.derivative(q)[1:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="coefficients"):
+        NaturalCubicSpline.from_coeffs(KNOTS[:-1], natural_cubic_coeffs(KNOTS, x))
+
+
+def test_coeffs_are_differentiable_in_the_observed_values():
+    x = _data(8, channels=2)
+    x[0, 2, 0] = float("nan")
+    x = x.requires_grad_()
+    a, b, c, d = natural_cubic_coeffs(KNOTS, x)
+    (b.sum() + c.pow(2).sum()).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_coeffs_bad_input():
+    with pytest.raises(ValueError, match="increasing"):
+        natural_cubic_coeffs(torch.tensor([0.0, 2.0, 1.0]), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="channels"):
+        natural_cubic_coeffs(torch.tensor([0.0, 1.0]), torch.zeros(3, 2))

@@ -23,6 +23,7 @@ from .batches import Series, Tasks
 from .functions import FUNCTIONS
 from .images import IMAGES, load_image_arrays
 from .info import KINDS, DataInfo
+from .series import SERIES
 from .toys import HAS_DENSITY, TOYS
 from .toys import log_density as _toy_log_density
 
@@ -90,8 +91,8 @@ class TaskDataset(TaskData):
 
 
 def names() -> list[str]:
-    """All data set names: the 2D toys, the image sets, then the task families."""
-    return list(TOYS) + list(IMAGES) + list(FUNCTIONS)
+    """All data set names: the 2D toys, the image sets, the task families, the series."""
+    return list(TOYS) + list(IMAGES) + list(FUNCTIONS) + list(SERIES)
 
 
 def describe() -> dict[str, str]:
@@ -99,6 +100,7 @@ def describe() -> dict[str, str]:
     out = {k: v[1] for k, v in TOYS.items()}
     out.update({k: v[2] for k, v in IMAGES.items()})
     out.update({k: v[2] for k, v in FUNCTIONS.items()})
+    out.update({k: v[2] for k, v in SERIES.items()})
     return out
 
 
@@ -114,7 +116,8 @@ def options(name: str, overrides: dict | None = None):
 
     _check_name(name)
     overrides = dict(overrides or {})
-    cls = FUNCTIONS[name][1] if name in FUNCTIONS else None
+    table = FUNCTIONS if name in FUNCTIONS else SERIES
+    cls = table[name][1] if name in table else None
     if cls is None:
         if overrides:
             raise ConfigError(
@@ -133,6 +136,12 @@ def _seed_for(name: str, split: str) -> int:
 def _load_cached(name: str, split: str, opts_json: str) -> BatchData:
     import json
 
+    if name in SERIES:
+        make, cls, _ = SERIES[name]
+        opts = cls(**json.loads(opts_json))
+        n = opts.n_train if split == "train" else opts.n_test
+        rng = np.random.default_rng(_seed_for(name, split))
+        return make(name, n, opts, rng, json.loads(opts_json))
     if name in FUNCTIONS:
         make, cls, _ = FUNCTIONS[name]
         opts = cls(**json.loads(opts_json))

@@ -142,6 +142,9 @@ def _labelled_chunks(test, size: int):
     kind = getattr(getattr(test, "info", None), "kind", None)
     if kind == "series":
         for b in test.batches(size):
+            if not hasattr(b, "labels"):  # NaN-coded inputs with labels: (x, y)
+                yield b
+                continue
             if b.labels is None:
                 raise ValueError("classifier metrics need labelled series (batch.labels is None)")
             yield b._replace(labels=None), b.labels

@@ -14,7 +14,9 @@ registry), one module per task:
 - ``"process"`` (:mod:`genmodels.evaluate.process`): ``target_ll_nats``, ``target_mse``
   beside the context-mean baseline's ``baseline_target_ll_nats``, ``baseline_target_mse``,
   and ``n_tasks``, over the test split's ``batches(256)``;
-- ``"series"``: no metrics yet (a clear ValueError).
+- ``"series"`` (:mod:`genmodels.evaluate.series`): ``rmse_interp`` and ``rmse_extrap``, the
+  RMSE of the predictive mean to the noise-free curve on the observed half of each test
+  window and on the unobserved half after it, ``context_nll_nats`` and ``n_series``.
 
 Every result also holds ``data`` and ``eval_seed``; non-finite numbers are written as null.
 """
@@ -30,6 +32,7 @@ from ..train.run_dir import RunDir, load_run
 from .classification import classifier_metrics
 from .density import density_metrics, sample_metrics
 from .process import process_metrics
+from .series import series_metrics
 
 __all__ = ["TASKS", "evaluate_model", "evaluate_run", "sample_metrics"]
 
@@ -61,11 +64,8 @@ def _process(model, data_name: str, *, opts, **_) -> dict:
     return process_metrics(model, test.batches(PROCESS_BATCH_SIZE))
 
 
-def _series(model, data_name: str, **_) -> dict:
-    raise ValueError(
-        "no series metrics yet: evaluate has nothing to compute for task 'series' "
-        f"(data set {data_name!r}); the time-series models will add them"
-    )
+def _series(model, data_name: str, *, opts, **_) -> dict:
+    return series_metrics(model, data_mod.load(data_name, "test", **opts))
 
 
 #: task -> the function computing its metrics (the one place that decides what is computed)

@@ -16,7 +16,7 @@ from .odeint import (
 )
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
-from .spline import NaturalCubicSpline
+from .spline import NaturalCubicSpline, SplineCoeffs, natural_cubic_coeffs
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 from .trace import (
     divergence_exact,
@@ -45,6 +45,8 @@ __all__ = [
     "SDE_METHODS",
     "BrownianMotion",
     "NaturalCubicSpline",
+    "SplineCoeffs",
+    "natural_cubic_coeffs",
     "dynamics_with_divergence",
     "divergence_exact",
     "divergence_hutchinson",

@@ -22,14 +22,97 @@ algorithm (Gaussian elimination without pivoting; the matrix is strictly diagona
 dominant so this is stable), vectorised over batch and channels: the matrix depends on
 the knots only, so its elimination factors are computed once, and the sweeps run over
 the n knots with whole (..., channels) tensors.
+
+:func:`natural_cubic_coeffs` returns the four coefficient tensors (a, b, c, d), each
+``(..., n - 1, channels)``, NaN-aware and vectorised over every series and channel at once
+(torchcde's ``natural_cubic_coeffs`` loops in Python over scalar paths when there is a NaN);
+``NaturalCubicSpline.from_coeffs`` rebuilds the path from them, so coefficients can be
+computed once for a data set and sliced per batch.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-__all__ = ["NaturalCubicSpline"]
+__all__ = ["NaturalCubicSpline", "SplineCoeffs", "natural_cubic_coeffs"]
+
+
+class SplineCoeffs(NamedTuple):
+    """Coefficients of a cubic spline on each interval [t_i, t_{i+1}]:
+    ``X(t) = a + b τ + c τ² + d τ³`` with ``τ = t - t_i``; each ``(..., n - 1, channels)``."""
+
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    d: Tensor
+
+
+def _check_knots(t, x, name: str) -> Tensor:
+    if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] < 2:
+        raise ValueError(f"{name}: t must be a 1-D tensor of n >= 2 knots, got {t}")
+    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-2] != t.shape[0]:
+        raise ValueError(
+            f"{name}: x must have shape (..., n, channels) with n = len(t) = "
+            f"{t.shape[0]}, got {tuple(x.shape) if isinstance(x, Tensor) else type(x)}"
+        )
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
+    t = t.to(device=x.device, dtype=x.dtype)
+    if not bool(torch.isfinite(t).all()) or not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"{name}: knots t must be finite and strictly increasing")
+    return t
+
+
+def natural_cubic_coeffs(t: Tensor, x: Tensor) -> SplineCoeffs:
+    """The natural cubic spline's coefficients through ``(t_i, x_i)``, NaN-aware.
+
+    Args:
+        t: ``(n,)`` strictly increasing knots, n >= 2 (shared by every series).
+        x: ``(..., n, channels)`` values; NaN = missing, anywhere, per series and channel.
+            Each series-channel's NaNs between its first and last observation are filled by
+            the natural cubic spline through its observed knots only (so the result there
+            *is* that spline), before the first / after the last observation with the
+            nearest observed value, and a series-channel never observed is the constant 0.
+            This is torchcde's convention (``natural_cubic_coeffs``, version 0.2.5); here
+            every series-channel is solved at once (one batched Thomas sweep over rows with
+            their own knots), not one Python loop per scalar path.
+
+    Returns:
+        :class:`SplineCoeffs` ``(a, b, c, d)``, each ``(..., n - 1, channels)``; on
+        [t_i, t_{i+1}], ``X(t) = a_i + b_i τ + c_i τ² + d_i τ³`` with ``τ = t - t_i``.
+        (torchcde stores ``[a, b, 2c, 3d]`` concatenated along the channels.)
+
+    Example:
+        >>> t = torch.linspace(0, 1, 4)
+        >>> x = torch.tensor([[0.0], [float("nan")], [2.0], [3.0]])
+        >>> a, b, c, d = natural_cubic_coeffs(t, x)
+        >>> a.shape, bool(torch.isfinite(a).all())
+        (torch.Size([3, 1]), True)
+    """
+    t = _check_knots(t, x, "natural_cubic_coeffs")
+    h = t[1:] - t[:-1]
+    x = _fill_missing(t, x)
+    n = t.shape[0]
+    slope = (x[..., 1:, :] - x[..., :-1, :]) / h.unsqueeze(-1)  # (..., n-1, c)
+    if n > 2:
+        rhs = 6.0 * (slope[..., 1:, :] - slope[..., :-1, :])  # (..., n-2, c)
+        hl = h.tolist()
+        diag = [2.0 * (hl[i] + hl[i + 1]) for i in range(n - 2)]
+        lower = [0.0] + hl[1:-1]
+        upper = hl[1:-1] + [0.0]
+        inner = _thomas(lower, diag, upper, rhs)
+        zero = torch.zeros_like(inner[..., :1, :])
+        m = torch.cat([zero, inner, zero], dim=-2)  # natural ends M_0 = M_{n-1} = 0
+    else:
+        m = torch.zeros_like(x)
+    hh = h.unsqueeze(-1)
+    m0, m1 = m[..., :-1, :], m[..., 1:, :]
+    return SplineCoeffs(
+        x[..., :-1, :], slope - hh * (2.0 * m0 + m1) / 6.0, 0.5 * m0, (m1 - m0) / (6.0 * hh)
+    )
 
 
 def _thomas(lower: list[float], diag: list[float], upper: list[float], rhs: Tensor) -> Tensor:
@@ -58,11 +141,11 @@ def _thomas(lower: list[float], diag: list[float], upper: list[float], rhs: Tens
 def _fill_missing(t: Tensor, x: Tensor) -> Tensor:
     """Fill the NaNs of x (..., n, c), each series-channel on its own.
 
-    Between its first and last observation, a missing value becomes the value of the
-    natural cubic spline through that series-channel's *observed* knots only (so the
-    spline fitted afterwards on all knots is exactly that spline there); before the
-    first / after the last observation, the nearest observed value; a series-channel
-    never observed becomes 0. The knots of each series differ, so the tridiagonal systems
+    Before the first / after the last observation, the nearest observed value; then a
+    missing value between them becomes the value of the natural cubic spline through that
+    series-channel's observed knots and those filled ends (so the spline fitted afterwards
+    on all knots is exactly that spline); a series-channel never observed becomes 0.
+    The knots of each series differ, so the tridiagonal systems
     differ too: they are solved together by a Thomas sweep over batched coefficients.
     """
     observed = ~torch.isnan(x)
@@ -71,10 +154,19 @@ def _fill_missing(t: Tensor, x: Tensor) -> Tensor:
     shape, n = x.shape, t.shape[0]
     xs = x.transpose(-1, -2).reshape(-1, n)  # (B, n), one row per series-channel
     obs = observed.transpose(-1, -2).reshape(-1, n)
+    pos = torch.arange(n, device=x.device).expand_as(xs)
+    # the ends first (torchcde's convention): before the first / after the last observation
+    # the nearest observed value, and those knots count as observed for the spline below
+    seen = obs.any(-1, keepdim=True)
+    first = torch.where(obs, pos, n).min(-1, keepdim=True).values.clamp(max=n - 1)
+    last = torch.where(obs, pos, -1).max(-1, keepdim=True).values.clamp(min=0)
+    ends = seen & ((pos < first) | (pos > last))
+    xs = torch.where(pos < first, xs.gather(-1, first), xs)
+    xs = torch.where(pos > last, xs.gather(-1, last), xs)
+    obs = obs | ends
     count = obs.sum(-1)  # (B,)
     # observed knots first, in time order; padding after them
     order = torch.sort((~obs).to(torch.int8), dim=-1, stable=True).indices
-    pos = torch.arange(n, device=x.device).expand_as(xs)
     valid = pos < count.unsqueeze(-1)
     last = (count - 1).clamp(min=0).unsqueeze(-1)
     tk = torch.where(valid, t[order], t[-1] + 1.0 + pos.to(t.dtype))  # strictly increasing
@@ -121,8 +213,8 @@ def _fill_missing(t: Tensor, x: Tensor) -> Tensor:
     filled = torch.where(tq < t_first, xk[:, :1], torch.where(tq > t_last, x_last, cubic))
     filled = torch.where(count.unsqueeze(-1) >= 2, filled, xk[:, :1].expand_as(filled))
     filled = torch.where(count.unsqueeze(-1) == 0, zero, filled)
-    filled = filled.reshape(*shape[:-2], shape[-1], n).transpose(-1, -2)
-    return torch.where(observed, x, filled)
+    filled = torch.where(obs, xs, filled)
+    return filled.reshape(*shape[:-2], shape[-1], n).transpose(-1, -2)
 
 
 class NaturalCubicSpline:
@@ -150,37 +242,24 @@ class NaturalCubicSpline:
     """
 
     def __init__(self, t: Tensor, x: Tensor) -> None:
-        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] < 2:
-            raise ValueError(f"NaturalCubicSpline: t must be a 1-D tensor of n >= 2 knots, got {t}")
-        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-2] != t.shape[0]:
-            raise ValueError(
-                "NaturalCubicSpline: x must have shape (..., n, channels) with n = len(t) = "
-                f"{t.shape[0]}, got {tuple(x.shape) if isinstance(x, Tensor) else type(x)}"
-            )
-        if not torch.is_floating_point(x):
-            raise TypeError(f"NaturalCubicSpline: x must be floating point, got {x.dtype}")
-        t = t.to(device=x.device, dtype=x.dtype)
-        h = t[1:] - t[:-1]
-        if not bool((h > 0).all()) or not bool(torch.isfinite(t).all()):
-            raise ValueError("NaturalCubicSpline: knots t must be finite and strictly increasing")
-        x = _fill_missing(t, x)
-        n = t.shape[0]
-        slope = (x[..., 1:, :] - x[..., :-1, :]) / h.unsqueeze(-1)  # (..., n-1, c)
-        m = torch.zeros_like(x)  # second derivatives; natural ends M_0 = M_{n-1} = 0
-        if n > 2:
-            rhs = 6.0 * (slope[..., 1:, :] - slope[..., :-1, :])  # (..., n-2, c)
-            hl = h.tolist()
-            diag = [2.0 * (hl[i] + hl[i + 1]) for i in range(n - 2)]
-            lower = [0.0] + hl[1:-1]
-            upper = hl[1:-1] + [0.0]
-            m[..., 1:-1, :] = _thomas(lower, diag, upper, rhs)
-        hh = h.unsqueeze(-1)
-        m0, m1 = m[..., :-1, :], m[..., 1:, :]
+        t = _check_knots(t, x, "NaturalCubicSpline")
         self._t = t
-        self._a = x[..., :-1, :]
-        self._b = slope - hh * (2.0 * m0 + m1) / 6.0
-        self._c = 0.5 * m0
-        self._d = (m1 - m0) / (6.0 * hh)
+        self._a, self._b, self._c, self._d = natural_cubic_coeffs(t, x)
+
+    @classmethod
+    def from_coeffs(cls, t: Tensor, coeffs: SplineCoeffs) -> NaturalCubicSpline:
+        """The spline with knots ``t`` ``(n,)`` and :func:`natural_cubic_coeffs`' output
+        (each ``(..., n - 1, channels)``), e.g. one batch's rows of a data set's coefficients."""
+        a, b, c, d = coeffs
+        if not isinstance(t, Tensor) or t.dim() != 1 or a.shape[-2] != t.shape[0] - 1:
+            raise ValueError(
+                f"from_coeffs: t must be (n,) and coefficients (..., n - 1, channels); got t "
+                f"{tuple(t.shape) if isinstance(t, Tensor) else type(t)}, a {tuple(a.shape)}"
+            )
+        new = cls.__new__(cls)
+        new._t = t.to(device=a.device, dtype=a.dtype)
+        new._a, new._b, new._c, new._d = a, b, c, d
+        return new
 
     @property
     def knots(self) -> Tensor:

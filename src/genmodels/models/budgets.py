@@ -19,6 +19,9 @@ Where each number comes from:
 - flows on images (docs/flows.md, "Images"): small batches, early stopping on a
   validation split.
 - ``vae``: docs/vae.md.
+- ``neural-cde``, ``gru-classifier`` on series, ``latent-ode``: docs/series.md (the issue's
+  budgets: 240 steps of 32 series for the CDE; 1500 steps of 128 for the latent ODE;
+  gradient clipping at 1.0).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _FLOW_IMAGES = dict(
     steps=2000, batch_size=64, lr=1e-3, ema_decay=None, val_fraction=0.1, val_every=200, patience=4
 )
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
+_SERIES_CLASSIFIER = dict(steps=240, batch_size=32, lr=3e-3, grad_clip=1.0, ema_decay=None)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -45,6 +49,11 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("flow-classifier", "points"): _CLASSIFIER,
     ("logreg", "points"): dict(_CLASSIFIER, lr=1e-2),
     ("mlp-classifier", "points"): _CLASSIFIER,
+    ("neural-cde", "series"): _SERIES_CLASSIFIER,
+    ("gru-classifier", "series"): _SERIES_CLASSIFIER,
+    ("latent-ode", "series"): dict(
+        steps=1500, batch_size=128, lr=1e-2, grad_clip=1.0, ema_decay=None
+    ),
 }
 
 

@@ -1,0 +1,126 @@
+"""Time-series benchmarks (issue 14): spline coefficients, Neural CDE, latent ODE (CPU, 1 thread).
+
+    PYTHONPATH=src python benchmarks/series.py coeffs        # NaN-aware spline coefficients
+                                                           # vs torchcde (1000 x 3 x 100, 50% NaN)
+    PYTHONPATH=src python benchmarks/series.py cde --model neural-cde --noise 0.3 --drop 0.5
+    PYTHONPATH=src python benchmarks/series.py latent-ode --n-obs 30 --seeds 0 1 2
+
+``cde`` and ``latent-ode`` train the registered model with its registered budget (240 steps of
+32 / 1500 steps of 128, the model's learning rate, gradient clipping at 1.0) unless ``--steps``
+says otherwise, and evaluate it as ``genmodels evaluate`` does (accuracy / RMSE).
+
+Each part prints one table; docs/series.md holds the numbers and the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from genmodels.integrate import natural_cubic_coeffs
+
+
+def _time(fn, repeats: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def bench_coeffs(args) -> None:
+    """``natural_cubic_coeffs`` vs ``torchcde.natural_cubic_coeffs`` on the issue's workload:
+    1000 series x 3 channels x 100 points, each value NaN with probability 0.5, float32."""
+    import torchcde
+
+    g = torch.Generator().manual_seed(0)
+    n, length, c = args.series, 100, 3
+    x = torch.randn(n, length, c, generator=g)
+    x[torch.rand(x.shape, generator=g) < 0.5] = float("nan")
+    t = torch.linspace(0.0, 4 * torch.pi, length)
+    ours_s, ours = _time(lambda: natural_cubic_coeffs(t, x), 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_s, ref = _time(lambda: torchcde.natural_cubic_coeffs(x, t), 1)
+    a, b, two_c, three_d = ref.chunk(4, -1)
+    diff = max(
+        float((m - r).abs().max() / r.abs().max())
+        for m, r in zip(ours, (a, b, two_c / 2, three_d / 3))
+    )
+    print(
+        f"| {n} x {c} x {length}, 50% NaN | genmodels {ours_s:.3f} s | torchcde {ref_s:.2f} s "
+        f"| speed-up {ref_s / ours_s:.0f}x | max |diff| / max |coef| {diff:.1e} (float32) |"
+    )
+
+
+def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None):
+    from genmodels import data, registry
+    from genmodels.evaluate.run import evaluate_model
+    from genmodels.train import TrainConfig, fit
+
+    tr = data.load(data_name, **opts)
+    spec = registry.get(model_name)
+    torch.manual_seed(seed)
+    model = spec.build(spec.make_config(), tr.info)
+    budget = dict(model.train_defaults)
+    if steps is not None:
+        budget["steps"] = steps
+    cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
+    t0 = time.perf_counter()
+    fit(model, tr, cfg)
+    fit_s = time.perf_counter() - t0
+    metrics = evaluate_model(model, data_name, task=spec.task, data_options=opts)
+    return fit_s, metrics, cfg
+
+
+def bench_cde(args) -> None:
+    opts = dict(noise=args.noise, drop=args.drop)
+    for seed in args.seeds:
+        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps)
+        print(
+            f"| {args.model} | noise {args.noise} | drop {args.drop} | seed {seed} | "
+            f"{cfg.steps} x {cfg.batch_size} | acc {m['accuracy']:.3f} | "
+            f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
+            flush=True,
+        )
+
+
+def bench_latent_ode(args) -> None:
+    opts = dict(n_obs=args.n_obs)
+    for seed in args.seeds:
+        fit_s, m, cfg = _train_eval("latent-ode", "spirals", opts, seed, args.steps)
+        print(
+            f"| latent-ode | n_obs {args.n_obs} | seed {seed} | {cfg.steps} x {cfg.batch_size} "
+            f"| interp {m['rmse_interp']:.3f} | extrap {m['rmse_extrap']:.3f} | "
+            f"fit {fit_s:.1f} s |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="part", required=True)
+    c = sub.add_parser("coeffs")
+    c.add_argument("--series", type=int, default=1000)
+    c = sub.add_parser("cde")
+    c.add_argument("--model", default="neural-cde")
+    c.add_argument("--noise", type=float, default=0.3)
+    c.add_argument("--drop", type=float, default=0.5)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--steps", type=int, default=None)
+    c = sub.add_parser("latent-ode")
+    c.add_argument("--n-obs", type=int, default=30)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    c.add_argument("--steps", type=int, default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    {"coeffs": bench_coeffs, "cde": bench_cde, "latent-ode": bench_latent_ode}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
