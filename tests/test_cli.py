@@ -137,3 +137,23 @@ def test_resume_guards(tmp_path, capsys):
     assert main(["train", "ddpm", "--data", "moons", "--out", str(run), "--resume"]) == 2
     assert "holds a run of model 'vae'" in capsys.readouterr().err
     assert main(["train", "ddpm", "--out", str(tmp_path / "none"), "--resume"]) == 2
+
+
+def test_data_options_are_recorded_and_used_by_load_and_evaluate(tmp_path):
+    run = tmp_path / "lode"
+    args = ["train", "latent-ode", "--steps", "2", "--batch-size", "8", "--out", str(run)]
+    args += ["--no-progress", "--set", "data.n_obs=50", "--set", "data.n_train=40"]
+    assert main([*args, "--set", "data.n_test=24"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data_options"]["n_obs"] == 50 and cfg["data_options"]["n_test"] == 24
+    assert cfg["task"] == "series"
+    import genmodels
+
+    model = genmodels.load(run)
+    assert model.data_info.options["n_obs"] == 50
+    assert main(["evaluate", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["n_series"] == 24  # the test split of the recorded options, not the default 500
+    # a resume keeps the recorded options; a different one is refused
+    assert main([*args, "--resume", "--steps", "3"]) == 0
+    assert main([*args, "--set", "data.n_test=30", "--resume", "--steps", "4"]) == 2
