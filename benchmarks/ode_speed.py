@@ -3,8 +3,8 @@
 Vector field: MLP d -> 64 -> 64 -> d with tanh, float32, t in [0, 1].  Rows per (d, batch):
 dopri5 rtol=atol=1e-5 forward (no grad), forward+backward by backprop, by adjoint (default
 norm, and seminorm on both sides), rk4 with step 0.01 forward (no grad) and forward+backward by
-backprop (``rk4-backprop``: the fixed-step path the section 4 models train through).  Each row: median of
-interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
+backprop (``rk4-backprop``: the fixed-step path the section 4 models train through).  Each row:
+median of interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
 solutions/gradients compared (max relative difference), and the solver overhead
 ``wall - NFE * t_eval`` as a share of wall, with ``t_eval`` the no-grad time of one evaluation.
 Backprop rows also print the field-only floor: the same number of field evaluations, forward and

@@ -22,6 +22,13 @@ import torch
 from torch import Tensor
 
 from ._flat import FlatState, State, check_output, make_norm, user_norm
+from .checks import (
+    MaxStepsExceededError,
+    NonFiniteSolutionError,
+    ODESolverError,
+    StepSizeUnderflowError,
+    check_times,
+)
 from .tableaus import ButcherTableau, get_tableau
 
 __all__ = [
@@ -52,26 +59,6 @@ OPTION_KEYS = frozenset(
         "jump_t",
     }
 )
-
-
-class ODESolverError(RuntimeError):
-    """A solve that cannot go on; ``t`` is the time it reached."""
-
-    def __init__(self, message: str, t: float):
-        super().__init__(message)
-        self.t = t
-
-
-class StepSizeUnderflowError(ODESolverError):
-    """The adaptive step size became too small to advance time."""
-
-
-class MaxStepsExceededError(ODESolverError):
-    """More than ``max_num_steps`` steps between two output times."""
-
-
-class NonFiniteSolutionError(ODESolverError):
-    """The solution became NaN or infinite."""
 
 
 class StiffnessWarning(UserWarning):
@@ -143,7 +130,8 @@ def _positive(name: str, v) -> float:
     return x
 
 
-def _parse_options(options: dict | None) -> _Options:
+def parse_options(options: dict | None) -> _Options:
+    """torchdiffeq's ``options`` dict checked and parsed (unknown keys and bad values raise)."""
     o = _Options()
     if options is None:
         return o
@@ -190,26 +178,8 @@ def _parse_options(options: dict | None) -> _Options:
     return o
 
 
-def _check_times(t: Tensor) -> list[float]:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a 1-D tensor of times, got {type(t).__name__}")
-    if t.ndim != 1 or t.numel() < 1:
-        raise ValueError(f"t must be a non-empty 1-D tensor, got shape {tuple(t.shape)}")
-    ts = t.detach().double().tolist()
-    if not all(math.isfinite(x) for x in ts):
-        raise ValueError("t contains NaN or infinite times")
-    if len(ts) > 1:
-        d = [b - a for a, b in zip(ts[:-1], ts[1:])]
-        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-            i = next(i for i, x in enumerate(d) if (x <= 0) != (d[0] <= 0) or x == 0)
-            raise ValueError(
-                f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i]!r}, "
-                f"t[{i + 1}]={ts[i + 1]!r}"
-            )
-    return ts
-
-
-def _tolerance(name: str, v, strict: bool) -> float:
+def check_tolerance(name: str, v, strict: bool) -> float:
+    """``rtol``/``atol`` as a float, finite and ``>= 0`` (``> 0`` when ``strict``)."""
     if isinstance(v, Tensor):
         if v.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(v.shape)}")
@@ -245,7 +215,7 @@ def _initial_step(f, t0, y0, f0, direction, order, rtol, atol, norm, stats) -> f
         return min(100 * h0, h1)
 
 
-def _integrate(
+def integrate_flat(
     f: Callable,
     y0: Tensor,
     ts: Sequence[float],
@@ -259,7 +229,9 @@ def _integrate(
     grid: list[float] | None = None,
     f_first: Callable | None = None,
 ) -> list[Tensor]:
-    """Solve on the flat state ``y0`` (N,) with ``f(t, y, out=None)``; list of (N,) per time.
+    """Solve from ``y0`` (N,) with ``f(t, y, out=None)``; a list of states, one per time of
+    ``ts``: the fixed-step loop on ``grid`` (or for a method without an error estimate), else the
+    adaptive one.  ``odeint`` and ``odeint_adjoint`` (forward and backward) call this.
 
     ``f_first`` (default ``f``) makes the first evaluation, e.g. with output checks.
     """
@@ -760,7 +732,8 @@ def _underflow(t: float, h: float, rtol: float, atol: float, bad, mon: _Monitor)
     )
 
 
-def _setup(func, y0, t, rtol, atol, method, options, event_fn):
+def setup_problem(func, y0, t, rtol, atol, method, options, event_fn):
+    """The checked pieces of a solve: ``(flat, ts, rtol, atol, tableau, options, y0_flat)``."""
     if event_fn is not None:
         raise NotImplementedError(
             "event_fn (event handling) is not supported by genmodels.integrate.odeint; "
@@ -769,18 +742,19 @@ def _setup(func, y0, t, rtol, atol, method, options, event_fn):
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
     flat = FlatState(y0)
-    ts = _check_times(t)
-    rtol = _tolerance("rtol", rtol, strict=True)
-    atol = _tolerance("atol", atol, strict=False)
+    ts = check_times(t)
+    rtol = check_tolerance("rtol", rtol, strict=True)
+    atol = check_tolerance("atol", atol, strict=False)
     tab = get_tableau("dopri5" if method is None else method)
-    o = _parse_options(options)
+    o = parse_options(options)
     y0f = flat.flatten(y0)
     if not bool(torch.isfinite(y0f.detach()).all()):
         raise ValueError("y0 contains NaN or infinite values")
     return flat, ts, rtol, atol, tab, o, y0f
 
 
-def _make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
+def make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
+    """The fixed-step grid from ``step_size`` or ``grid_constructor``; ``None`` for adaptive."""
     if o.grid_constructor is not None:
         g = o.grid_constructor(func, y0, t)
         grid = _floats("grid_constructor", g)
@@ -796,7 +770,8 @@ def _make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float]
     return [t0 + i * d for i in range(steps)] + [t1]
 
 
-def _norm_for(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
+def error_norm(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
+    """The adaptive error norm on the flat state: the user's ``norm`` or max-of-RMS."""
     if callable(o.norm):
         return user_norm(o.norm, flat)
     segs = list(zip(flat.offsets[:-1], flat.offsets[1:]))
@@ -873,9 +848,10 @@ def odeint(
         >>> y.shape
         torch.Size([5, 3])
     """
-    flat, ts, rtol, atol, tab, o, y0f = _setup(func, y0, t, rtol, atol, method, options, event_fn)
+    problem = setup_problem(func, y0, t, rtol, atol, method, options, event_fn)
+    flat, ts, rtol, atol, tab, o, y0f = problem
     stats = SolverStats() if stats is None else stats
-    grid = _make_grid(o, func, y0, t, ts)
+    grid = make_grid(o, func, y0, t, ts)
     grad = _needs_grad(func, y0f, t)
     # under autograd a single-tensor state keeps its own shape: no view ops per evaluation
     shaped = grad and not flat.is_tuple and not callable(o.norm)
@@ -883,17 +859,17 @@ def odeint(
         y0f, f = y0, flat.wrap_shaped(func)
     else:
         f = flat.wrap(func)
-    norm = _norm_for(o, flat)
-    first = _checked(f, func, flat, shaped)
+    norm = error_norm(o, flat)
+    first = checked_field(f, func, flat, shaped)
     time_grad = grad and t.requires_grad
     if time_grad:
         link = {"f": f, "ts": ts}
         y0f = _TimeIn.apply(link, y0f, t)
-    out = _integrate(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
+    out = integrate_flat(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
     ys = torch.stack(out)
     if time_grad:
         ys = _TimeOut.apply(link, ys, t)
-    _check_finite(ys, ts)
+    check_finite(ys, ts)
     return ys if shaped else flat.unflatten(ys)
 
 
@@ -941,7 +917,7 @@ class _TimeIn(torch.autograd.Function):
         return None, g, gt
 
 
-def _checked(f: Callable, func: Callable, flat: FlatState, shaped: bool = False) -> Callable:
+def checked_field(f: Callable, func: Callable, flat: FlatState, shaped: bool = False) -> Callable:
     """``f`` whose first call checks the structure and shapes of ``func``'s output (``shaped``:
     ``f`` takes the state in its own shape, not flat)."""
     state = {"checked": False}
@@ -959,7 +935,9 @@ def _checked(f: Callable, func: Callable, flat: FlatState, shaped: bool = False)
     return first
 
 
-def _check_finite(ys: Tensor, ts: Sequence[float]) -> None:
+def check_finite(ys: Tensor, ts: Sequence[float]) -> None:
+    """``NonFiniteSolutionError`` naming the first output time ``ts[i]`` where ``ys`` (T, ...)
+    is NaN or infinite."""
     ok = torch.isfinite(ys.detach()).reshape(len(ts), -1).all(1)
     if not bool(ok.all()):
         i = int((~ok).nonzero()[0, 0])
