@@ -56,6 +56,8 @@ MODULES = {
     "flow-classifier": "genmodels.models.classifier",
     "logreg": "genmodels.models.classifier",
     "mlp-classifier": "genmodels.models.classifier",
+    "ffjord": "genmodels.models.cnf",
+    "planar-cnf": "genmodels.models.cnf",
 }
 
 

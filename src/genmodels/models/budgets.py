@@ -19,6 +19,8 @@ Where each number comes from:
 - flows on images (docs/flows.md, "Images"): small batches, early stopping on a
   validation split.
 - ``vae``: docs/vae.md.
+- ``ffjord``, ``planar-cnf`` (docs/cnf.md): sized to the issue's 10-minute single-thread limit
+  (an adaptive solve per step, its cost grows as the field learns).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _FLOW_IMAGES = dict(
     steps=2000, batch_size=64, lr=1e-3, ema_decay=None, val_fraction=0.1, val_every=200, patience=4
 )
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
+_CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -45,6 +48,8 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("flow-classifier", "points"): _CLASSIFIER,
     ("logreg", "points"): dict(_CLASSIFIER, lr=1e-2),
     ("mlp-classifier", "points"): _CLASSIFIER,
+    ("ffjord", "points"): _CNF_POINTS,
+    ("planar-cnf", "points"): _CNF_POINTS,
 }
 
 
