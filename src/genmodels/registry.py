@@ -58,6 +58,8 @@ MODULES = {
     "mlp-classifier": "genmodels.models.classifier",
     "ffjord": "genmodels.models.cnf",
     "planar-cnf": "genmodels.models.cnf",
+    "odenet": "genmodels.models.odenet",
+    "resnet": "genmodels.models.odenet",
 }
 
 

@@ -33,6 +33,7 @@ _FLOW_IMAGES = dict(
 )
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
+_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet measured
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -50,6 +51,8 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("mlp-classifier", "points"): _CLASSIFIER,
     ("ffjord", "points"): _CNF_POINTS,
     ("planar-cnf", "points"): _CNF_POINTS,
+    ("odenet", "images"): _ODENET,
+    ("resnet", "images"): _ODENET,
 }
 
 
