@@ -2,10 +2,13 @@
 
 Vector field: MLP d -> 64 -> 64 -> d with tanh, float32, t in [0, 1].  Rows per (d, batch):
 dopri5 rtol=atol=1e-5 forward (no grad), forward+backward by backprop, by adjoint (default
-norm, and seminorm on both sides), and rk4 with step 0.01 (forward).  Each row: median of
-interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
+norm, and seminorm on both sides), rk4 with step 0.01 forward (no grad) and forward+backward by
+backprop (``rk4-backprop``: the fixed-step path the section 4 models train through).  Each row:
+median of interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
 solutions/gradients compared (max relative difference), and the solver overhead
 ``wall - NFE * t_eval`` as a share of wall, with ``t_eval`` the no-grad time of one evaluation.
+Backprop rows also print the field-only floor: the same number of field evaluations, forward and
+backward, and nothing else (the time no solver can beat), as ms and as a share of torchdiffeq.
 
     PYTHONPATH=src python benchmarks/ode_speed.py            # full (>= 9 pairs per row)
     PYTHONPATH=src python benchmarks/ode_speed.py --quick    # short run
@@ -55,6 +58,14 @@ def _run(lib: str, mode: str, f: MLP, y0: torch.Tensor, t: torch.Tensor):
                 f, y0, t, method="rk4", options=dict(step_size=0.01)
             )
         res = [y]
+    elif mode == "rk4-backprop":
+        x0 = y0.clone().requires_grad_(True)
+        y = (odeint if ours else torchdiffeq.odeint)(
+            f, x0, t, method="rk4", options=dict(step_size=0.01)
+        )
+        loss = y[-1].square().sum()
+        grads = torch.autograd.grad(loss, [x0, *params])
+        res = [y.detach(), *grads]
     else:
         x0 = y0.clone().requires_grad_(True)
         if mode == "backprop":
@@ -82,11 +93,24 @@ def _eval_time(f: MLP, y0: torch.Tensor, reps: int) -> float:
     return statistics.median(times)
 
 
+def _floor(f: MLP, y0: torch.Tensor, nfe: int, reps: int = 3) -> float:
+    """Field-only floor: ``nfe`` evaluations of ``f`` and their backward, nothing else."""
+    x0 = y0.clone().requires_grad_(True)
+    params, times = list(f.parameters()), []
+    ones = torch.ones_like(y0)
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        outs = [f.net(x0) for _ in range(nfe)]
+        torch.autograd.grad(outs, [x0, *params], [ones] * nfe)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
 def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max() / y.abs().max().clamp_min(1e-12)) for x, y in zip(a, b))
 
 
-MODES = ("forward", "backprop", "adjoint", "adjoint-semi", "rk4")
+MODES = ("forward", "backprop", "adjoint", "adjoint-semi", "rk4", "rk4-backprop")
 
 
 def profile(d: int = 64, batch: int = 1, solves: int = 100) -> None:
@@ -134,8 +158,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, torchdiffeq {torchdiffeq.__version__}, 1 thread, "
           f"{pairs} interleaved pairs per row, medians\n")  # fmt: skip
     print("| d | batch | row | ours ms | torchdiffeq ms | ratio | NFE ours/tdq | "
-          "overhead ours / tdq | max rel diff |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "overhead ours / tdq | max rel diff | field-only floor ms (/ tdq) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for d in args.dims:
         for batch in batches:
             torch.manual_seed(0)
@@ -155,10 +179,14 @@ def main() -> None:
                 mo, mt = statistics.median(walls["ours"]), statistics.median(walls["tdq"])
                 oo = max(0.0, mo - nfes["ours"] * t_eval) / mo
                 ot = max(0.0, mt - nfes["tdq"] * t_eval) / mt
+                floor = "-"
+                if mode in ("backprop", "rk4-backprop"):
+                    fl = _floor(f, y0, nfes["tdq"])
+                    floor = f"{fl * 1e3:.2f} ({fl / mt:.2f}x)"
                 print(
                     f"| {d} | {batch} | {mode} | {mo * 1e3:.2f} | {mt * 1e3:.2f} | "
                     f"{mo / mt:.2f}x | {nfes['ours']}/{nfes['tdq']} | {oo:.0%} / {ot:.0%} | "
-                    f"{_rel(results['ours'], results['tdq']):.1e} |",
+                    f"{_rel(results['ours'], results['tdq']):.1e} | {floor} |",
                     flush=True,
                 )
 

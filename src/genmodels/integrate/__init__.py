@@ -4,16 +4,14 @@ trace estimators."""
 from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
-from .odeint import (
-    LongSolveWarning,
+from .checks import (
     MaxStepsExceededError,
     NonFiniteSolutionError,
     ODESolverError,
-    SolverStats,
     StepSizeUnderflowError,
-    StiffnessWarning,
-    odeint,
+    check_times,
 )
+from .odeint import LongSolveWarning, SolverStats, StiffnessWarning, odeint, runge_kutta_step
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
 from .spline import NaturalCubicSpline, SplineCoeffs, natural_cubic_coeffs
@@ -28,6 +26,8 @@ from .trace import (
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "runge_kutta_step",
+    "check_times",
     "cdeint",
     "ControlPath",
     "SolverStats",

@@ -90,6 +90,17 @@ class FlatState:
 
         return f
 
+    def wrap_shaped(self, func: Callable) -> Callable:
+        """``func(t, y)`` of a single-tensor state as ``f(t_float, y, out=None)`` on the state's
+        own shape (the autograd path: no view ops, so no extra nodes in the graph)."""
+        dtype, device = self.dtype, self.device
+
+        def f(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
+            r = func(torch.scalar_tensor(t, dtype=dtype, device=device), y)
+            return r if out is None else out.copy_(r)
+
+        return f
+
 
 def returned(r: object) -> str:
     """How to name a vector field's wrong return value in an error: its shape or its type."""

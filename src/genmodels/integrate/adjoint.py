@@ -12,7 +12,7 @@ s0 = [z(t1), dL/dz(t1), 0_|theta|]                                     ``s = cat
 def aug_dynamics([z(t), a(t), .], t, theta):                           ``_AugmentedDynamics``
     return [f(z, t, theta), -a^T df/dz, -a^T df/dtheta]                ``autograd.grad(f, (z,
                                                                        theta), -a)``: one vjp
-[z(t0), dL/dz(t0), dL/dtheta] = ODESolve(s0, aug_dynamics, t1, t0)     ``_integrate(aug, s,
+[z(t0), dL/dz(t0), dL/dtheta] = ODESolve(s0, aug_dynamics, t1, t0)     ``integrate_flat(aug, s,
                                                                        [t_i, t_(i-1)])``
 return dL/dz(t0), dL/dtheta                                            ``return grad_y0, ...``
 =====================================================================  ===========================
@@ -33,7 +33,6 @@ state and adjoint.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Iterable
 
@@ -41,10 +40,19 @@ import torch
 from torch import Tensor, nn
 
 from ._flat import FlatState, State, make_norm
+from .odeint import (
+    NonFiniteSolutionError,
+    SolverStats,
+    check_finite,
+    check_tolerance,
+    checked_field,
+    error_norm,
+    integrate_flat,
+    make_grid,
+    parse_options,
+    setup_problem,
+)
 from .tableaus import get_tableau
-
-_ode = importlib.import_module(__name__.rsplit(".", 1)[0] + ".odeint")
-SolverStats = _ode.SolverStats
 
 __all__ = ["odeint_adjoint"]
 
@@ -109,7 +117,7 @@ class _Adjoint(torch.autograd.Function):
     def forward(ctx, setup: dict, y0f: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         s = setup
         with torch.no_grad():
-            out = _ode._integrate(
+            out = integrate_flat(
                 s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
                 s["stats"], False, s["grid"], s["f_first"],
             )  # fmt: skip
@@ -148,13 +156,13 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
         state = torch.cat([ys[i], a, g])
         # [z(t0), dL/dz(t0), dL/dtheta] = ODESolve(s0, aug_dynamics, t1, t0, theta)
         with torch.no_grad():
-            end = _ode._integrate(
+            end = integrate_flat(
                 aug, state, [ts[i], ts[i - 1]], s["adj_tab"], s["adj_rtol"], s["adj_atol"],
                 s["adj_norm"], s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
             )[-1]  # fmt: skip
         a, g = end[n : 2 * n], end[2 * n :]
         if not bool(torch.isfinite(end).all()):
-            raise _ode.NonFiniteSolutionError(
+            raise NonFiniteSolutionError(
                 f"the adjoint solve became NaN or infinite on [{ts[i - 1]!r}, {ts[i]!r}]", ts[i]
             )
         if need_t and i == 1:
@@ -221,7 +229,7 @@ def odeint_adjoint(
             )
         adjoint_params = func.parameters()
     params = tuple(p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad)
-    flat, ts, rtol, atol, tab, o, y0f = _ode._setup(
+    flat, ts, rtol, atol, tab, o, y0f = setup_problem(
         func, y0, t, rtol, atol, method, options, event_fn
     )
     if adjoint_method is not None and adjoint_method != method and options and not adjoint_options:
@@ -229,12 +237,12 @@ def odeint_adjoint(
             "adjoint_method differs from method and options were given: pass adjoint_options too"
         )
     adj_tab = tab if adjoint_method is None else get_tableau(adjoint_method)
-    tol = _ode._tolerance
+    tol = check_tolerance
     adj_rtol = rtol if adjoint_rtol is None else tol("adjoint_rtol", adjoint_rtol, True)
     adj_atol = atol if adjoint_atol is None else tol("adjoint_atol", adjoint_atol, False)
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-    adj_o = _ode._parse_options(adjoint_options)
+    adj_o = parse_options(adjoint_options)
     stats = SolverStats() if stats is None else stats
     f = flat.wrap(func)
     n, p_sizes = flat.numel, [p.numel() for p in params]
@@ -264,16 +272,16 @@ def odeint_adjoint(
         if adj_o.grid_constructor is None and adj_o.step_size is None:
             return None
         tt = torch.tensor([t1, t0], dtype=torch.float64)
-        return _ode._make_grid(adj_o, None, None, tt, [t1, t0])
+        return make_grid(adj_o, None, None, tt, [t1, t0])
 
     setup = dict(
-        func=func, flat=flat, f=f, f_first=_ode._checked(f, func, flat), ts=ts, tab=tab,
-        rtol=rtol, atol=atol, norm=_ode._norm_for(o, flat), o=o,
-        grid=_ode._make_grid(o, func, y0, t, ts), stats=stats,
+        func=func, flat=flat, f=f, f_first=checked_field(f, func, flat), ts=ts, tab=tab,
+        rtol=rtol, atol=atol, norm=error_norm(o, flat), o=o,
+        grid=make_grid(o, func, y0, t, ts), stats=stats,
         adj_tab=adj_tab, adj_rtol=adj_rtol, adj_atol=adj_atol, adj_o=adj_o, adj_norm=adj_norm,
         adj_grid=adj_grid, t_requires_grad=bool(t.requires_grad),
         adj_params_in_norm=callable(adj_o.norm) or adj_o.norm != "seminorm",
     )  # fmt: skip
     ys = _Adjoint.apply(setup, y0f, t, *params)
-    _ode._check_finite(ys, ts)
+    check_finite(ys, ts)
     return flat.unflatten(ys)

@@ -22,6 +22,13 @@ import torch
 from torch import Tensor
 
 from ._flat import FlatState, State, check_output, make_norm, user_norm
+from .checks import (
+    MaxStepsExceededError,
+    NonFiniteSolutionError,
+    ODESolverError,
+    StepSizeUnderflowError,
+    check_times,
+)
 from .tableaus import ButcherTableau, get_tableau
 
 __all__ = [
@@ -52,26 +59,6 @@ OPTION_KEYS = frozenset(
         "jump_t",
     }
 )
-
-
-class ODESolverError(RuntimeError):
-    """A solve that cannot go on; ``t`` is the time it reached."""
-
-    def __init__(self, message: str, t: float):
-        super().__init__(message)
-        self.t = t
-
-
-class StepSizeUnderflowError(ODESolverError):
-    """The adaptive step size became too small to advance time."""
-
-
-class MaxStepsExceededError(ODESolverError):
-    """More than ``max_num_steps`` steps between two output times."""
-
-
-class NonFiniteSolutionError(ODESolverError):
-    """The solution became NaN or infinite."""
 
 
 class StiffnessWarning(UserWarning):
@@ -143,7 +130,8 @@ def _positive(name: str, v) -> float:
     return x
 
 
-def _parse_options(options: dict | None) -> _Options:
+def parse_options(options: dict | None) -> _Options:
+    """torchdiffeq's ``options`` dict checked and parsed (unknown keys and bad values raise)."""
     o = _Options()
     if options is None:
         return o
@@ -190,26 +178,8 @@ def _parse_options(options: dict | None) -> _Options:
     return o
 
 
-def _check_times(t: Tensor) -> list[float]:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a 1-D tensor of times, got {type(t).__name__}")
-    if t.ndim != 1 or t.numel() < 1:
-        raise ValueError(f"t must be a non-empty 1-D tensor, got shape {tuple(t.shape)}")
-    ts = t.detach().double().tolist()
-    if not all(math.isfinite(x) for x in ts):
-        raise ValueError("t contains NaN or infinite times")
-    if len(ts) > 1:
-        d = [b - a for a, b in zip(ts[:-1], ts[1:])]
-        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-            i = next(i for i, x in enumerate(d) if (x <= 0) != (d[0] <= 0) or x == 0)
-            raise ValueError(
-                f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i]!r}, "
-                f"t[{i + 1}]={ts[i + 1]!r}"
-            )
-    return ts
-
-
-def _tolerance(name: str, v, strict: bool) -> float:
+def check_tolerance(name: str, v, strict: bool) -> float:
+    """``rtol``/``atol`` as a float, finite and ``>= 0`` (``> 0`` when ``strict``)."""
     if isinstance(v, Tensor):
         if v.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(v.shape)}")
@@ -245,7 +215,7 @@ def _initial_step(f, t0, y0, f0, direction, order, rtol, atol, norm, stats) -> f
         return min(100 * h0, h1)
 
 
-def _integrate(
+def integrate_flat(
     f: Callable,
     y0: Tensor,
     ts: Sequence[float],
@@ -259,7 +229,9 @@ def _integrate(
     grid: list[float] | None = None,
     f_first: Callable | None = None,
 ) -> list[Tensor]:
-    """Solve on the flat state ``y0`` (N,) with ``f(t, y, out=None)``; list of (N,) per time.
+    """Solve from ``y0`` (N,) with ``f(t, y, out=None)``; a list of states, one per time of
+    ``ts``: the fixed-step loop on ``grid`` (or for a method without an error estimate), else the
+    adaptive one.  ``odeint`` and ``odeint_adjoint`` (forward and backward) call this.
 
     ``f_first`` (default ``f``) makes the first evaluation, e.g. with output checks.
     """
@@ -272,12 +244,116 @@ def _integrate(
     return _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first)
 
 
+def runge_kutta_step(
+    f: Callable,
+    t: float,
+    y: Tensor,
+    h: float,
+    k0: Tensor,
+    tab: ButcherTableau,
+    *,
+    t_last: float | None = None,
+    work: StageBuffers | None = None,
+    error: bool = False,
+) -> tuple[Tensor, list[Tensor] | Tensor, Tensor | None]:
+    """One explicit Runge–Kutta step over the tableau ``tab`` (the only stage recursion).
+
+    With ``k_1 = k0 = f(t, y)``::
+
+        k_i = f(t + c_i h, y + h * sum_{j<i} a_ij k_j),   i = 2..s
+        y1  = y + h * sum_i b_i k_i                        (the last stage's input when FSAL)
+        err = h * sum_i e_i k_i                            (``error=True``, embedded pairs)
+
+    Two ways to hold the stages, same arithmetic: under autograd (``work=None``) every stage
+    input is a chain of scalar-weighted adds over the nonzero ``a_ij`` (no stacking, so the
+    graph holds only the additions and ``f``'s own operations), and ``K`` is the list of stages;
+    without autograd the stages are the rows of ``work.K`` (s, N) and each stage input is one
+    ``addmv`` into a reused buffer, and ``K`` is the buffer's transposed view (N, s).  The node
+    ``c_s = 1`` is evaluated at ``t_last`` (default ``t + h``), so a step lands exactly on its end
+    (or just before a discontinuity).
+
+    Args:
+        f: ``f(t, y) -> dy/dt`` on flat states ``(N,)`` (``f(t, y, out)`` without autograd).
+        t, h: start time and step (Python floats; ``h < 0`` integrates backwards).
+        y, k0: state ``(N,)`` and ``f(t, y)``; with ``work``, ``k0`` may be ``work.rows[0]``.
+        tab: the method.
+
+    Returns:
+        ``(y1, K, err)``; ``err`` is ``None`` unless ``error``.
+    """
+    s, c, a, b = tab.stages, tab.c, tab.a, tab.b
+    t_last = t + h if t_last is None else t_last
+    fsal = tab.fsal
+    if work is None:
+        ks = [k0]
+        for i in range(1, s):
+            yi = _combine(y, ks, a[i], h)
+            ks.append(f(_stage_time(t, c[i], h, t_last), yi))
+        y1 = yi if fsal else _combine(y, ks, b, h)
+        err = None
+        if error:
+            with torch.no_grad():
+                e = _coefficients(tab, y.dtype, y.device)[2]
+                err = torch.stack([k.detach() for k in ks], -1).matmul(e).mul_(h)
+        return y1, ks, err
+    A, B, E = work.A, work.B, work.E
+    rows, Kt, g = work.rows, work.Kt, work.g
+    if k0 is not rows[0]:
+        rows[0].copy_(k0)
+    for i in range(1, s):
+        ti = _stage_time(t, c[i], h, t_last)
+        if fsal and i == s - 1:
+            yi = torch.addmv(y, Kt[i], A[i], alpha=h)  # y1: a fresh tensor
+            f(ti, yi, rows[i])
+        elif g is not None:
+            torch.addmv(y, Kt[i], A[i], alpha=h, out=work.Y[i])
+            g(ti, work.Yv[i], work.Kv[i])
+        else:
+            yi = torch.addmv(y, Kt[i], A[i], alpha=h)
+            work.fs[i](ti, yi, rows[i])
+    y1 = yi if fsal else torch.addmv(y, Kt[s], B, alpha=h)
+    err = torch.addmv(y, Kt[s], E, beta=0, alpha=h) if error else None
+    return y1, Kt[s], err
+
+
+def _combine(y: Tensor, ks: Sequence[Tensor], w: Sequence[float], h: float) -> Tensor:
+    """``y + h * sum_j w_j k_j`` as scalar-weighted adds, skipping zero weights."""
+    out = y
+    for wj, kj in zip(w, ks):
+        if wj != 0.0:
+            out = torch.add(out, kj, alpha=h * wj)
+    return out
+
+
+class StageBuffers:
+    """The stages of a step without autograd, reused from step to step.
+
+    ``K`` (s, N) holds the stages as rows (``rows``), ``Kt[i]`` is ``K[:i]^T`` for one ``addmv``
+    per stage input, ``A``/``B``/``E`` the tableau as tensors; for a single-tensor state (``f``
+    has ``f.shaped``) the stage inputs ``Y`` live in a buffer too, with state-shaped views ``Yv``,
+    ``Kv`` (no view ops in the hot loop).  ``fs[i]`` evaluates stage ``i`` (the adjoint's
+    ``lean`` dynamics for stages whose weights are zero).
+    """
+
+    def __init__(self, f: Callable, tab: ButcherTableau, y0: Tensor, lean: list | None = None):
+        s, n = tab.stages, y0.numel()
+        self.A, self.B, self.E = _coefficients(tab, y0.dtype, y0.device)
+        self.K = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+        self.rows = list(self.K.unbind(0))
+        self.Kt = [None] + [self.K[:i].t() for i in range(1, s + 1)]
+        self.fs = lean if lean is not None else [f] * s
+        self.g = None if lean is not None else getattr(f, "shaped", None)
+        if self.g is not None:
+            Y = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
+            self.Y = list(Y.unbind(0))
+            self.Yv = [r.view(self.g.shape) for r in self.Y]
+            self.Kv = [r.view(self.g.shape) for r in self.rows]
+
+
 def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
     """Fixed steps on ``grid``; outputs at ``ts`` by linear or cubic Hermite interpolation."""
-    s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
-    A, B, _ = _coefficients(tab, dtype, device)
-    if not grad:
-        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
+    s = tab.stages
+    work = None if grad else StageBuffers(f, tab, y0)
     cubic = o.interp == "cubic"
     out, j, n = [y0], 1, len(ts)
     y, direction = y0, (1.0 if ts[-1] > ts[0] else -1.0)
@@ -288,28 +364,12 @@ def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
         h = g1 - g0
         t0p = math.nextafter(g0, g1) if o.perturb else g0
         t1p = math.nextafter(g1, g0) if o.perturb else g1
-        if grad:
-            ks = [f_next if f_next is not None else f(t0p, y)]
-            for i in range(1, s):
-                yi = torch.addmv(y, torch.stack(ks, 1), A[i], alpha=h)
-                ks.append(f(_stage_time(g0, c[i], h, t1p), yi))
-            K_all = torch.stack(ks, 1)
-            y1 = torch.addmv(y, K_all, B, alpha=h)
-            k_first = ks[0]
+        if f_next is None:
+            k0 = f(t0p, y) if work is None else f(t0p, y, work.rows[0])
         else:
-            if f_next is not None:
-                rows[0].copy_(f_next)
-            else:
-                f(t0p, y, rows[0])
-            for i in range(1, s):
-                if g is not None:
-                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
-                    g(_stage_time(g0, c[i], h, t1p), Yv[i], Kv[i])
-                else:
-                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
-                    f(_stage_time(g0, c[i], h, t1p), yi, rows[i])
-            y1 = torch.addmv(y, Kt[s], B, alpha=h)
-            k_first = rows[0]
+            k0 = f_next
+        y1, K, _ = runge_kutta_step(f, g0, y, h, k0, tab, t_last=t1p, work=work)
+        k_first = K[0] if work is None else work.rows[0]
         stats.nfe += s - (f_next is not None)
         stats.n_steps += 1
         stats.n_accepted += 1
@@ -330,23 +390,6 @@ def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
             f_next = None  # the next step starts just after g1, not at its left limit
         y = y1
     return out
-
-
-def _buffers(f, s: int, y0: Tensor):
-    """Stage buffer ``K`` (s, N), its rows, the transposed prefixes ``K[:i]^T`` for one
-    ``addmv`` per stage, and for a single-tensor state the stage inputs ``Y`` with state-shaped
-    views of ``Y`` and ``K`` (so the hot loop makes no view ops)."""
-    n = y0.numel()
-    K = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
-    rows = list(K.unbind(0))
-    Kt = [None] + [K[:i].t() for i in range(1, s + 1)]
-    g = getattr(f, "shaped", None)
-    if g is None:
-        return K, rows, Kt, None, None, None, None
-    Y = torch.empty(s, n, dtype=y0.dtype, device=y0.device)
-    Yv = [r.view(g.shape) for r in Y.unbind(0)]
-    Kv = [r.view(g.shape) for r in rows]
-    return K, rows, Kt, g, list(Y.unbind(0)), Yv, Kv
 
 
 _COEFF_CACHE: dict = {}
@@ -526,7 +569,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
     if not tab.fsal:
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
-    A, _, E = _coefficients(tab, dtype, device)
+    A = _coefficients(tab, dtype, device)[0]
     P = _dense(tab)
     degree = len(P[0])
     expo = 1.0 / (tab.error_order + 1)
@@ -549,13 +592,12 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
         # need no parameter vector-Jacobian product
         skip = [tab.b[i] == 0 and (tab.e[i] == 0 or not f.params_in_norm) for i in range(s)]
         lean = [f.lean if k else f for k in skip] if any(skip[1 : s - 1]) else None
-    if not grad:
-        K, rows, Kt, g, Y, Yv, Kv = _buffers(f, s, y0)
-        k0 = f_first(t_first, y0, rows[0])
-    else:
-        k0 = f_first(t_first, y0)
+        if lean is not None:
+            lean[s - 1] = f  # the FSAL stage is the next step's first
+    work = None if grad else StageBuffers(f, tab, y0, lean)
+    k0 = f_first(t_first, y0) if grad else f_first(t_first, y0, work.rows[0])
     stats.nfe += 1
-    _check_initial_field(k0 if grad else rows[0], t_first)
+    _check_initial_field(k0, t_first)
     if o.first_step is not None:
         h = direction * o.first_step
     else:
@@ -586,28 +628,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
         steps_here += 1
         stats.n_steps += 1
         t_last = math.nextafter(t1, t) if landing in jumps else t1
-        if grad:
-            ks = [k0]
-            for i in range(1, s):
-                if i == 1:
-                    yi = torch.add(y, k0, alpha=h * tab.a[1][0])
-                else:
-                    yi = torch.addmv(y, torch.stack(ks, 1), A[i], alpha=h)
-                ks.append(f(_stage_time(t, c[i], h, t_last), yi))
-            with torch.no_grad():
-                err = torch.addmv(y0, torch.stack([k.detach() for k in ks], 1), E, beta=0, alpha=h)
-        else:
-            for i in range(1, s - 1):
-                if g is not None:
-                    torch.addmv(y, Kt[i], A[i], alpha=h, out=Y[i])
-                    g(_stage_time(t, c[i], h, t_last), Yv[i], Kv[i])
-                else:
-                    yi = torch.addmv(y, Kt[i], A[i], alpha=h)
-                    (lean[i] if lean else f)(_stage_time(t, c[i], h, t_last), yi, rows[i])
-            yi = torch.addmv(y, Kt[s - 1], A[s - 1], alpha=h)  # FSAL: y1, a fresh tensor
-            f(t_last, yi, rows[s - 1])
-            err = torch.addmv(y, Kt[s], E, beta=0, alpha=h)
-        y1 = yi
+        y1, K, err = runge_kutta_step(f, t, y, h, k0, tab, t_last=t_last, work=work, error=True)
         stats.nfe += s - 1
         with torch.no_grad():
             abs_y1 = y1.detach().abs()
@@ -618,10 +639,11 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             stats.n_accepted += 1
             n_acc += 1
             if n_acc >= check_at:  # the only per-step cost of the monitor: one compare
-                K = torch.stack([k.detach() for k in ks], 1) if grad else Kt[s]
-                check_at = mon.check(n_acc, t1, h, y, y1, K, A)
-            if grad:
-                K_all = None
+                if grad:
+                    Ks = torch.stack([k.detach().reshape(-1) for k in K], 1)
+                    check_at = mon.check(n_acc, t1, h, y.reshape(-1), y1.reshape(-1), Ks, A)
+                else:
+                    check_at = mon.check(n_acc, t1, h, y, y1, K, A)
             while j < n and (ts[j] - t1) * direction <= 0:
                 tj = ts[j]
                 if tj == t1:
@@ -629,17 +651,12 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
                 else:
                     th = (tj - t) / h
                     pw = [th ** (p + 1) for p in range(degree)]
-                    w = torch.tensor(
-                        [sum(pi * q for pi, q in zip(row, pw)) for row in P],
-                        dtype=dtype,
-                        device=device,
-                    )
+                    w = [sum(pi * q for pi, q in zip(row, pw)) for row in P]
                     if grad:
-                        if K_all is None:
-                            K_all = torch.stack(ks, 1)
-                        out.append(torch.addmv(y, K_all, w, alpha=h))
+                        out.append(_combine(y, K, w, h))
                     else:
-                        out.append(torch.addmv(y, Kt[s], w, alpha=h))
+                        wt = torch.tensor(w, dtype=dtype, device=device)
+                        out.append(torch.addmv(y, K, wt, alpha=h))
                 j += 1
                 steps_here = 0
             if landing is not None:
@@ -647,19 +664,20 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             if landing is not None and landing in jumps and j < n:
                 # discontinuity: the next step starts from the right limit of f
                 tn = math.nextafter(t1, t1 + direction)
-                k0 = f(tn, y1) if grad else f(tn, y1, rows[0])
+                k0 = f(tn, y1) if grad else f(tn, y1, work.rows[0])
                 stats.nfe += 1
             elif grad:
-                k0 = ks[-1]
+                k0 = K[-1]
             else:
-                rows[0].copy_(rows[s - 1])
+                work.rows[0].copy_(work.rows[s - 1])
+                k0 = work.rows[0]
             t, y, abs_y = t1, y1, abs_y1
         else:
             stats.n_rejected += 1
             if math.isfinite(ratio):
                 bad = None
             else:  # rare: find the stage that went non-finite, for the error message
-                hit = _first_bad_stage(ks if grad else rows)
+                hit = _first_bad_stage(K if grad else work.rows)
                 bad = None if hit is None else (_stage_time(t, c[hit[0]], h, t_last), hit[1])
         if ratio == 0.0:
             factor = ifactor
@@ -714,7 +732,8 @@ def _underflow(t: float, h: float, rtol: float, atol: float, bad, mon: _Monitor)
     )
 
 
-def _setup(func, y0, t, rtol, atol, method, options, event_fn):
+def setup_problem(func, y0, t, rtol, atol, method, options, event_fn):
+    """The checked pieces of a solve: ``(flat, ts, rtol, atol, tableau, options, y0_flat)``."""
     if event_fn is not None:
         raise NotImplementedError(
             "event_fn (event handling) is not supported by genmodels.integrate.odeint; "
@@ -723,18 +742,19 @@ def _setup(func, y0, t, rtol, atol, method, options, event_fn):
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
     flat = FlatState(y0)
-    ts = _check_times(t)
-    rtol = _tolerance("rtol", rtol, strict=True)
-    atol = _tolerance("atol", atol, strict=False)
+    ts = check_times(t)
+    rtol = check_tolerance("rtol", rtol, strict=True)
+    atol = check_tolerance("atol", atol, strict=False)
     tab = get_tableau("dopri5" if method is None else method)
-    o = _parse_options(options)
+    o = parse_options(options)
     y0f = flat.flatten(y0)
     if not bool(torch.isfinite(y0f.detach()).all()):
         raise ValueError("y0 contains NaN or infinite values")
     return flat, ts, rtol, atol, tab, o, y0f
 
 
-def _make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
+def make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
+    """The fixed-step grid from ``step_size`` or ``grid_constructor``; ``None`` for adaptive."""
     if o.grid_constructor is not None:
         g = o.grid_constructor(func, y0, t)
         grid = _floats("grid_constructor", g)
@@ -750,7 +770,8 @@ def _make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float]
     return [t0 + i * d for i in range(steps)] + [t1]
 
 
-def _norm_for(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
+def error_norm(o: _Options, flat: FlatState) -> Callable[[Tensor], float]:
+    """The adaptive error norm on the flat state: the user's ``norm`` or max-of-RMS."""
     if callable(o.norm):
         return user_norm(o.norm, flat)
     segs = list(zip(flat.offsets[:-1], flat.offsets[1:]))
@@ -827,23 +848,29 @@ def odeint(
         >>> y.shape
         torch.Size([5, 3])
     """
-    flat, ts, rtol, atol, tab, o, y0f = _setup(func, y0, t, rtol, atol, method, options, event_fn)
+    problem = setup_problem(func, y0, t, rtol, atol, method, options, event_fn)
+    flat, ts, rtol, atol, tab, o, y0f = problem
     stats = SolverStats() if stats is None else stats
-    f = flat.wrap(func)
-    grid = _make_grid(o, func, y0, t, ts)
+    grid = make_grid(o, func, y0, t, ts)
     grad = _needs_grad(func, y0f, t)
-    norm = _norm_for(o, flat)
-    first = _checked(f, func, flat)
+    # under autograd a single-tensor state keeps its own shape: no view ops per evaluation
+    shaped = grad and not flat.is_tuple and not callable(o.norm)
+    if shaped:
+        y0f, f = y0, flat.wrap_shaped(func)
+    else:
+        f = flat.wrap(func)
+    norm = error_norm(o, flat)
+    first = checked_field(f, func, flat, shaped)
     time_grad = grad and t.requires_grad
     if time_grad:
         link = {"f": f, "ts": ts}
         y0f = _TimeIn.apply(link, y0f, t)
-    out = _integrate(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
+    out = integrate_flat(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
     ys = torch.stack(out)
     if time_grad:
         ys = _TimeOut.apply(link, ys, t)
-    _check_finite(ys, ts)
-    return flat.unflatten(ys)
+    check_finite(ys, ts)
+    return ys if shaped else flat.unflatten(ys)
 
 
 class _TimeOut(torch.autograd.Function):
@@ -863,7 +890,8 @@ class _TimeOut(torch.autograd.Function):
         gt = torch.zeros_like(t)
         with torch.no_grad():
             for i in range(1, len(link["ts"])):
-                gt[i] = torch.dot(link["f"](link["ts"][i], ys[i]), g[i]).to(t.dtype)
+                fi = link["f"](link["ts"][i], ys[i])
+                gt[i] = torch.dot(fi.reshape(-1), g[i].reshape(-1)).to(t.dtype)
         return None, g, gt
 
 
@@ -884,28 +912,32 @@ class _TimeIn(torch.autograd.Function):
         a = g - link.get("g0", torch.zeros_like(g))
         gt = torch.zeros_like(t)
         with torch.no_grad():
-            gt[0] = -torch.dot(link["f"](link["ts"][0], y0), a).to(t.dtype)
+            f0 = link["f"](link["ts"][0], y0)
+            gt[0] = -torch.dot(f0.reshape(-1), a.reshape(-1)).to(t.dtype)
         return None, g, gt
 
 
-def _checked(f: Callable, func: Callable, flat: FlatState) -> Callable:
-    """``f`` whose first call checks the structure and shapes of ``func``'s output."""
+def checked_field(f: Callable, func: Callable, flat: FlatState, shaped: bool = False) -> Callable:
+    """``f`` whose first call checks the structure and shapes of ``func``'s output (``shaped``:
+    ``f`` takes the state in its own shape, not flat)."""
     state = {"checked": False}
 
     def first(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
         if not state["checked"]:
             tt = torch.scalar_tensor(t, dtype=flat.dtype, device=flat.device)
-            r = func(tt, flat.unflatten(y))
+            r = func(tt, y if shaped else flat.unflatten(y))
             check_output(r, flat, t)
             state["checked"] = True
-            r = flat.flatten(r)
+            r = r if shaped else flat.flatten(r)
             return r if out is None else out.copy_(r)
         return f(t, y, out)
 
     return first
 
 
-def _check_finite(ys: Tensor, ts: Sequence[float]) -> None:
+def check_finite(ys: Tensor, ts: Sequence[float]) -> None:
+    """``NonFiniteSolutionError`` naming the first output time ``ts[i]`` where ``ys`` (T, ...)
+    is NaN or infinite."""
     ok = torch.isfinite(ys.detach()).reshape(len(ts), -1).all(1)
     if not bool(ok.all()):
         i = int((~ok).nonzero()[0, 0])

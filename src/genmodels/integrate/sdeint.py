@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from ._flat import returned
+from .checks import NonFiniteSolutionError, check_times
 
 __all__ = ["sdeint", "METHODS", "SDEProtocol"]
 
@@ -321,26 +322,6 @@ class _QueriedIncrements:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_ts(ts: Tensor | Sequence[float]) -> list[float]:
-    if isinstance(ts, Tensor):
-        if ts.dim() != 1:
-            raise ValueError(f"sdeint: ts must be 1-D, got shape {tuple(ts.shape)}")
-        ts = ts.tolist()
-    ts = [float(t) for t in ts]
-    if len(ts) < 1:
-        raise ValueError("sdeint: ts must hold at least one time")
-    if not all(math.isfinite(t) for t in ts):
-        raise ValueError(f"sdeint: ts must be finite, got {ts}")
-    if len(ts) > 1:
-        d = [b - a for a, b in zip(ts[:-1], ts[1:])]
-        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-            raise ValueError(
-                "sdeint: ts must be strictly increasing or strictly decreasing (not monotone: "
-                f"{ts[:8]}{'...' if len(ts) > 8 else ''})"
-            )
-    return ts
-
-
 def _grid(ts: list[float], dt: float) -> tuple[list[float], list[int]]:
     """Steps of at most dt between consecutive ts, landing on every ts exactly.
 
@@ -438,7 +419,8 @@ def sdeint(
     Raises:
         ValueError: unknown method, method not defined for the SDE type or noise type, wrong
             shapes of f/g/bm outputs, non-monotone ts, dt ≤ 0.
-        FloatingPointError: the state became NaN/inf (names the output time reached).
+        NonFiniteSolutionError: (an ``ODESolverError`` and a ``FloatingPointError``) the state
+            became NaN/inf (names the output time reached).
 
     Example (geometric Brownian motion, dy = μ y dt + σ y dW, Itô, diagonal noise):
         >>> class GBM:
@@ -474,7 +456,7 @@ def sdeint(
     grad_free = bool(options.pop("grad_free", False))
     if options:
         raise ValueError(f"sdeint: unknown options {sorted(options)}")
-    ts = _check_ts(ts)
+    ts = check_times(ts, name="ts", caller="sdeint", tensor=False)
     if len(ts) == 1:
         return y0.unsqueeze(0)
 
@@ -537,9 +519,10 @@ def sdeint(
         y = step(problem, times[n], times[n + 1], stage_times[n], hs[n], sqrt_h[n], y, dw, j)
         if n + 1 == marks[mark]:
             if not bool(torch.isfinite(y).all()):
-                raise FloatingPointError(
+                raise NonFiniteSolutionError(
                     f"sdeint: the state became non-finite (NaN/inf) by t={grid[n + 1]:g} "
-                    f"(output {mark} of {len(ts)}; last finite output at t={ts[mark - 1]:g})"
+                    f"(output {mark} of {len(ts)}; last finite output at t={ts[mark - 1]:g})",
+                    ts[mark - 1],
                 )
             out.append(y)
             mark += 1

@@ -22,6 +22,8 @@ Where each number comes from:
 - ``neural-cde``, ``gru-classifier`` on series, ``latent-ode``: docs/series.md (the issue's
   budgets: 240 steps of 32 series for the CDE; 1500 steps of 128 for the latent ODE;
   gradient clipping at 1.0).
+- ``ffjord``, ``planar-cnf`` (docs/cnf.md): sized to the issue's 10-minute single-thread limit
+  (an adaptive solve per step, its cost grows as the field learns).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ _FLOW_IMAGES = dict(
 )
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _SERIES_CLASSIFIER = dict(steps=240, batch_size=32, lr=3e-3, grad_clip=1.0, ema_decay=None)
+_CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
+_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet measured
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -54,6 +58,10 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("latent-ode", "series"): dict(
         steps=1500, batch_size=128, lr=1e-2, grad_clip=1.0, ema_decay=None
     ),
+    ("ffjord", "points"): _CNF_POINTS,
+    ("planar-cnf", "points"): _CNF_POINTS,
+    ("odenet", "images"): _ODENET,
+    ("resnet", "images"): _ODENET,
 }
 
 

@@ -1,0 +1,355 @@
+"""Continuous normalizing flows: the lecture's planar CNF and FFJORD (lecture section 4).
+
+The instantaneous change of variables (Chen, Rubanova, Bettencourt & Duvenaud 2018, "Neural
+Ordinary Differential Equations", theorem 1)::
+
+    dz/dt = f(z(t), t),        d log p(z(t))/dt = -tr(∂f/∂z(t))
+
+solved as one augmented ODE for ``[z, l]`` with ``dl/dt = tr(∂f/∂z)``.  :class:`CNF` is a
+:class:`~genmodels.distributions.Transform` like every coupling layer: ``forward`` maps data
+``x = z(0)`` to the base point ``z(T)`` and returns ``log|det ∂z(T)/∂x| = l(T) =
+∫_0^T tr(∂f/∂z) dt`` with it, so ``log p(x) = log N(z(T); 0, I) + l(T)``; ``inverse`` solves
+from ``T`` back to 0 (sampling).  Inside :class:`~genmodels.distributions.Flow` and
+:class:`~genmodels.models.flows.FlowModel`, ``log_prob``, ``sample``, ``rsample`` and
+``distribution()`` mean what they mean for the coupling flows.
+
+The trace ``tr(∂f/∂z)`` comes from :mod:`genmodels.integrate.trace` (one home for CNFs and the
+probability flow ODE):
+
+- ``"exact"``: D vector-Jacobian products (the default, and what ``log_prob`` uses under
+  ``torch.no_grad()`` for D <= ``exact_dims``: evaluation reports the exact likelihood);
+- ``"hutchinson"``: FFJORD's unbiased ``εᵀ(∂f/∂z)ε`` (Grathwohl et al. 2019, "FFJORD",
+  section 3.1), Rademacher or Gaussian ε drawn ONCE per solve from the caller's generator,
+  so that the solve sees one deterministic vector field;
+- ``"field"``: the field gives its own divergence in closed form (:class:`PlanarField`).
+
+Models:
+
+- ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
+  FFJORD's ``concat`` layers), exact trace in 2D by default.
+- ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
+
+      dz/dt      = Σ_m u_m(t) h(w_m(t)ᵀ z + b_m(t))
+      d log p/dt = -Σ_m h'(w_m(t)ᵀ z + b_m(t)) u_m(t)ᵀ w_m(t)
+
+  with ``h = tanh`` and ``(u_m, w_m, b_m)`` from a small hypernetwork of ``t`` (several units
+  summed, as in the paper; the paper also gates ``u`` with a sigmoid of ``t``'s network,
+  included here).
+
+Example::
+
+    >>> from genmodels.registry import DataInfo
+    >>> model = build_ffjord(FFJORDConfig(hidden=16), DataInfo("8gaussians", "points", (2,)))
+    >>> model.init_from_data(torch.randn(100, 2))
+    >>> model.log_prob(torch.zeros(3, 2)).shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..distributions import Standardize, Transform, standard_normal_log_prob
+from ..integrate import (
+    dynamics_with_divergence,
+    hutchinson_noise,
+    odeint,
+    odeint_adjoint,
+)
+from ..integrate.trace import NOISE_KINDS
+from ..registry import DataInfo, register
+from .flows import FlowModel
+
+__all__ = [
+    "CNF",
+    "ConcatField",
+    "PlanarField",
+    "CNFModel",
+    "FFJORDConfig",
+    "PlanarCNFConfig",
+    "build_ffjord",
+    "build_planar_cnf",
+    "TRACES",
+]
+
+TRACES = ("exact", "hutchinson", "field")
+
+
+class ConcatField(nn.Module):
+    """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose every layer also sees ``t``.
+
+    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with ``softplus`` (smooth: the
+    trace needs second derivatives through training) between layers.  The last layer starts at
+    zero, so a new CNF is the identity map.
+
+    Args:
+        dim: D; hidden: width; depth: number of hidden layers.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, depth: int = 3) -> None:
+        super().__init__()
+        sizes = [dim] + [hidden] * depth + [dim]
+        self.layers = nn.ModuleList(nn.Linear(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+        self.act = nn.Softplus()
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
+        tt = t.to(z.dtype).expand(z.shape[0], 1)
+        h = z
+        for i, layer in enumerate(self.layers):
+            h = layer(torch.cat([h, tt], 1))
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+
+class PlanarField(nn.Module):
+    """The lecture's planar CNF field: ``f(z, t) = Σ_m u_m(t) tanh(w_m(t)ᵀ z + b_m(t))``.
+
+    A hypernetwork ``t -> (u, w, b, gate)`` for ``units`` units (Chen et al. 2018, section 4 and
+    their appendix: ``u`` is gated by ``σ(gate(t))``).  :meth:`with_divergence` returns the
+    closed-form trace ``Σ_m (1 - tanh²(w_mᵀ z + b_m)) u_mᵀ w_m`` together with ``f``.
+
+    Args:
+        dim: D; units: M; hidden: width of the hypernetwork; constant: the hypernetwork ignores
+            ``t`` (``u, w, b`` are parameters), the form of the discrete planar flow.
+    """
+
+    def __init__(self, dim: int, units: int = 16, hidden: int = 32, constant: bool = False):
+        super().__init__()
+        self.dim, self.units, self.constant = dim, units, constant
+        n_out = units * (2 * dim + 2)
+        if constant:
+            self.theta = nn.Parameter(torch.randn(n_out) / math.sqrt(dim))
+        else:
+            self.hyper = nn.Sequential(
+                nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
+            )
+            self.out = nn.Linear(hidden, n_out)
+            nn.init.normal_(self.out.weight, std=0.1 / math.sqrt(hidden))
+            nn.init.zeros_(self.out.bias)
+
+    def params(self, t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``u`` (M, D) (gated), ``w`` (M, D), ``b`` (M,) at time ``t``."""
+        if self.constant:
+            theta = self.theta
+        else:
+            theta = self.out(self.hyper(t.to(dtype).reshape(1, 1))).reshape(-1)
+        m, d = self.units, self.dim
+        u, w, b, gate = theta.split([m * d, m * d, m, m])
+        u = u.reshape(m, d) * (1.0 if self.constant else torch.sigmoid(gate).unsqueeze(1))
+        return u, w.reshape(m, d), b
+
+    def with_divergence(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(z, t), tr ∂f/∂z)``: shapes ``(B, D)`` and ``(B,)``, one pass, no autograd."""
+        u, w, b = self.params(t, z.dtype)
+        h = torch.tanh(z @ w.T + b)  # (B, M)
+        return h @ u, (1 - h * h) @ (u * w).sum(1)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        """``dz/dt`` ``(B, D)``."""
+        return self.with_divergence(t, z)[0]
+
+
+class _Augmented(nn.Module):
+    """``[z, l] -> [f(z, t), tr ∂f/∂z]`` with the trace chosen once (and ε fixed) per solve."""
+
+    def __init__(self, field: nn.Module, trace: str, noise: Tensor | None):
+        super().__init__()
+        self.field, self.trace, self.noise = field, trace, noise
+
+    def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        z = state[0]
+        if self.trace == "field":
+            dz, div = self.field.with_divergence(t, z)
+        else:
+            method = "hutchinson" if self.trace == "hutchinson" else "exact"
+            dz, div = dynamics_with_divergence(self.field, t, z, method=method, noise=self.noise)
+        return dz, div
+
+
+class CNF(Transform):
+    """A continuous normalizing flow as a :class:`Transform`: value and ``log|det J|`` together.
+
+    ``forward(x) = (z(T), ∫_0^T tr ∂f/∂z dt)`` solving ``dz/dt = f(z, t)`` from ``z(0) = x``;
+    ``inverse(z) = (x, -∫_0^T tr ∂f/∂z dt)`` solving from ``z(T) = z`` back to 0.
+
+    Args:
+        field: ``field(t, z) -> (B, D)`` (an ``nn.Module``; with ``trace="field"`` it also has
+            ``with_divergence(t, z)``).
+        trace: ``"exact"``, ``"hutchinson"`` or ``"field"`` (see the module docstring).
+        noise: Hutchinson's ε, ``"rademacher"`` or ``"gaussian"``.
+        T: the end time.
+        method, rtol, atol, step_size: the solver (``step_size`` makes a fixed-step solve).
+        adjoint: gradients by the adjoint method (O(1) memory) instead of backpropagation.
+        exact_dims: under ``torch.no_grad()``, a Hutchinson CNF of at most this many dimensions
+            uses the exact trace (evaluation reports the exact likelihood).
+
+    ``forward``/``inverse`` take ``generator=`` for the Hutchinson noise.
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        *,
+        trace: str = "exact",
+        noise: str = "rademacher",
+        T: float = 1.0,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        step_size: float | None = None,
+        adjoint: bool = False,
+        exact_dims: int = 8,
+    ) -> None:
+        super().__init__()
+        if trace not in TRACES:
+            raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        if not T > 0:
+            raise ValueError(f"T must be > 0, got {T!r}")
+        self.field, self.trace, self.noise, self.T = field, trace, noise, float(T)
+        self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
+        self.adjoint, self.exact_dims = adjoint, exact_dims
+
+    def _solve(self, x: Tensor, t0: float, t1: float, generator) -> tuple[Tensor, Tensor]:
+        trace = self.trace
+        if trace == "hutchinson" and not torch.is_grad_enabled():
+            trace = "exact" if x[0].numel() <= self.exact_dims else trace
+        eps = None
+        if trace == "hutchinson":
+            eps = hutchinson_noise(
+                x.shape, self.noise, generator=generator, dtype=x.dtype, device=x.device
+            )
+        aug = _Augmented(self.field, trace, eps)
+        t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+        state = (x, x.new_zeros(x.shape[0]))
+        opts = None if self.step_size is None else dict(step_size=self.step_size)
+        kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts)
+        if self.adjoint and torch.is_grad_enabled():
+            zs, ls = odeint_adjoint(aug, state, t, adjoint_params=self.field.parameters(), **kw)
+        else:
+            zs, ls = odeint(aug, state, t, **kw)
+        return zs[-1], ls[-1]
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(z, ladj)``: ``(B, D)`` base points and ``log|det ∂z/∂x|`` ``(B,)`` in nats."""
+        return self._solve(x, 0.0, self.T, generator)
+
+    def inverse(
+        self, z: Tensor, context: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x, ladj)``: data points and ``log|det ∂x/∂z|`` ``(B,)`` (minus forward's)."""
+        x, ladj = self._solve(z, self.T, 0.0, generator)
+        return x, ladj
+
+
+class CNFModel(FlowModel):
+    """A density model ``Standardize`` then a :class:`CNF`, over ``N(0, I)`` (task "density").
+
+    ``loss`` draws the Hutchinson noise from the step's ``generator``; ``log_prob`` (no
+    generator) uses the exact trace under ``torch.no_grad()`` in low dimension.
+    """
+
+    def __init__(self, cnf: CNF, event_shape: tuple[int, ...]) -> None:
+        super().__init__([cnf], event_shape)
+
+    @property
+    def cnf(self) -> CNF:
+        """The continuous flow (the second layer)."""
+        return self.transform.transforms[1]
+
+    def log_prob(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """``log p(x)`` in nats, ``(n, D) -> (n,)``."""
+        self._check(x)
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
+        std: Standardize = self.standardize
+        z0, l0 = std(x)
+        z, l1 = self.cnf(z0, generator=generator)
+        return standard_normal_log_prob(z) + l0 + l1
+
+    def loss(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Mean negative log-likelihood of the batch ``(B, D)`` in nats."""
+        return -self.log_prob(batch, generator=generator).mean()
+
+
+@dataclass
+class FFJORDConfig:
+    """FFJORD (Grathwohl et al. 2019): an MLP field, exact or Hutchinson trace."""
+
+    hidden: int = 64
+    depth: int = 3
+    trace: str = "exact"
+    noise: str = "rademacher"
+    T: float = 1.0
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    step_size: float | None = None
+    adjoint: bool = False
+
+
+@dataclass
+class PlanarCNFConfig:
+    """The lecture's planar CNF: M planar units from a hypernetwork of t."""
+
+    units: int = 16
+    hidden: int = 32
+    T: float = 1.0
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    step_size: float | None = None
+    adjoint: bool = False
+
+
+def _dim(info: DataInfo, name: str) -> int:
+    if info.kind != "points" or len(info.event_shape) != 1:
+        raise ValueError(f"{name} takes points (n, d), got {info.kind} {info.event_shape}")
+    return int(info.event_shape[0])
+
+
+def _solver(config) -> dict:
+    return dict(
+        T=config.T, method=config.method, rtol=config.rtol, atol=config.atol,
+        step_size=config.step_size, adjoint=config.adjoint,
+    )  # fmt: skip
+
+
+@register(
+    "ffjord",
+    config=FFJORDConfig,
+    default_data="8gaussians",
+    task="density",
+    description="FFJORD continuous normalizing flow (Grathwohl et al. 2019)",
+)
+def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
+    """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth)`` in a :class:`CNF`."""
+    d = _dim(info, "ffjord")
+    field = ConcatField(d, config.hidden, config.depth)
+    cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config))
+    return CNFModel(cnf, (d,))
+
+
+@register(
+    "planar-cnf",
+    config=PlanarCNFConfig,
+    default_data="8gaussians",
+    task="density",
+    description="the lecture's planar CNF (Chen et al. 2018, sec. 4)",
+)
+def build_planar_cnf(config: PlanarCNFConfig, info: DataInfo) -> CNFModel:
+    """The planar CNF on ``info``'s points (closed-form trace)."""
+    d = _dim(info, "planar-cnf")
+    field = PlanarField(d, config.units, config.hidden)
+    return CNFModel(CNF(field, trace="field", **_solver(config)), (d,))

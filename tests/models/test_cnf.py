@@ -1,0 +1,173 @@
+"""Continuous normalizing flows: the instantaneous change of variables against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genmodels.distributions import Flow, Planar, standard_normal_log_prob
+from genmodels.models.cnf import CNF, ConcatField, PlanarField
+from genmodels.registry import DataInfo, get
+
+D64 = torch.float64
+
+
+class _Linear(nn.Module):
+    """f(z, t) = A z."""
+
+    def __init__(self, A: torch.Tensor):
+        super().__init__()
+        self.A = nn.Parameter(A)
+
+    def forward(self, t, z):
+        return z @ self.A.T
+
+
+class _Zero(nn.Module):
+    def forward(self, t, z):
+        return torch.zeros_like(z)
+
+
+def _field(d: int, seed: int = 0) -> ConcatField:
+    torch.manual_seed(seed)
+    f = ConcatField(d, hidden=16, depth=2).double()
+    for p in f.parameters():  # the last layer starts at zero: make the field non-trivial
+        nn.init.normal_(p, std=0.5)
+    return f
+
+
+def test_zero_field_gives_the_base_density():
+    x = torch.randn(7, 3, dtype=D64)
+    flow = Flow(CNF(_Zero()), (3,))
+    with torch.no_grad():
+        torch.testing.assert_close(flow.log_prob(x), standard_normal_log_prob(x))
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_linear_field_is_the_pushed_forward_gaussian(trace):
+    # z(T) = e^{AT} x ~ N(0, I)  <=>  x ~ N(0, S), S = e^{-AT} e^{-A^T T}; ladj = T tr A
+    A = torch.tensor([[0.3, -1.0, 0.2], [0.5, -0.4, 0.0], [0.1, 0.7, 0.2]], dtype=D64)
+    T = 0.8
+    cnf = CNF(_Linear(A.clone()), trace=trace, T=T, rtol=1e-10, atol=1e-10)
+    x = torch.randn(6, 3, dtype=D64)
+    M = torch.linalg.matrix_exp(-A * T)
+    want = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=D64), M @ M.T).log_prob(x)
+    g = torch.Generator().manual_seed(0)
+    z, ladj = cnf(x, generator=g)  # Hutchinson is exact for a linear field only in expectation
+    got = standard_normal_log_prob(z) + ladj
+    if trace == "exact":
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(z, x @ torch.linalg.matrix_exp(A * T).T, rtol=1e-8, atol=1e-8)
+    else:
+        assert (got - want).abs().max() > 1e-6  # one draw is not the trace ...
+        n = 4000  # ... but the mean over draws is
+        xs = x[:1].expand(n, 3)
+        zs, ls = cnf(xs, generator=g)
+        est = standard_normal_log_prob(zs) + ls
+        se = est.std() / math.sqrt(n)
+        assert abs(float(est.detach().mean() - want[0])) < 4 * float(se.detach())
+
+
+def test_inverse_undoes_forward_with_opposite_log_det():
+    cnf = CNF(_field(2), rtol=1e-9, atol=1e-9)
+    x = torch.randn(5, 2, dtype=D64)
+    with torch.no_grad():
+        z, ladj = cnf(x)
+        x2, ladj2 = cnf.inverse(z)
+    torch.testing.assert_close(x2, x, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ladj2, -ladj, rtol=1e-6, atol=1e-6)
+    # log|det| against the autograd Jacobian of the whole solve
+    J = torch.autograd.functional.jacobian(lambda v: cnf(v.unsqueeze(0))[0][0], x[0])
+    torch.testing.assert_close(ladj[0], torch.linalg.slogdet(J)[1], rtol=1e-6, atol=1e-6)
+
+
+def test_exact_and_hutchinson_agree_in_expectation():
+    f = _field(3, seed=1)
+    x = torch.randn(1, 3, dtype=D64)
+    with torch.enable_grad():
+        exact = CNF(f, trace="exact", rtol=1e-9, atol=1e-9)
+        z, l_exact = exact(x)
+        n = 3000
+        for noise in ("rademacher", "gaussian"):
+            hut = CNF(f, trace="hutchinson", noise=noise, rtol=1e-9, atol=1e-9)
+            g = torch.Generator().manual_seed(2)
+            zs, ls = hut(x.expand(n, 3), generator=g)
+            torch.testing.assert_close(zs, z.expand(n, 3), rtol=1e-6, atol=1e-6)
+            se = float(ls.detach().std()) / math.sqrt(n)
+            assert se > 0 and abs(float(ls.mean() - l_exact[0])) < 4 * se
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_adjoint_gradients_equal_backprop(trace):
+    x = torch.randn(4, 2, dtype=D64)
+    grads = []
+    for adjoint in (False, True):
+        f = _field(2, seed=3)
+        cnf = CNF(f, trace=trace, adjoint=adjoint, rtol=1e-9, atol=1e-9)
+        z, ladj = cnf(x, generator=torch.Generator().manual_seed(0))
+        (standard_normal_log_prob(z) + ladj).sum().backward()
+        grads.append([p.grad.clone() for p in f.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_planar_cnf_matches_the_discrete_planar_flow_in_the_small_step_limit():
+    # one unit, constant in t: over [0, h] the CNF's log-det is log|1 + h u^T w h'(w^T z + b)|
+    # (the discrete planar flow with u -> h u) up to O(h^2)
+    field = PlanarField(2, units=1, constant=True).double()
+    u, w, b = (p.detach() for p in field.params(torch.zeros(()), D64))
+    x = torch.randn(8, 2, dtype=D64)
+    errs = []
+    for h in (0.1, 0.05, 0.025):
+        cnf = CNF(field, trace="field", T=h, rtol=1e-11, atol=1e-11)
+        with torch.no_grad():
+            _, ladj = cnf(x)
+        # the discrete layer's formula log|1 + (1 - tanh^2) w^T u'| with u' = h u
+        a = x @ w[0] + b[0]
+        planar = torch.log((1 + (1 - torch.tanh(a) ** 2) * (w[0] @ (h * u[0]))).abs())
+        errs.append(float((ladj - planar).abs().max()))
+        assert float(ladj.abs().max()) > 10 * errs[-1]  # the first-order term dominates
+    assert errs[1] / errs[0] < 0.3 and errs[2] / errs[1] < 0.3  # second order in h
+    # and the closed-form trace equals autograd's
+    z = torch.randn(5, 2, dtype=D64)
+    exact = CNF(field, trace="exact", T=0.3)
+    closed = CNF(field, trace="field", T=0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(exact(z)[1], closed(z)[1], rtol=1e-9, atol=1e-9)
+    assert Planar  # the discrete layer whose formula is written out above
+
+
+@pytest.mark.parametrize("name", ["ffjord", "planar-cnf"])
+def test_trained_2d_cnf_density_integrates_to_one(name):
+    spec = get(name)
+    torch.manual_seed(0)
+    cfg = spec.make_config({"hidden": 16} if name == "ffjord" else {"units": 8})
+    model = spec.build(cfg, DataInfo("8gaussians", "points", (2,)))
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(512, generator=g)  # a banana: x2 = x1^2 / 2 + noise
+    data = torch.stack([x1, 0.5 * x1**2 - 0.5 + 0.3 * torch.randn(512, generator=g)], 1)
+    model.init_from_data(data)
+    for p in model.parameters():  # start away from the identity: a non-trivial density
+        nn.init.normal_(p, std=0.3)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    first = float(model.loss(data[:256]).detach())
+    for _ in range(15):
+        loss = model.loss(data[:256], generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first - 0.02  # it trained
+    lo, hi, n = -4.5, 4.5, 120
+    side = torch.linspace(lo, hi, n)
+    grid = torch.stack(torch.meshgrid(side, side, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        p = model.log_prob(grid).exp()
+    cell = ((hi - lo) / (n - 1)) ** 2
+    assert float(p.sum() * cell) == pytest.approx(1.0, abs=0.03)
+    s = model.sample(5, generator=g)
+    assert s.shape == (5, 2) and bool(torch.isfinite(s).all())
+    d = model.distribution()
+    assert d.log_prob(s).shape == (5,)
