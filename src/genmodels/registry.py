@@ -56,6 +56,7 @@ MODULES = {
     "flow-classifier": "genmodels.models.classifier",
     "logreg": "genmodels.models.classifier",
     "mlp-classifier": "genmodels.models.classifier",
+    "gp": "genmodels.models.gp",
 }
 
 
