@@ -57,6 +57,10 @@ MODULES = {
     "logreg": "genmodels.models.classifier",
     "mlp-classifier": "genmodels.models.classifier",
     "gp": "genmodels.models.gp",
+    "cnp": "genmodels.models.neural_process",
+    "np": "genmodels.models.neural_process",
+    "ndp": "genmodels.models.ndp",
+    "nd2p": "genmodels.models.ndp",
 }
 
 

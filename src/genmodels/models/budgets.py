@@ -19,6 +19,9 @@ Where each number comes from:
 - flows on images (docs/flows.md, "Images"): small batches, early stopping on a
   validation split.
 - ``vae``: docs/vae.md.
+- neural processes (``cnp``, ``np``, ``ndp``, ``nd2p``) on tasks: the NDP paper's budget
+  (Norcliffe et al. 2021, section 5): batch 5, learning rate 1e-3, 30 epochs of the 490
+  training functions = 2940 steps (100 epochs = 9800 steps on ``lv``).
 - ``gp`` on tasks (docs/processes.md): Adam at 0.05 on the log hyperparameters converges in
   a few hundred steps of 16 tasks; float64, as exact GP numerics want.
 """
@@ -32,6 +35,7 @@ _FLOW_IMAGES = dict(
     steps=2000, batch_size=64, lr=1e-3, ema_decay=None, val_fraction=0.1, val_every=200, patience=4
 )
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
+_PROCESS = dict(steps=2940, batch_size=5, lr=1e-3, ema_decay=None, checkpoint_every=1000)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -47,6 +51,9 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("flow-classifier", "points"): _CLASSIFIER,
     ("logreg", "points"): dict(_CLASSIFIER, lr=1e-2),
     ("mlp-classifier", "points"): _CLASSIFIER,
+    # the NDP paper's budget: batch 5, Adam 1e-3, 30 epochs of 490 functions (100 on lv)
+    **{(m, "tasks"): _PROCESS for m in ("cnp", "np", "ndp", "nd2p")},
+    **{(m, "lv"): dict(steps=9800) for m in ("cnp", "np", "ndp", "nd2p")},
     ("gp", "tasks"): dict(steps=300, batch_size=16, lr=0.05, ema_decay=None, dtype="float64"),
 }
 
