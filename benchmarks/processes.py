@@ -108,9 +108,11 @@ def gp_speed(n: int = 1000, m: int = 200, reps: int = 5) -> dict:
 
     lik = gpytorch.likelihoods.GaussianLikelihood().double()
     theirs = Exact(lik).double()
-    theirs.covar_module.base_kernel.lengthscale = 0.5
-    theirs.covar_module.outputscale = 1.3
-    lik.noise = 0.05
+    # float64 tensors: a Python float is set through a float32 tensor (1e-8 relative error)
+    d = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    theirs.covar_module.base_kernel.lengthscale = d(0.5)
+    theirs.covar_module.outputscale = d(1.3)
+    lik.noise = d(0.05)
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, theirs)
 
     def best(f):
