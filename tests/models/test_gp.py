@@ -218,3 +218,19 @@ def test_fit_recovers_the_lengthscale_of_gp_drawn_data():
     assert after > before + 10
     assert float(gp.kernel.lengthscale) == pytest.approx(0.4, rel=0.3)
     assert float(gp.noise) == pytest.approx(0.01, rel=0.5)
+
+
+def test_registered_gp_learns_the_true_hyperparameters_of_gp_rbf_tasks():
+    from genmodels import data, registry
+    from genmodels.train import TrainConfig, fit
+
+    train = data.load("gp-rbf")
+    spec = registry.get("gp")
+    model = spec.build(spec.make_config(), train.info)
+    assert model.train_defaults["dtype"] == "float64"
+    cfg = TrainConfig(progress=False, **dict(model.train_defaults, steps=200))
+    fit(model, train, cfg)
+    # the family's truth: lengthscale 0.4, variance 1, noise 0.01 (from lengthscale 1, noise 0.1)
+    assert model.kernel.lengthscale.item() == pytest.approx(0.4, rel=0.1)
+    assert model.kernel.variance.item() == pytest.approx(1.0, rel=0.2)
+    assert model.noise.item() == pytest.approx(0.01, rel=0.2)
