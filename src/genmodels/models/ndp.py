@@ -6,11 +6,17 @@ The lecture's section 5: NDP keeps the NP's three parts and puts a Neural ODE in
                 L0 ~ q_L(l(t0) | C) = N(mu_L(s), sigma_L(s)^2)        the ODE's initial state
                 D  ~ q_D(d | C)     = N(mu_D(s), sigma_D(s)^2)        the control latent
     ODE         l(t) = l(t0) + int_{t0}^{t} f_theta(l(u), d, u) du     (odeint, one solve)
-    decoder     p(y | l(t), t) = N(mu(l(t), t), sigma(l(t), t)^2),   sigma = 0.1 + 0.9 softplus
+    decoder     p(y | l(t), t) = N(mu, sigma^2),  (mu, sigma) = g(t, l(t), d),
+                sigma = 0.1 + 0.9 softplus(.)
+
+The decoder reads the time, the state and the control, and its output layer sees the state
+again (a skip connection), as the authors' public code's ``MlpNormalODEDecoder`` does; the
+sizes are that code's for 1-D regression: representation and hidden width 50, ``l_dim`` 10
+(ND2P: 14) and the control the rest of a 50-dimensional latent (``d_dim`` 40).
 
 ND2P is the paper's second-order variant: ``l = (position, velocity)``,
-``d position/dt = velocity``, ``d velocity/dt = f_theta(position, velocity, d, t)``, and the
-decoder reads the position. Training maximises the NP's ELBO over the latents ``(L0, D)``
+``d position/dt = velocity``, ``d velocity/dt = f_theta(position, velocity, d, t)``; the
+decoder reads the whole state. Training maximises the NP's ELBO over the latents ``(L0, D)``
 with ``q(· | C ∪ T)`` and the conditional prior ``q(· | C)``.
 
 The ODE is solved once per batch, on the sorted union of every task's target times, from
@@ -36,7 +42,7 @@ from ..integrate import SolverStats, odeint
 from ..registry import register
 from .neural_process import _out, batch_inputs, mlp
 
-__all__ = ["NDP", "NDPConfig"]
+__all__ = ["NDP", "NDPConfig", "ND2PConfig"]
 
 
 class NDP(nn.Module):
@@ -60,7 +66,7 @@ class NDP(nn.Module):
         *,
         t0: float = 0.0,
         l_dim: int = 10,
-        d_dim: int = 10,
+        d_dim: int = 40,
         hidden: int = 50,
         second_order: bool = False,
         sigma_floor: float = 0.1,
@@ -82,8 +88,8 @@ class NDP(nn.Module):
         self.latent_head = nn.Linear(hidden, 2 * (l_dim + d_dim))
         n_out = l_dim // 2 if second_order else l_dim
         self.field = mlp([l_dim + d_dim + 1, hidden, hidden, n_out], act=nn.Tanh)
-        n_read = l_dim // 2 if second_order else l_dim
-        self.decoder = mlp([n_read + 1, hidden, hidden, 2 * dy])
+        self.decoder = nn.Sequential(mlp([1 + l_dim + d_dim, hidden, hidden, hidden]), nn.ReLU())
+        self.head = nn.Linear(hidden + l_dim, 2 * dy)  # the state skips to the output
         self.stats = SolverStats()  # function evaluations, accumulated over solves
 
     # -- encoder ---------------------------------------------------------------------
@@ -135,10 +141,10 @@ class NDP(nn.Module):
         ls = ls.movedim(0, -2)  # (..., B, T, l_dim)
         idx = inverse.unsqueeze(-1).expand(*lead, inverse.shape[1], self.l_dim)
         lt = ls.gather(-2, idx)  # (..., B, m, l_dim)
-        if self.second_order:
-            lt = lt[..., : self.l_dim // 2]
         t = xt.expand(*lead[:-1], *xt.shape)
-        mu, raw = self.decoder(torch.cat([lt, t], -1)).chunk(2, -1)
+        dd = d.reshape(*lead, 1, self.d_dim).expand(*lt.shape[:-1], self.d_dim)
+        h = self.decoder(torch.cat([t, lt, dd], -1))
+        mu, raw = self.head(torch.cat([h, lt], -1)).chunk(2, -1)
         return mu, self.sigma_floor + (1 - self.sigma_floor) * F.softplus(raw)
 
     # -- the process contract --------------------------------------------------------
@@ -178,13 +184,21 @@ class NDPConfig:
     """``ndp``/``nd2p``: latent sizes, width, the solver (``n_steps`` null: adaptive)."""
 
     l_dim: int = 10
-    d_dim: int = 10
+    d_dim: int = 40
     hidden: int = 50
     sigma_floor: float = 0.1
     method: str = "rk4"
     n_steps: int | None = 16
     rtol: float = 1e-3
     atol: float = 1e-4
+
+
+@dataclass
+class ND2PConfig(NDPConfig):
+    """``nd2p``: as ``ndp`` with a 14-dimensional state (7 position + 7 velocity)."""
+
+    l_dim: int = 14
+    d_dim: int = 36
 
 
 def _build(config: NDPConfig, info: DataInfo, second_order: bool) -> NDP:
@@ -223,7 +237,7 @@ def build_ndp(config: NDPConfig, info: DataInfo) -> NDP:
 
 @register(
     "nd2p",
-    config=NDPConfig,
+    config=ND2PConfig,
     default_data="oscil",
     task="process",
     data_kinds=("tasks",),
