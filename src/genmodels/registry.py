@@ -63,6 +63,11 @@ MODULES = {
     "planar-cnf": "genmodels.models.cnf",
     "odenet": "genmodels.models.odenet",
     "resnet": "genmodels.models.odenet",
+    "gp": "genmodels.models.gp",
+    "cnp": "genmodels.models.neural_process",
+    "np": "genmodels.models.neural_process",
+    "ndp": "genmodels.models.ndp",
+    "nd2p": "genmodels.models.ndp",
 }
 
 

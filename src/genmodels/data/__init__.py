@@ -81,8 +81,10 @@ class Dataset(TensorData):
 class TaskDataset(TaskData):
     """One split of a registered tasks data set (a fixed set of functions)."""
 
-    def __init__(self, x, y, info: DataInfo, split: str, *, context):
-        super().__init__(x, y, context=context, info=info)
+    def __init__(self, x, y, info: DataInfo, split: str, *, context, extra, first_in_context):
+        super().__init__(
+            x, y, context=context, extra=extra, first_in_context=first_in_context, info=info
+        )
         self.split = split
 
     @property
@@ -157,7 +159,15 @@ def _load_cached(name: str, split: str, opts_json: str) -> BatchData:
             input_shape=(xt.shape[2],),
             options=json.loads(opts_json),
         )
-        return TaskDataset(xt, yt, info, split, context=(opts.context_min, opts.context_max))
+        return TaskDataset(
+            xt,
+            yt,
+            info,
+            split,
+            context=(opts.context_min, opts.context_max),
+            extra=(opts.extra_min, opts.extra_max),
+            first_in_context=opts.first_in_context,
+        )
     if name in TOYS:
         make = TOYS[name][0]
         n = TRAIN_SIZE if split == "train" else TEST_SIZE

@@ -302,19 +302,36 @@ class TaskData(BatchData):
     :class:`~genmodels.data.batches.Tasks` with a context/target split drawn from the step's
     generator.
 
-    For a batch, the number of context points ``k`` is uniform on ``context`` (inclusive;
-    one ``k`` per batch so the tensors are rectangular) and each function's points are
-    shuffled independently: the first ``k`` are the context; the targets are all ``n``
-    points (``n_target=None``, the neural-process convention that targets include the
-    context) or the first ``k + n_target``.
+    A training batch (:meth:`batch`) draws the number of context points ``k`` uniformly on
+    ``context`` (inclusive; one ``k`` per batch so the tensors are rectangular) and shuffles
+    each function's points independently: the first ``k`` are the context (with
+    ``first_in_context``, point 0, the first time point, is always one of them). The targets
+    are the context plus ``e`` further points, ``e`` uniform on ``extra`` (one per batch); or,
+    without ``extra``, all ``n`` points (``n_target=None``, the neural-process convention that
+    targets include the context) or the first ``k + n_target``.
+
+    Evaluation (:meth:`batches`) draws the context the same way from a seeded generator and
+    takes the whole series, in its stored order, as the targets.
 
     Args:
         x: ``(N, n, dx)`` inputs; y: ``(N, n, dy)`` outputs.
         context: ``(lo, hi)`` range of context sizes, ``1 <= lo <= hi < n``.
         n_target: extra target points beyond the context (None: all points).
+        extra: ``(lo, hi)`` range of extra target points (overrides ``n_target``).
+        first_in_context: the context always holds point 0 (a series' first time point).
     """
 
-    def __init__(self, x, y, *, context=(3, 50), n_target: int | None = None, info=None):
+    def __init__(
+        self,
+        x,
+        y,
+        *,
+        context=(3, 50),
+        n_target: int | None = None,
+        extra: tuple[int, int] | None = None,
+        first_in_context: bool = False,
+        info=None,
+    ):
         _check_rows("x", x, None, what="(N, n, dx)")
         _check_rows("y", y, x.shape[0], what="(N, n, dy)")
         if x.dim() != 3 or y.dim() != 3 or x.shape[1] != y.shape[1]:
@@ -332,8 +349,17 @@ class TaskData(BatchData):
             raise ValueError(
                 f"n_target must be >= 1 with context max + n_target <= {n}, got {n_target}"
             )
+        if extra is not None:
+            elo, ehi = (int(e) for e in extra)
+            if not (0 <= elo <= ehi and hi + ehi <= n):
+                raise ValueError(
+                    f"extra must be (lo, hi) with 0 <= lo <= hi and context max + hi <= {n}, "
+                    f"got {extra}"
+                )
+            extra = (elo, ehi)
         self._x, self._y = x, y
-        self.context, self.n_target = (lo, hi), n_target
+        self.context, self.n_target, self.extra = (lo, hi), n_target, extra
+        self.first_in_context = bool(first_in_context)
         self.info = info or DataInfo("tensors", "tasks", (y.shape[2],), input_shape=(x.shape[2],))
 
     def _fields(self):
@@ -345,21 +371,44 @@ class TaskData(BatchData):
         new._x, new._y = f.get("x", self._x), f.get("y", self._y)
         return new
 
-    def take(self, index, generator=None):
+    def take(self, index, generator=None, *, whole: bool = False):
+        """The tasks at ``index``; ``whole``: the targets are every point in stored order."""
         x, y = self._x[index], self._y[index]
         b, n = x.shape[0], x.shape[1]
         lo, hi = self.context
         # drawn on the generator's device (the CPU for the training loop), then moved
         k = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-        order = torch.rand(b, n, generator=generator).argsort(1).to(x.device)
-        m = n if self.n_target is None else k + self.n_target
-        tgt = order[:, :m]
+        if self.first_in_context:  # point 0, then the others shuffled
+            rest = torch.rand(b, n - 1, generator=generator).argsort(1) + 1
+            order = torch.cat([torch.zeros(b, 1, dtype=rest.dtype), rest], 1).to(x.device)
+        else:
+            order = torch.rand(b, n, generator=generator).argsort(1).to(x.device)
+        if whole:
+            tgt = torch.arange(n, device=x.device).expand(b, n)
+        elif self.extra is not None:
+            e = int(torch.randint(self.extra[0], self.extra[1] + 1, (1,), generator=generator))
+            tgt = order[:, : k + e]
+        else:
+            tgt = order[:, : n if self.n_target is None else k + self.n_target]
         ctx = order[:, :k]
 
         def gather(t, i):
             return t.gather(1, i.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
         return Tasks(gather(x, ctx), gather(y, ctx), gather(x, tgt), gather(y, tgt))
+
+    def batches(self, size: int, *, seed: int = 0) -> Iterator:
+        """Evaluation: the whole split in order, ``size`` tasks at a time; each task's
+        context drawn as in training from a generator seeded by ``seed`` and the batch
+        number, and its targets the whole series (every point, in stored order)."""
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        n = len(self)
+        g = torch.Generator()
+        for j, start in enumerate(range(0, n, size)):
+            g.manual_seed(seed * 1_000_003 + j)
+            idx = torch.arange(start, min(start + size, n), device=self._x.device)
+            yield self.take(idx, g, whole=True)
 
 
 def as_data(data) -> BatchData:

@@ -25,7 +25,24 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-__all__ = ["process_metrics", "context_mean_baseline"]
+__all__ = ["process_metrics", "context_mean_baseline", "gp_oracle"]
+
+
+def gp_oracle(data_name: str, options: dict):
+    """The GP with the true kernel, hyperparameters and noise of a GP-drawn task family
+    (``gp-rbf``, ``gp-matern``, ``gp-periodic``; their options hold them), float64: the best
+    any model can do on those tasks in expectation."""
+    from ..models.gp import GP, make_kernel
+
+    if not data_name.startswith("gp-") or "kernel" not in options:
+        raise ValueError(f"the GP oracle needs a GP-drawn task family, got {data_name!r}")
+    kernel = make_kernel(
+        options["kernel"],
+        lengthscale=options["lengthscale"],
+        variance=options["variance"],
+        period=options["period"],
+    )
+    return GP(kernel, noise=options["noise"]).eval()
 
 
 def context_mean_baseline(y_context: Tensor, *, std_floor: float = 0.01) -> Normal:

@@ -12,6 +12,7 @@ registry), one module per task:
 - ``"classifier"`` (:mod:`genmodels.evaluate.classification`): ``accuracy``, ``nll_nats`` of
   the labels, ``ece``; for points also ``auroc_ood`` and accuracy with a coordinate missing;
 - ``"process"`` (:mod:`genmodels.evaluate.process`): ``target_ll_nats``, ``target_mse``
+  (and ``oracle_target_ll_nats``, ``oracle_target_mse``: the true GP, on GP-drawn tasks)
   beside the context-mean baseline's ``baseline_target_ll_nats``, ``baseline_target_mse``,
   and ``n_tasks``, over the test split's ``batches(256)``;
 - ``"series"`` (:mod:`genmodels.evaluate.series`): ``rmse_interp`` and ``rmse_extrap``, the
@@ -31,7 +32,7 @@ from .. import data as data_mod
 from ..train.run_dir import RunDir, load_run
 from .classification import classifier_metrics
 from .density import density_metrics, sample_metrics
-from .process import process_metrics
+from .process import gp_oracle, process_metrics
 from .series import series_metrics
 
 __all__ = ["TASKS", "evaluate_model", "evaluate_run", "sample_metrics"]
@@ -61,7 +62,14 @@ def _classifier(model, data_name: str, *, generator, opts, **_) -> dict:
 
 def _process(model, data_name: str, *, opts, **_) -> dict:
     test = data_mod.load(data_name, "test", **opts)
-    return process_metrics(model, test.batches(PROCESS_BATCH_SIZE))
+    out = process_metrics(model, test.batches(PROCESS_BATCH_SIZE))
+    if data_name.startswith("gp-"):  # GP-drawn tasks: the GP with the true hyperparameters
+        oracle = process_metrics(
+            gp_oracle(data_name, test.info.options), test.batches(PROCESS_BATCH_SIZE)
+        )
+        out["oracle_target_ll_nats"] = oracle["target_ll_nats"]
+        out["oracle_target_mse"] = oracle["target_mse"]
+    return out
 
 
 def _series(model, data_name: str, *, opts, **_) -> dict:

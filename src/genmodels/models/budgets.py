@@ -24,6 +24,11 @@ Where each number comes from:
   gradient clipping at 1.0).
 - ``ffjord``, ``planar-cnf`` (docs/cnf.md): sized to the issue's 10-minute single-thread limit
   (an adaptive solve per step, its cost grows as the field learns).
+- neural processes (``cnp``, ``np``, ``ndp``, ``nd2p``) on tasks: the NDP paper's budget
+  (Norcliffe et al. 2021, section 5): batch 5, learning rate 1e-3, 30 epochs of the 490
+  training functions = 2940 steps (100 epochs = 9800 steps on ``lv``).
+- ``gp`` on tasks (docs/processes.md): Adam at 0.05 on the log hyperparameters converges in
+  a few hundred steps of 16 tasks; float64, as exact GP numerics want.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _SERIES_CLASSIFIER = dict(steps=240, batch_size=32, lr=3e-3, grad_clip=1.0, ema_decay=None)
 _CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
 _ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet measured
+_PROCESS = dict(steps=2940, batch_size=5, lr=1e-3, ema_decay=None, checkpoint_every=1000)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
@@ -62,6 +68,10 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("planar-cnf", "points"): _CNF_POINTS,
     ("odenet", "images"): _ODENET,
     ("resnet", "images"): _ODENET,
+    # the NDP paper's budget: batch 5, Adam 1e-3, 30 epochs of 490 functions (100 on lv)
+    **{(m, "tasks"): _PROCESS for m in ("cnp", "np", "ndp", "nd2p")},
+    **{(m, "lv"): dict(steps=9800) for m in ("cnp", "np", "ndp", "nd2p")},
+    ("gp", "tasks"): dict(steps=300, batch_size=16, lr=0.05, ema_decay=None, dtype="float64"),
 }
 
 

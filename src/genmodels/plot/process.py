@@ -2,8 +2,10 @@
 
 One panel per task: the predictive mean and the ±2σ band (the Normal that ``predict``
 returns, observation noise included) on a dense grid of the input, with the task's context
-points (black) and target points (orange). For 1-D inputs; the first output dimension is
-drawn.
+points (black), target points (orange, the true function on the evaluation split), and a few
+sampled functions: a GP's posterior paths (``sample_paths``), an NP's or NDP's means at
+several latent draws (``predict(..., n_samples=K)``). For 1-D inputs; the first output
+dimension is drawn. The grid spans the task's own inputs (an NDP cannot look before its t0).
 """
 
 from __future__ import annotations
@@ -18,7 +20,24 @@ __all__ = ["process_predictions"]
 
 
 @torch.no_grad()
-def process_predictions(model, tasks, path=None, *, n_tasks: int = 4, grid: int = 200):
+def _sampled_functions(model, xc, yc, g, k: int):
+    """``(k, grid)`` functions of the model's family given the context, or None."""
+    gen = torch.Generator().manual_seed(0)
+    if hasattr(model, "sample_paths"):  # a GP: posterior paths
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # jitter on a dense grid
+            f = model.sample_paths(g, k, x_context=xc, y_context=yc, generator=gen)
+        return f[..., 0, :, 0]
+    if type(model).__name__ in ("NP", "NDP"):  # latent models: the mean at each z
+        return model.predict(xc, yc, g, n_samples=k, generator=gen).mean[:, 0, :, 0]
+    return None
+
+
+def process_predictions(
+    model, tasks, path=None, *, n_tasks: int = 4, grid: int = 200, n_functions: int = 3
+):
     """Mean ± 2σ of ``model.predict`` on the first ``n_tasks`` tasks of a batch.
 
     Args:
@@ -27,7 +46,8 @@ def process_predictions(model, tasks, path=None, *, n_tasks: int = 4, grid: int 
         tasks: a :class:`~genmodels.data.batches.Tasks` batch with ``dx = 1``: ``x_context``
             ``(B, nc, 1)``, ``y_context`` ``(B, nc, dy)``, ``x_target`` ``(B, nt, 1)``,
             ``y_target`` ``(B, nt, dy)``.
-        path: where to save (PNG); n_tasks: panels (at most ``B``); grid: input points per panel.
+        path: where to save (PNG); n_tasks: panels (at most ``B``); grid: input points per panel;
+        n_functions: sampled functions per panel (0: none).
 
     Returns the Figure (closed once saved to ``path``).
     """
@@ -42,14 +62,18 @@ def process_predictions(model, tasks, path=None, *, n_tasks: int = 4, grid: int 
     for i, ax in enumerate(axes[0]):
         xs = torch.cat([xc[i, :, 0], xt[i, :, 0]])
         lo, hi = float(xs.min()), float(xs.max())
-        pad = 0.05 * (hi - lo) if hi > lo else 1.0
-        g = torch.linspace(lo - pad, hi + pad, grid, dtype=xc.dtype)
-        pred = model.predict(xc[i : i + 1].to(dev), yc[i : i + 1].to(dev), g[None, :, None].to(dev))
-        mu = pred.mean[0, :, 0].float().cpu().numpy()
-        sd = pred.stddev[0, :, 0].float().cpu().numpy()
+        g = torch.linspace(lo, hi if hi > lo else lo + 1.0, grid, dtype=xc.dtype)
+        ci, yi, gi = xc[i : i + 1].to(dev), yc[i : i + 1].to(dev), g[None, :, None].to(dev)
+        pred = model.predict(ci, yi, gi)
+        mu = pred.mean[0, :, 0].detach().float().cpu().numpy()
+        sd = pred.stddev[0, :, 0].detach().float().cpu().numpy()
         gx = g.float().numpy()
         ax.fill_between(gx, mu - 2 * sd, mu + 2 * sd, color="tab:blue", alpha=0.2, label="±2σ")
         ax.plot(gx, mu, color="tab:blue", lw=1.2, label="mean")
+        fs = _sampled_functions(model, ci, yi, gi, n_functions) if n_functions else None
+        for j in range(0 if fs is None else fs.shape[0]):
+            lab = "sampled functions" if j == 0 else None
+            ax.plot(gx, fs[j].detach().float().cpu().numpy(), color="tab:green", lw=0.7, label=lab)
         ax.scatter(xt[i, :, 0].cpu(), yt[i, :, 0].cpu(), s=8, c="tab:orange", label="target")
         ax.scatter(xc[i, :, 0].cpu(), yc[i, :, 0].cpu(), s=14, c="k", label="context")
         ax.set_title(f"task {i}: {xc.shape[1]} context points", fontsize=9)

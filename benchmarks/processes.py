@@ -1,0 +1,183 @@
+"""Processes: context-mean baseline, CNP, NP, NDP, ND2P (and the GP oracle) per task family.
+
+Every model trains with its registered budget (the NDP paper's: batch 5, Adam 1e-3, 30 epochs
+of 490 functions = 2940 steps; 9800 on lv) unless ``--steps`` shortens it, on one thread, and
+is scored on the family's 100 fixed test tasks (targets: the whole series):
+
+    target log-likelihood per value (nats) and MSE, for predict() (the latent's mean) and, for
+    NP/NDP, n_samples=1 ("single z"); training seconds and, for NDP, field evaluations.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py \\
+        --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000]
+    PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
+
+Lines are JSON, one per (data, model, seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from genmodels import data, registry
+from genmodels.evaluate.process import process_metrics
+from genmodels.train import TrainConfig, fit
+
+
+class _SingleZ(torch.nn.Module):
+    """``predict`` at one draw of the latent (``n_samples=1``), seeded per batch."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.g = torch.Generator().manual_seed(0)
+
+    def predict(self, xc, yc, xt):
+        p = self.model.predict(xc, yc, xt, n_samples=1, generator=self.g)
+        return torch.distributions.Normal(p.mean[0], p.stddev[0])
+
+
+def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
+    train, test = data.load(name), data.load(name, "test")
+    spec = registry.get(model_name)
+    torch.manual_seed(seed)
+    model = spec.build(spec.make_config(), train.info)
+    budget = dict(model.train_defaults)
+    if steps is not None:
+        budget["steps"] = steps
+    cfg = TrainConfig(seed=seed, progress=False, **budget)
+    t = time.perf_counter()
+    fit(model, train, cfg)
+    secs = time.perf_counter() - t
+    m = process_metrics(model, test.batches(100))
+    out = {
+        "data": name,
+        "model": model_name,
+        "seed": seed,
+        "steps": cfg.steps,
+        "train_s": round(secs, 1),
+        "ll": round(m["target_ll_nats"], 4),
+        "mse": round(m["target_mse"], 4),
+        "baseline_ll": round(m["baseline_target_ll_nats"], 4),
+        "baseline_mse": round(m["baseline_target_mse"], 4),
+    }
+    if model_name in ("np", "ndp", "nd2p"):
+        s = process_metrics(_SingleZ(model), test.batches(100))
+        out["ll_single_z"] = round(s["target_ll_nats"], 4)
+        out["mse_single_z"] = round(s["target_mse"], 4)
+    if hasattr(model, "stats"):
+        out["nfe_per_epoch"] = round(model.stats.nfe / (cfg.steps * cfg.batch_size / len(train)))
+    return out
+
+
+def oracle(name: str) -> dict:
+    from genmodels.evaluate.process import gp_oracle
+
+    o = gp_oracle(name, data.load(name, "test").info.options)
+    m = process_metrics(o, data.load(name, "test").batches(100))
+    return {"data": name, "model": "gp-oracle", "ll": round(m["target_ll_nats"], 4),
+            "mse": round(m["target_mse"], 4)}  # fmt: skip
+
+
+def gp_speed(n: int = 1000, m: int = 200, reps: int = 5) -> dict:
+    """Our GP vs GPyTorch's exact GP on its Cholesky path, float64, one thread."""
+    import gpytorch
+
+    from genmodels.models.gp import GP, RBF
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, generator=g, dtype=torch.float64) * 4 - 2
+    y = torch.sin(3 * x[:, 0]) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    xs = torch.linspace(-2, 2, m, dtype=torch.float64)[:, None]
+    ours = GP(RBF(0.5, 1.3), noise=0.05)
+
+    class Exact(gpytorch.models.ExactGP):
+        def __init__(self, lik):
+            super().__init__(x, y, lik)
+            self.mean_module = gpytorch.means.ZeroMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+
+        def forward(self, z):
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+    lik = gpytorch.likelihoods.GaussianLikelihood().double()
+    theirs = Exact(lik).double()
+    # float64 tensors: a Python float is set through a float32 tensor (1e-8 relative error)
+    d = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    theirs.covar_module.base_kernel.lengthscale = d(0.5)
+    theirs.covar_module.outputscale = d(1.3)
+    lik.noise = d(0.05)
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, theirs)
+
+    def best(f):
+        f()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    def ours_post():
+        with torch.no_grad():
+            ours.predict(x, y[:, None], xs)
+
+    def theirs_post():
+        theirs.eval()
+        lik.eval()
+        with torch.no_grad(), gpytorch.settings.max_cholesky_size(10**7):
+            with gpytorch.settings.fast_pred_var(False):
+                return lik(theirs(xs)).variance
+        theirs.train()  # drops GPyTorch's cached prediction strategy: a fresh posterior
+        lik.train()
+
+    def ours_lml():
+        ours.zero_grad()
+        ours.log_marginal_likelihood(x, y[:, None]).backward()
+
+    def theirs_lml():
+        theirs.zero_grad()
+        with gpytorch.settings.max_cholesky_size(10**7):
+            (mll(theirs(x), y) * n).backward()
+
+    with gpytorch.settings.max_cholesky_size(10**7):
+        lml_t = float(mll(theirs(x), y)) * n
+    lml_o = float(ours.log_marginal_likelihood(x, y[:, None]))
+    return {
+        "n": n,
+        "posterior_s": [best(ours_post), best(theirs_post)],
+        "lml_grad_s": [best(ours_lml), best(theirs_lml)],
+        "lml": [lml_o, lml_t],
+        "lml_rel_diff": abs(lml_o - lml_t) / abs(lml_t),
+        "gpytorch": gpytorch.__version__,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", nargs="+", default=["sine"])
+    ap.add_argument("--models", nargs="+", default=["cnp", "np", "ndp"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--gp-speed", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    if a.gp_speed:
+        print(json.dumps(gp_speed()), flush=True)
+        return
+    for name in a.data:
+        if name.startswith("gp-"):
+            print(json.dumps(oracle(name)), flush=True)
+        for model in a.models:
+            for seed in a.seeds:
+                print(json.dumps(run(name, model, seed, a.steps)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Neural ODE Processes: shapes, one solve on the union of times, sorting, t0, a loaded run."""
+
+import json
+
+import pytest
+import torch
+
+import genmodels
+from genmodels import data, registry
+from genmodels.cli import main
+from genmodels.evaluate.process import process_metrics
+from genmodels.models.ndp import NDP
+from genmodels.train import TrainConfig, fit
+
+
+def _tasks(b=3, nc=5, nt=8, dy=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xc, xt = torch.rand(b, nc, 1, generator=g) * 3, torch.rand(b, nt, 1, generator=g) * 3
+    return xc, torch.sin(xc).repeat(1, 1, dy), xt, torch.sin(xt).repeat(1, 1, dy)
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_shapes_and_samples(second_order):
+    torch.manual_seed(0)
+    m = NDP(1, 2, t0=-0.1, second_order=second_order)
+    xc, yc, xt, _ = _tasks(dy=2)
+    p = m.predict(xc, yc, xt)
+    assert p.mean.shape == (3, 8, 2) and p.stddev.min().item() >= 0.1
+    torch.testing.assert_close(m.predict(xc[1], yc[1], xt[1]).mean, p.mean[1], atol=1e-3, rtol=0)
+    pk = m.predict(xc, yc, xt, n_samples=4, generator=torch.Generator().manual_seed(0))
+    assert pk.mean.shape == (4, 3, 8, 2)
+    assert (pk.mean[0] - pk.mean[1]).abs().max().item() > 1e-5  # the draws differ
+
+
+def test_one_solve_on_the_union_equals_each_task_alone_and_order_does_not_matter():
+    torch.manual_seed(1)
+    m = NDP(1, 1, t0=-0.1, method="dopri5", n_steps=None, rtol=1e-10, atol=1e-12).double()
+    xc, yc, xt, _ = (t.double() for t in _tasks())
+    xt[2, 3] = xt[2, 1]  # a repeated time
+    with torch.no_grad():
+        p = m.predict(xc, yc, xt)
+        for i in range(3):
+            alone = m.predict(xc[i], yc[i], xt[i])
+            torch.testing.assert_close(alone.mean, p.mean[i], atol=1e-7, rtol=0)
+            torch.testing.assert_close(alone.stddev, p.stddev[i], atol=1e-7, rtol=0)
+        perm = torch.randperm(8)
+        q = m.predict(xc, yc, xt[:, perm])
+    torch.testing.assert_close(q.mean, p.mean[:, perm], atol=1e-8, rtol=0)
+    torch.testing.assert_close(p.mean[2, 3], p.mean[2, 1])
+    # the context is a set
+    cperm = torch.randperm(5)
+    r = m.predict(xc[:, cperm], yc[:, cperm], xt)
+    torch.testing.assert_close(r.mean, p.mean, atol=1e-8, rtol=0)
+
+
+def test_times_before_t0_and_empty_context_are_clear_errors():
+    m = NDP(1, 1, t0=0.5)
+    xc, yc, xt, _ = _tasks()
+    with pytest.raises(ValueError, match="t0 = 0.5"):
+        m.predict(xc, yc, xt)
+    with pytest.raises(ValueError, match="at least one context point"):
+        NDP(1, 1, t0=-1.0).predict(xc[:, :0], yc[:, :0], xt)
+
+
+def test_short_training_beats_the_baseline_on_sine():
+    torch.manual_seed(0)
+    train, test = data.load("sine"), data.load("sine", "test")
+    spec = registry.get("ndp")
+    model = spec.build(spec.make_config(), train.info)
+    assert model.t0 == -3.2
+    fit(model, train, TrainConfig(steps=300, batch_size=16, progress=False, seed=0))
+    m = process_metrics(model, test.batches(100))
+    assert m["target_ll_nats"] > m["baseline_target_ll_nats"] + 0.2
+    assert m["target_mse"] < m["baseline_target_mse"]
+
+
+@pytest.mark.parametrize("model, data_name", [("ndp", "oscil"), ("gp", "gp-rbf"), ("nd2p", "lv")])
+def test_cli_train_evaluate_and_load_without_the_data(tmp_path, model, data_name):
+    run = tmp_path / "run"
+    args = ["train", model, "--data", data_name, "--steps", "3", "--out", str(run)]
+    assert main([*args, "--no-progress"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert "t0" in json.dumps(cfg)
+    if model == "gp":
+        assert cfg["train_config"]["dtype"] == "float64"
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    flat = json.dumps(metrics)
+    assert "target_ll_nats" in flat
+    if data_name.startswith("gp-"):
+        assert "oracle_target_ll_nats" in flat
+    loaded = genmodels.load(run)
+    b = next(data.load(data_name, "test").batches(2))
+    pred = loaded.predict(b.x_context, b.y_context, b.x_target)
+    assert pred.mean.shape == b.y_target.shape
