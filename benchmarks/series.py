@@ -5,6 +5,7 @@
     PYTHONPATH=src python benchmarks/series.py cde --model neural-cde --noise 0.3 --drop 0.5
     PYTHONPATH=src python benchmarks/series.py latent-ode --n-obs 30 --seeds 0 1 2
     PYTHONPATH=src python benchmarks/series.py cde-step      # one training step vs torchcde
+    PYTHONPATH=src python benchmarks/series.py latent-ode-step   # ... vs torchdiffeq; phases
 
 ``cde`` and ``latent-ode`` train the registered model with its registered budget (240 steps of
 32 / 1500 steps of 128, the model's learning rate, gradient clipping at 1.0) unless ``--steps``
@@ -144,7 +145,96 @@ def bench_cde_step(args) -> None:
     )
 
 
-def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None):
+def bench_latent_ode_step(args) -> None:
+    """One latent ODE training step (batch 128 of ``spirals``, n_obs 30: loss, backward,
+    clipping, Adam) against the same model whose latent solve is torchdiffeq's ``odeint``
+    (rk4 on the same grid: the sorted union of the batch's times, ``grid_constructor``;
+    encoder, decoder and ELBO shared), interleaved in one process, thread CPU time, one
+    thread. Then where our step's time goes (encoder, solve, decoder + ELBO, backward,
+    optimiser), from the same kind of clock."""
+    import torchdiffeq
+
+    from genmodels import data
+    from genmodels.models.latent_ode import LatentODE
+
+    class TorchdiffeqLatentODE(LatentODE):
+        def trajectory(self, z0, times):
+            t = times[..., 0]
+            union, where = torch.unique(t.detach(), sorted=True, return_inverse=True)
+            if float(union[0]) < self.t0:
+                raise ValueError("the peer solves forwards only")
+            grid = torch.cat([union.new_tensor([self.t0]), union[union > self.t0]])
+            zs = torchdiffeq.odeint(
+                self.field, z0, grid, method="rk4",
+                options={"grid_constructor": lambda f, y0, tt: grid},
+            )  # fmt: skip
+            zs = zs[-union.shape[0] :].movedim(0, -2)  # (..., B, U, L)
+            idx = where.view(*([1] * (zs.dim() - 3)), *where.shape, 1)
+            return zs.gather(-2, idx.expand(*zs.shape[:-3], *where.shape, zs.shape[-1]))
+
+    tr = data.load("spirals", n_obs=args.n_obs)
+    g = torch.Generator().manual_seed(0)
+    batches = [tr.batch(args.batch_size, g) for _ in range(args.batches)]
+    torch.manual_seed(0)
+    ours = LatentODE(2)
+    theirs = TorchdiffeqLatentODE(2)
+    theirs.load_state_dict(ours.state_dict())
+    gen = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)]
+    with torch.no_grad():
+        diff = float((ours.loss(batches[0], generator=gen[0])
+                      - theirs.loss(batches[0], generator=gen[1])).abs())  # fmt: skip
+    t_ours, t_theirs = _interleaved_steps(
+        ours, lambda b: ours.loss(b), theirs, lambda b: theirs.loss(b), batches, args
+    )
+    mo, mt = statistics.median(t_ours[2:]), statistics.median(t_theirs[2:])
+    print(
+        f"| batch {args.batch_size}, n_obs {args.n_obs}, rk4 on the union of times "
+        f"| genmodels {mo * 1e3:.1f} ms | torchdiffeq {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
+        f"| |loss diff| {diff:.1e} |"
+    )
+    # where our step's time goes
+    from genmodels.models.latent_ode import split_series
+
+    model, opt = ours, torch.optim.Adam(ours.parameters(), lr=args.lr)
+    phases = {k: [] for k in ("batching", "encoder", "solve", "decoder+elbo", "backward", "adam")}
+    clock = [0.0]
+
+    def lap(name):
+        clock.append(time.thread_time())
+        phases[name].append(clock[-1] - clock[-2])
+
+    for _ in range(args.repeats):
+        clock.append(time.thread_time())
+        batch = tr.batch(args.batch_size, g)
+        lap("batching")
+        times, values, mask = split_series(batch, 2)
+        q = model.posterior(times, values, mask)
+        lap("encoder")
+        z0 = q.rsample()
+        zt = model.trajectory(z0, times)
+        lap("solve")
+        x = model.decoder(zt)
+        m = mask.to(values.dtype)
+        ll = (torch.distributions.Normal(x, model.obs_std).log_prob(values) * m).sum((-1, -2))
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        loss = -(ll - kl).sum() / m.sum()
+        lap("decoder+elbo")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lap("backward")
+        opt.step()
+        lap("adam")
+    med = {k: statistics.median(v[2:]) * 1e3 for k, v in phases.items()}
+    total = sum(med.values())
+    print(
+        "| "
+        + " | ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in med.items())
+        + f" | sum {total:.1f} ms |"
+    )
+
+
+def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None):
     from genmodels import data, registry
     from genmodels.evaluate.run import evaluate_model
     from genmodels.train import TrainConfig, fit
@@ -156,6 +246,8 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
     budget = dict(model.train_defaults)
     if steps is not None:
         budget["steps"] = steps
+    if lr is not None:
+        budget["lr"] = lr
     cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
     t0 = time.perf_counter()
     fit(model, tr, cfg)
@@ -167,10 +259,10 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
 def bench_cde(args) -> None:
     opts = dict(noise=args.noise, drop=args.drop)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps)
+        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps, args.lr)
         print(
             f"| {args.model} | noise {args.noise} | drop {args.drop} | seed {seed} | "
-            f"{cfg.steps} x {cfg.batch_size} | acc {m['accuracy']:.3f} | "
+            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {m['accuracy']:.3f} | "
             f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
             flush=True,
         )
@@ -199,6 +291,7 @@ def main() -> None:
     c.add_argument("--drop", type=float, default=0.5)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--lr", type=float, default=None)
     c = sub.add_parser("cde-step")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--hidden", type=int, default=16)
@@ -206,6 +299,12 @@ def main() -> None:
     c.add_argument("--batches", type=int, default=4)
     c.add_argument("--repeats", type=int, default=12)
     c.add_argument("--lr", type=float, default=3e-3)
+    c = sub.add_parser("latent-ode-step")
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--n-obs", type=int, default=30)
+    c.add_argument("--batches", type=int, default=4)
+    c.add_argument("--repeats", type=int, default=12)
+    c.add_argument("--lr", type=float, default=1e-2)
     c = sub.add_parser("latent-ode")
     c.add_argument("--n-obs", type=int, default=30)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -217,6 +316,7 @@ def main() -> None:
         "cde": bench_cde,
         "cde-step": bench_cde_step,
         "latent-ode": bench_latent_ode,
+        "latent-ode-step": bench_latent_ode_step,
     }
     parts[args.part](args)
 
