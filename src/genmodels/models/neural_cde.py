@@ -248,11 +248,12 @@ class GRUClassifier(nn.Module):
 
     Example:
         >>> model = GRUClassifier(2, 16, 2)
-        >>> model.predict(torch.randn(3, 5, 3)).probs.shape
+        >>> x = torch.randn(3, 5, 3); x[..., 0] = torch.linspace(0, 1, 5)
+        >>> model.predict(x).probs.shape
         torch.Size([3, 2])
     """
 
-    train_defaults = {"lr": 3e-3}
+    train_defaults = {"lr": 1e-2}
 
     def __init__(self, in_channels: int, hidden_channels: int, n_classes: int):
         super().__init__()
