@@ -6,6 +6,7 @@
     PYTHONPATH=src python benchmarks/series.py latent-ode --n-obs 30 --seeds 0 1 2
     PYTHONPATH=src python benchmarks/series.py cde-step      # one training step vs torchcde
     PYTHONPATH=src python benchmarks/series.py latent-ode-step   # ... vs torchdiffeq; phases
+    PYTHONPATH=src python benchmarks/series.py pictures      # docs/figures/series_*.png
 
 ``cde`` and ``latent-ode`` train the registered model with its registered budget (240 steps of
 32 / 1500 steps of 128, the model's learning rate, gradient clipping at 1.0) unless ``--steps``
@@ -280,6 +281,69 @@ def bench_latent_ode(args) -> None:
         )
 
 
+def _train_eval_model(model_name, data_name, opts, seed, steps, lr=None):
+    """As :func:`_train_eval`, returning the trained model too."""
+    from genmodels import data, registry
+    from genmodels.evaluate.run import evaluate_model
+    from genmodels.train import TrainConfig, fit
+
+    tr = data.load(data_name, **opts)
+    spec = registry.get(model_name)
+    torch.manual_seed(seed)
+    model = spec.build(spec.make_config(), tr.info)
+    budget = dict(model.train_defaults)
+    budget.update({k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None})
+    cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
+    fit(model, tr, cfg)
+    return model, evaluate_model(model, data_name, task=spec.task, data_options=opts), cfg
+
+
+def bench_pictures(args) -> None:
+    """docs/figures/series_spirals.png (the latent ODE's reconstruction and extrapolation of
+    a clockwise and a counter-clockwise test spiral) and docs/figures/series_drop.png (test
+    accuracy of the Neural CDE and the GRU baseline against the fraction of dropped points,
+    noise 0.3, registered budgets)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from genmodels import data
+    from genmodels.plot import save_run_pictures
+    from genmodels.plot.series import accuracy_vs_dropped
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "spirals" in args.which:
+        opts = dict(n_obs=args.n_obs)
+        model, m, cfg = _train_eval_model("latent-ode", "spirals", opts, 0, args.steps)
+        print(
+            f"| latent-ode | n_obs {args.n_obs} | seed 0 | {cfg.steps} x {cfg.batch_size} | "
+            f"interp {m['rmse_interp']:.3f} | extrap {m['rmse_extrap']:.3f} |",
+            flush=True,
+        )
+        test = data.load("spirals", "test", **opts)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_run_pictures(model, test, [], tmp, task="series", test=test)
+            shutil.copy(Path(tmp) / "reconstructions.png", out / "series_spirals.png")
+    if "drop" in args.which:
+        accs = {}
+        for name in ("neural-cde", "gru-classifier"):
+            accs[name] = []
+            for drop in args.drops:
+                row = []
+                for seed in args.seeds:
+                    opts = dict(noise=0.3, drop=drop)
+                    _, m, cfg = _train_eval_model(name, "spiral-chirality", opts, seed, None)
+                    row.append(m["accuracy"])
+                    print(
+                        f"| {name} | noise 0.3 | drop {drop} | seed {seed} | "
+                        f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {row[-1]:.3f} |",
+                        flush=True,
+                    )
+                accs[name].append(row)
+        accuracy_vs_dropped(args.drops, accs, path=out / "series_drop.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="part", required=True)
@@ -305,6 +369,13 @@ def main() -> None:
     c.add_argument("--batches", type=int, default=4)
     c.add_argument("--repeats", type=int, default=12)
     c.add_argument("--lr", type=float, default=1e-2)
+    c = sub.add_parser("pictures")
+    c.add_argument("--which", nargs="+", default=["spirals", "drop"])
+    c.add_argument("--out", default="docs/figures")
+    c.add_argument("--n-obs", type=int, default=30)
+    c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--drops", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
     c = sub.add_parser("latent-ode")
     c.add_argument("--n-obs", type=int, default=30)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -317,6 +388,7 @@ def main() -> None:
         "cde-step": bench_cde_step,
         "latent-ode": bench_latent_ode,
         "latent-ode-step": bench_latent_ode_step,
+        "pictures": bench_pictures,
     }
     parts[args.part](args)
 
