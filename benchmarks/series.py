@@ -4,6 +4,9 @@
                                                            # vs torchcde (1000 x 3 x 100, 50% NaN)
     PYTHONPATH=src python benchmarks/series.py cde --model neural-cde --noise 0.3 --drop 0.5
     PYTHONPATH=src python benchmarks/series.py latent-ode --n-obs 30 --seeds 0 1 2
+    PYTHONPATH=src python benchmarks/series.py cde-step      # one training step vs torchcde
+    PYTHONPATH=src python benchmarks/series.py latent-ode-step   # ... vs torchdiffeq; phases
+    PYTHONPATH=src python benchmarks/series.py pictures      # docs/figures/series_*.png
 
 ``cde`` and ``latent-ode`` train the registered model with its registered budget (240 steps of
 32 / 1500 steps of 128, the model's learning rate, gradient clipping at 1.0) unless ``--steps``
@@ -58,7 +61,181 @@ def bench_coeffs(args) -> None:
     )
 
 
-def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None):
+def _interleaved_steps(ours, our_loss, theirs, their_loss, batches, args):
+    """Thread CPU times of training steps (loss, backward, clipping at 1.0, Adam) of two
+    models on the same batches, alternating which goes first."""
+
+    def step(model, opt, loss_fn, batch):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(batch).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    runs = [
+        (ours, torch.optim.Adam(ours.parameters(), lr=args.lr), our_loss, []),
+        (theirs, torch.optim.Adam(theirs.parameters(), lr=args.lr), their_loss, []),
+    ]
+    for k in range(args.repeats):
+        batch = batches[k % len(batches)]
+        for model, opt, loss_fn, times in runs if k % 2 == 0 else runs[::-1]:
+            t0 = time.thread_time()
+            step(model, opt, loss_fn, batch)
+            times.append(time.thread_time() - t0)
+    return runs[0][3], runs[1][3]
+
+
+def bench_cde_step(args) -> None:
+    """One Neural CDE training step (batch 32 of ``spiral-chirality``, noise 0.3, drop 0.5:
+    loss, backward, clipping, Adam) against torchcde's with the same field, hidden size,
+    natural cubic spline and solver (rk4, one step per knot: ``grid_constructor`` = the
+    knots), interleaved in one process, thread CPU time, one thread.
+
+    torchcde's spline coefficients are computed before the timing (torchcde's own examples
+    compute them once for the data set; its NaN path takes seconds per batch) from ours,
+    converted to its ``[a, b, 2c, 3d]`` layout (the two agree to round-off:
+    tests/integrate/test_spline.py); ours are computed inside every step, from the NaN-coded
+    batch, and still counted."""
+    import torchcde
+
+    from genmodels import data
+    from genmodels.models.neural_cde import NeuralCDE
+
+    tr = data.load("spiral-chirality", noise=0.3, drop=0.5)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(args.batches):
+        idx = torch.randperm(tr.x.shape[0], generator=g)[: args.batch_size]
+        x, y = tr.x[idx], tr.y[idx]
+        knots = x[0, :, 0].contiguous()
+        a, b, c, d = natural_cubic_coeffs(knots, x)
+        batches.append((x, y, knots, torch.cat([a, b, 2 * c, 3 * d], -1)))
+
+    torch.manual_seed(0)
+    ours = NeuralCDE(2, args.hidden, 2, width=args.width)
+    theirs = NeuralCDE(2, args.hidden, 2, width=args.width)
+    theirs.load_state_dict(ours.state_dict())
+
+    def their_logits(coeffs, knots):
+        X = torchcde.CubicSpline(coeffs, t=knots)
+        z0 = theirs.initial(X.evaluate(knots[0]))
+        grid = knots.tolist()
+        z = torchcde.cdeint(
+            X, theirs.field, z0, X.interval, method="rk4", adjoint=False,
+            options={"grid_constructor": lambda f, y0, t: torch.tensor(grid)},
+        )  # fmt: skip
+        return theirs.readout(z[:, -1])
+
+    # same outputs at the same weights (before any step)
+    x, y, knots, coeffs = batches[0]
+    with torch.no_grad():
+        diff = float((ours.logits(x) - their_logits(coeffs, knots)).abs().max())
+
+    def our_loss(batch):
+        return ours.loss(batch[:2])
+
+    def their_loss(batch):
+        x, y, knots, coeffs = batch
+        return torch.nn.functional.cross_entropy(their_logits(coeffs, knots), y)
+
+    t_ours, t_theirs = _interleaved_steps(ours, our_loss, theirs, their_loss, batches, args)
+    mo, mt = statistics.median(t_ours[2:]), statistics.median(t_theirs[2:])
+    print(
+        f"| batch {args.batch_size}, hidden {args.hidden}, width {args.width}, 100 knots, rk4 "
+        f"| genmodels {mo * 1e3:.1f} ms | torchcde {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
+        f"| max |logit diff| {diff:.1e} |"
+    )
+
+
+def bench_latent_ode_step(args) -> None:
+    """One latent ODE training step (batch 128 of ``spirals``, n_obs 30: loss, backward,
+    clipping, Adam) against the same model whose latent solve is torchdiffeq's ``odeint``
+    (rk4 on the same grid: the sorted union of the batch's times, ``grid_constructor``;
+    encoder, decoder and ELBO shared), interleaved in one process, thread CPU time, one
+    thread. Then where our step's time goes (encoder, solve, decoder + ELBO, backward,
+    optimiser), from the same kind of clock."""
+    import torchdiffeq
+
+    from genmodels import data
+    from genmodels.models.latent_ode import LatentODE
+
+    class TorchdiffeqLatentODE(LatentODE):
+        def trajectory(self, z0, times):
+            t = times[..., 0]
+            union, where = torch.unique(t.detach(), sorted=True, return_inverse=True)
+            if float(union[0]) < self.t0:
+                raise ValueError("the peer solves forwards only")
+            grid = torch.cat([union.new_tensor([self.t0]), union[union > self.t0]])
+            zs = torchdiffeq.odeint(
+                self.field, z0, grid, method="rk4",
+                options={"grid_constructor": lambda f, y0, tt: grid},
+            )  # fmt: skip
+            zs = zs[-union.shape[0] :].movedim(0, -2)  # (..., B, U, L)
+            idx = where.view(*([1] * (zs.dim() - 3)), *where.shape, 1)
+            return zs.gather(-2, idx.expand(*zs.shape[:-3], *where.shape, zs.shape[-1]))
+
+    tr = data.load("spirals", n_obs=args.n_obs)
+    g = torch.Generator().manual_seed(0)
+    batches = [tr.batch(args.batch_size, g) for _ in range(args.batches)]
+    torch.manual_seed(0)
+    ours = LatentODE(2)
+    theirs = TorchdiffeqLatentODE(2)
+    theirs.load_state_dict(ours.state_dict())
+    gen = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)]
+    with torch.no_grad():
+        diff = float((ours.loss(batches[0], generator=gen[0])
+                      - theirs.loss(batches[0], generator=gen[1])).abs())  # fmt: skip
+    t_ours, t_theirs = _interleaved_steps(
+        ours, lambda b: ours.loss(b), theirs, lambda b: theirs.loss(b), batches, args
+    )
+    mo, mt = statistics.median(t_ours[2:]), statistics.median(t_theirs[2:])
+    print(
+        f"| batch {args.batch_size}, n_obs {args.n_obs}, rk4 on the union of times "
+        f"| genmodels {mo * 1e3:.1f} ms | torchdiffeq {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
+        f"| |loss diff| {diff:.1e} |"
+    )
+    # where our step's time goes
+    from genmodels.models.latent_ode import split_series
+
+    model, opt = ours, torch.optim.Adam(ours.parameters(), lr=args.lr)
+    phases = {k: [] for k in ("batching", "encoder", "solve", "decoder+elbo", "backward", "adam")}
+    clock = [0.0]
+
+    def lap(name):
+        clock.append(time.thread_time())
+        phases[name].append(clock[-1] - clock[-2])
+
+    for _ in range(args.repeats):
+        clock.append(time.thread_time())
+        batch = tr.batch(args.batch_size, g)
+        lap("batching")
+        times, values, mask = split_series(batch, 2)
+        q = model.posterior(times, values, mask)
+        lap("encoder")
+        z0 = q.rsample()
+        zt = model.trajectory(z0, times)
+        lap("solve")
+        x = model.decoder(zt)
+        m = mask.to(values.dtype)
+        ll = (torch.distributions.Normal(x, model.obs_std).log_prob(values) * m).sum((-1, -2))
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        loss = -(ll - kl).sum() / m.sum()
+        lap("decoder+elbo")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lap("backward")
+        opt.step()
+        lap("adam")
+    med = {k: statistics.median(v[2:]) * 1e3 for k, v in phases.items()}
+    total = sum(med.values())
+    print(
+        "| "
+        + " | ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in med.items())
+        + f" | sum {total:.1f} ms |"
+    )
+
+
+def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None):
     from genmodels import data, registry
     from genmodels.evaluate.run import evaluate_model
     from genmodels.train import TrainConfig, fit
@@ -70,6 +247,8 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
     budget = dict(model.train_defaults)
     if steps is not None:
         budget["steps"] = steps
+    if lr is not None:
+        budget["lr"] = lr
     cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
     t0 = time.perf_counter()
     fit(model, tr, cfg)
@@ -81,10 +260,10 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
 def bench_cde(args) -> None:
     opts = dict(noise=args.noise, drop=args.drop)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps)
+        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps, args.lr)
         print(
             f"| {args.model} | noise {args.noise} | drop {args.drop} | seed {seed} | "
-            f"{cfg.steps} x {cfg.batch_size} | acc {m['accuracy']:.3f} | "
+            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {m['accuracy']:.3f} | "
             f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
             flush=True,
         )
@@ -102,6 +281,69 @@ def bench_latent_ode(args) -> None:
         )
 
 
+def _train_eval_model(model_name, data_name, opts, seed, steps, lr=None):
+    """As :func:`_train_eval`, returning the trained model too."""
+    from genmodels import data, registry
+    from genmodels.evaluate.run import evaluate_model
+    from genmodels.train import TrainConfig, fit
+
+    tr = data.load(data_name, **opts)
+    spec = registry.get(model_name)
+    torch.manual_seed(seed)
+    model = spec.build(spec.make_config(), tr.info)
+    budget = dict(model.train_defaults)
+    budget.update({k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None})
+    cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
+    fit(model, tr, cfg)
+    return model, evaluate_model(model, data_name, task=spec.task, data_options=opts), cfg
+
+
+def bench_pictures(args) -> None:
+    """docs/figures/series_spirals.png (the latent ODE's reconstruction and extrapolation of
+    a clockwise and a counter-clockwise test spiral) and docs/figures/series_drop.png (test
+    accuracy of the Neural CDE and the GRU baseline against the fraction of dropped points,
+    noise 0.3, registered budgets)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from genmodels import data
+    from genmodels.plot import save_run_pictures
+    from genmodels.plot.series import accuracy_vs_dropped
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "spirals" in args.which:
+        opts = dict(n_obs=args.n_obs)
+        model, m, cfg = _train_eval_model("latent-ode", "spirals", opts, 0, args.steps)
+        print(
+            f"| latent-ode | n_obs {args.n_obs} | seed 0 | {cfg.steps} x {cfg.batch_size} | "
+            f"interp {m['rmse_interp']:.3f} | extrap {m['rmse_extrap']:.3f} |",
+            flush=True,
+        )
+        test = data.load("spirals", "test", **opts)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_run_pictures(model, test, [], tmp, task="series", test=test)
+            shutil.copy(Path(tmp) / "reconstructions.png", out / "series_spirals.png")
+    if "drop" in args.which:
+        accs = {}
+        for name in ("neural-cde", "gru-classifier"):
+            accs[name] = []
+            for drop in args.drops:
+                row = []
+                for seed in args.seeds:
+                    opts = dict(noise=0.3, drop=drop)
+                    _, m, cfg = _train_eval_model(name, "spiral-chirality", opts, seed, None)
+                    row.append(m["accuracy"])
+                    print(
+                        f"| {name} | noise 0.3 | drop {drop} | seed {seed} | "
+                        f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {row[-1]:.3f} |",
+                        flush=True,
+                    )
+                accs[name].append(row)
+        accuracy_vs_dropped(args.drops, accs, path=out / "series_drop.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="part", required=True)
@@ -113,13 +355,42 @@ def main() -> None:
     c.add_argument("--drop", type=float, default=0.5)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--lr", type=float, default=None)
+    c = sub.add_parser("cde-step")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--hidden", type=int, default=16)
+    c.add_argument("--width", type=int, default=64)
+    c.add_argument("--batches", type=int, default=4)
+    c.add_argument("--repeats", type=int, default=12)
+    c.add_argument("--lr", type=float, default=3e-3)
+    c = sub.add_parser("latent-ode-step")
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--n-obs", type=int, default=30)
+    c.add_argument("--batches", type=int, default=4)
+    c.add_argument("--repeats", type=int, default=12)
+    c.add_argument("--lr", type=float, default=1e-2)
+    c = sub.add_parser("pictures")
+    c.add_argument("--which", nargs="+", default=["spirals", "drop"])
+    c.add_argument("--out", default="docs/figures")
+    c.add_argument("--n-obs", type=int, default=30)
+    c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--drops", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
     c = sub.add_parser("latent-ode")
     c.add_argument("--n-obs", type=int, default=30)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    {"coeffs": bench_coeffs, "cde": bench_cde, "latent-ode": bench_latent_ode}[args.part](args)
+    parts = {
+        "coeffs": bench_coeffs,
+        "cde": bench_cde,
+        "cde-step": bench_cde_step,
+        "latent-ode": bench_latent_ode,
+        "latent-ode-step": bench_latent_ode_step,
+        "pictures": bench_pictures,
+    }
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

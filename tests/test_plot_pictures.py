@@ -62,7 +62,7 @@ def test_pictures_by_task(tmp_path):
     for task, model, want in [
         ("density", Sampler(), ["loss.png", "samples.png"]),
         ("classifier", HalfPlanes(), ["decisions.png", "loss.png"]),
-        ("series", Sampler(), ["loss.png"]),  # loss curve only for now
+        ("series", Sampler(), ["loss.png"]),  # no noise-free curves: the loss curve only
     ]:
         out = tmp_path / task
         out.mkdir()
@@ -120,7 +120,7 @@ def test_plot_imports_nothing_above_it():
     code = (
         "import sys, genmodels.plot, genmodels.plot.classifier, genmodels.plot.process, "
         "genmodels.plot.flows, genmodels.plot.vae, genmodels.plot.chain, "
-        "genmodels.plot.inference\n"
+        "genmodels.plot.inference, genmodels.plot.series\n"
         "print(' '.join(m for m in sys.modules if m.startswith('genmodels.')))"
     )
     loaded = subprocess.run(
@@ -129,3 +129,50 @@ def test_plot_imports_nothing_above_it():
     above = ("models", "train", "evaluate", "registry", "distributions", "inference", "nn")
     bad = [m for m in loaded if m.split(".")[1] in above]
     assert not bad, bad
+
+
+class SpiralSplit:
+    """A series split with noise-free curves: 3 series, labels 0, 1, 1."""
+
+    def __init__(self):
+        self.grid = torch.linspace(0, 2, 20)
+        angle = self.grid.view(1, -1) * torch.tensor([[1.0], [-1.0], [-1.0]])
+        self.clean = torch.stack([angle.cos(), angle.sin()], -1)  # (3, 20, 2)
+        self.times = self.grid[:10:2].view(1, 5, 1).expand(3, 5, 1)
+        self.values = self.clean[:, :10:2]
+        self.mask = torch.ones_like(self.values, dtype=torch.bool)
+        self.labels = torch.tensor([0, 1, 1])
+
+
+class CurveModel(nn.Module):
+    """Predicts the true curve of the series whose first value it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def predict(self, xc, yc, xt):
+        self.calls.append((xc.shape, yc.shape, xt.shape))
+        sign = torch.where(yc[:, 1:2, 1] > 0, 1.0, -1.0).view(-1, 1)
+        angle = sign * xt.view(1, -1)
+        mean = torch.stack([angle.cos(), angle.sin()], -1)
+        return Normal(mean, torch.ones_like(mean))
+
+
+def test_a_series_model_draws_reconstructions_of_one_series_per_label(tmp_path):
+    model = CurveModel()
+    save_run_pictures(model, SpiralSplit(), HISTORY, tmp_path, task="series")
+    assert _written(tmp_path) == ["loss.png", "reconstructions.png"]
+    assert model.calls == [((2, 5, 1), (2, 5, 2), (20, 1))]
+
+
+def test_accuracy_vs_dropped_draws_mean_and_range():
+    from genmodels.plot.series import accuracy_vs_dropped
+
+    fig = accuracy_vs_dropped([0.0, 0.5], {"a": [[0.9, 1.0], [0.8, 0.9]], "b": [[0.5], [0.5]]})
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [0.95, 0.85])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="2 drop rates"):
+        accuracy_vs_dropped([0.0, 0.5], {"a": [[0.9]]})

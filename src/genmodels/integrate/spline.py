@@ -267,6 +267,11 @@ class NaturalCubicSpline:
         return self._t
 
     @property
+    def coeffs(self) -> SplineCoeffs:
+        """``(a, b, c, d)``, each ``(..., n - 1, channels)`` (see :func:`natural_cubic_coeffs`)."""
+        return SplineCoeffs(self._a, self._b, self._c, self._d)
+
+    @property
     def interval(self) -> tuple[float, float]:
         """(t_0, t_{n-1})."""
         return float(self._t[0]), float(self._t[-1])

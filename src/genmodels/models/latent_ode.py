@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
 from ..inference import elbo_analytic_kl
-from ..integrate import odeint
 from ..registry import DataInfo, register
 
 __all__ = ["LatentODE", "LatentODEConfig", "build_latent_ode", "split_series"]
@@ -107,6 +106,31 @@ class _Field(nn.Module):
 
     def forward(self, t, z):
         return self.net(z)
+
+    def solve_rk4(self, z: Tensor, grid: list[float]) -> Tensor:
+        """z at every time of ``grid`` (``(len(grid), *z.shape)``, z at ``grid[0]`` first):
+        rk4 (torchdiffeq's 3/8 rule, the ``"rk4"`` of :func:`~genmodels.integrate.odeint`)
+        with one step per interval of ``grid`` (which may decrease: backwards in time).
+
+        The steps of ``odeint(self, z, grid, method="rk4", grid = grid)``, with the MLP's
+        layers called directly (no module dispatch per evaluation) and each stage's state a
+        single fused ``add``."""
+        (l1, _, l2, _, l3), elu = self.net, F.elu
+        w1, b1, w2, b2, w3, b3 = l1.weight, l1.bias, l2.weight, l2.bias, l3.weight, l3.bias
+
+        def f(y: Tensor) -> Tensor:
+            return F.linear(elu(F.linear(elu(F.linear(y, w1, b1)), w2, b2)), w3, b3)
+
+        out = [z]
+        for t0, t1 in zip(grid[:-1], grid[1:]):
+            dt = t1 - t0
+            k1 = f(z)
+            k2 = f(torch.add(z, k1, alpha=dt / 3))
+            k3 = f(torch.add(torch.add(z, k2, alpha=dt), k1, alpha=-dt / 3))
+            k4 = f(torch.add(z, k1 - k2 + k3, alpha=dt))
+            z = torch.add(z, torch.add(k1 + k4, k2 + k3, alpha=3.0), alpha=dt / 8)
+            out.append(z)
+        return torch.stack(out)
 
 
 def _rk4(g, h: Tensor, dt: Tensor) -> Tensor:
@@ -208,23 +232,11 @@ class LatentODE(nn.Module):
         zs[union == self.t0] = z0
         if bool(after.any()):
             grid = torch.cat([t0, union[after]])
-            out = odeint(
-                self.field,
-                z0,
-                grid,
-                method="rk4",
-                options={"grid_constructor": lambda f, y, tt: grid.tolist()},
-            )
+            out = self.field.solve_rk4(z0, grid.tolist())
             zs[after] = out[1:]
         if bool(before.any()):
             grid = torch.cat([t0, union[before].flip(0)])
-            out = odeint(
-                self.field,
-                z0,
-                grid,
-                method="rk4",
-                options={"grid_constructor": lambda f, y, tt: grid.tolist()},
-            )
+            out = self.field.solve_rk4(z0, grid.tolist())
             zs[before] = out[1:].flip(0)
         # zs (U, ..., B, L) -> per row: zs[where[b, j], ..., b, :]
         zs = zs.movedim(0, -2)  # (..., B, U, L)

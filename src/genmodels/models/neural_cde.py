@@ -28,6 +28,7 @@ increasing within each row and never NaN, the rest values with NaN = missing; ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,45 @@ class _Field(nn.Module):
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         return self.net(z).view(*z.shape[:-1], self.hidden, self.channels)
 
+    def times(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(z, dx) -> f_θ(z) @ dx``: ``z (B, hidden)``, ``dx (B, channels, 1)`` ->
+        ``(B, hidden)``; the weights looked up once, the layers called directly (no module
+        dispatch per call) and the product one ``bmm``."""
+        w1, b1 = self.net[0].weight, self.net[0].bias
+        w2, b2 = self.net[2].weight, self.net[2].bias
+        shape = (self.hidden, self.channels)
+
+        def f_dx(z: Tensor, dx: Tensor) -> Tensor:
+            f = torch.tanh(F.linear(torch.relu(F.linear(z, w1, b1)), w2, b2))
+            return torch.bmm(f.view(z.shape[0], *shape), dx).view(z.shape)
+
+        return f_dx
+
+
+def _rk4_on_knots(field: _Field, z: Tensor, X: NaturalCubicSpline) -> Tensor:
+    """z at the last knot of ``dz = f(z) dX``, rk4 (torchdiffeq's 3/8 rule, the ``"rk4"`` of
+    :func:`~genmodels.integrate.odeint` and torchcde) with one step per knot interval.
+
+    The same steps as ``cdeint(..., method="rk4", grid = the knots)``, with the spline's
+    derivative at every stage time of every interval (τ = 0, h/3, 2h/3, h) computed for the
+    whole batch at once before the loop, scaled by the step h (so that each stage is
+    ``h k_j = f(z_j) @ (h dX/dt)``), and the field applied to them by one ``bmm``."""
+    a, b, c, d = X.coeffs
+    h = (X.knots[1:] - X.knots[:-1]).to(b.dtype).unsqueeze(-1)  # (n-1, 1)
+    c2, d3 = 2.0 * c, 3.0 * d
+    stages = [h * (b + tau * (c2 + tau * d3)) for tau in (0.0 * h, h / 3, 2 * h / 3, h)]
+    # (n-1, 4, B, C, 1): all the stage increments of step i as one block
+    dxs = torch.stack(stages, 0).movedim(-2, 0).unsqueeze(-1).contiguous()
+    third, f = 1.0 / 3.0, field.times()
+    for dx in dxs.unbind(0):
+        s0, s1, s2, s3 = dx.unbind(0)
+        k1 = f(z, s0)
+        k2 = f(torch.add(z, k1, alpha=third), s1)
+        k3 = f(torch.add(z + k2, k1, alpha=-third), s2)
+        k4 = f(z + k1 - k2 + k3, s3)
+        z = z + 0.125 * (k1 + k4) + 0.375 * (k2 + k3)
+    return z
+
 
 class NeuralCDE(nn.Module):
     """A Neural CDE classifier (Kidger et al. 2020).
@@ -151,6 +191,8 @@ class NeuralCDE(nn.Module):
         X = _control_path(x)
         knots = X.knots
         z0 = self.initial(X.evaluate(knots[0]))  # ζ_θ of the first (filled) values
+        if self.method == "rk4" and not self.adjoint:
+            return _rk4_on_knots(self.field, z0, X)
         kw = dict(method=self.method, adjoint=self.adjoint)
         if self.method == "rk4":
             grid = knots.tolist()
@@ -206,11 +248,12 @@ class GRUClassifier(nn.Module):
 
     Example:
         >>> model = GRUClassifier(2, 16, 2)
-        >>> model.predict(torch.randn(3, 5, 3)).probs.shape
+        >>> x = torch.randn(3, 5, 3); x[..., 0] = torch.linspace(0, 1, 5)
+        >>> model.predict(x).probs.shape
         torch.Size([3, 2])
     """
 
-    train_defaults = {"lr": 3e-3}
+    train_defaults = {"lr": 1e-2}
 
     def __init__(self, in_channels: int, hidden_channels: int, n_classes: int):
         super().__init__()

@@ -100,6 +100,27 @@ def loss_curve(history, path=None, *, title="training loss"):
 PICTURE_TASKS = ("density", "classifier", "process", "series")
 
 
+def _series_pictures(model, split, out_dir: Path) -> None:
+    """``reconstructions.png``: the first series of each label of ``split``."""
+    from .series import spiral_extrapolations
+
+    rows = [int((split.labels == c).nonzero()[0]) for c in split.labels.unique().tolist()]
+    p = next(model.parameters())
+    times, values = split.times[rows].to(p), split.values[rows].to(p)
+    mask = getattr(split, "mask", None)
+    if mask is not None:
+        values = values.masked_fill(~mask[rows].to(values.device), float("nan"))
+    grid = split.grid.to(p)
+    with torch.no_grad():
+        mean = model.predict(times, values, grid.view(-1, 1)).mean
+    names = {0: "counter-clockwise", 1: "clockwise"}
+    titles = [names.get(int(split.labels[r]), f"label {int(split.labels[r])}") for r in rows]
+    spiral_extrapolations(
+        times, values, grid, split.clean[rows], mean, titles=titles,
+        path=out_dir / "reconstructions.png",
+    )  # fmt: skip
+
+
 def save_run_pictures(
     model,
     data,
@@ -122,7 +143,11 @@ def save_run_pictures(
     - ``"process"``: ``predictions.png``, the predictive mean ± 2σ on the first 4 tasks of
       ``test`` (else of ``data``) against their context and target points, for 1-D inputs
       (:func:`genmodels.plot.process.process_predictions`);
-    - ``"series"``: the loss curve only, for now.
+    - ``"series"``: ``reconstructions.png`` for a data set with noise-free curves (``clean``,
+      ``grid``, ``labels``; e.g. ``spirals``): the model's ``predict`` mean on ``grid`` from
+      the observed points of the first series of each label of ``test`` (else ``data``),
+      reconstruction solid and extrapolation dashed
+      (:func:`genmodels.plot.series.spiral_extrapolations`).
 
     Meant to be called after the final weights are written, so a picture that fails cannot
     cost them.
@@ -162,6 +187,10 @@ def save_run_pictures(
             from .classifier import decision_map
 
             decision_map(model, data.x, data.y, out_dir / "decisions.png")
+    elif task == "series":
+        split = data if test is None else test
+        if all(getattr(split, k, None) is not None for k in ("clean", "grid", "labels")):
+            _series_pictures(model, split, out_dir)
     elif task == "process":
         tasks = next(iter((data if test is None else test).batches(4)), None)
         if tasks is not None and tasks[0].shape[-1] == 1:
