@@ -133,7 +133,9 @@ def test_chain_thinning_and_image_shaped_events():
 def test_per_chain_step_sizes():
     g = torch.Generator().manual_seed(0)
     x0 = torch.zeros(3, 2, dtype=DT)
-    r = mala(x0, torch.tensor([0.1, 1.0, 3.0]), 5, generator=g, log_prob=lambda x: -0.5 * (x**2).sum(-1))
+    r = mala(
+        x0, torch.tensor([0.1, 1.0, 3.0]), 5, generator=g, log_prob=lambda x: -0.5 * (x**2).sum(-1)
+    )
     assert r.accept_rate.shape == (3,)
 
 
