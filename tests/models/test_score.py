@@ -250,3 +250,18 @@ def test_ncsn_sample_chain_and_errors():
     bad = NCSN(lambda x, t: x * math.nan, (2,), levels=3, sigma_max=3.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="NaN"):
         bad.sample(2, steps=2)
+
+
+def test_figure_4_picture(tmp_path):
+    from genmodels.plot import annealed_chain
+
+    torch.manual_seed(0)
+    m = NCSN(TimeMLP(2, 8, 1), (2,), levels=3, sigma_max=3.0, sigma_min=0.1, steps_per_level=2)
+    _, chain = m.sample(20, generator=torch.Generator().manual_seed(0), return_chain=True)
+    annealed_chain(chain, tmp_path / "levels.png")
+    assert (tmp_path / "levels.png").stat().st_size > 1000
+    imgs = [(1.0, torch.rand(4, 1, 8, 8) * 2 - 1), (0.1, torch.rand(4, 1, 8, 8) * 2 - 1)]
+    annealed_chain(imgs, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 500
+    with pytest.raises(ValueError, match="empty"):
+        annealed_chain([])
