@@ -14,7 +14,8 @@ __all__ = ["annealed_chain"]
 
 
 def annealed_chain(chain, path=None, *, data=None, max_images: int = 8, lim=None):
-    """Draw ``chain = [(σ_i, x_i)]`` left to right (the last entry: the denoised samples).
+    """Draw ``chain = [(σ_i, x_i)]`` left to right (an entry whose σ repeats the one before
+    it is the denoised samples, as :meth:`~genmodels.models.score.NCSN.sample` returns them).
 
     Points ``(n, 2)``: one scatter per level over ``data`` in grey. Images ``(n, c, h, w)``:
     a grid whose rows are ``max_images`` samples and whose columns are the levels (the
@@ -35,7 +36,8 @@ def annealed_chain(chain, path=None, *, data=None, max_images: int = 8, lim=None
                 ax.scatter(d[:, 0], d[:, 1], s=0.5, c="0.8", rasterized=True)
             x = x.detach().float().cpu()
             ax.scatter(x[:, 0], x[:, 1], s=0.5, c="tab:blue", rasterized=True)
-            ax.set_title("denoised" if j == k - 1 and k > 1 else f"σ = {sigma:.3g}", fontsize=8)
+            denoised = j > 0 and sigma == chain[j - 1][0]  # NCSN.sample's last entry
+            ax.set_title("denoised" if denoised else f"σ = {sigma:.3g}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
             if lim is not None:
                 ax.set_xlim(*lim), ax.set_ylim(*lim)
