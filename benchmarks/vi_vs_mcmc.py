@@ -67,7 +67,7 @@ def tune_step(sampler, log_post, x0, target, grid, g, **kw):
     """Pick from ``grid`` the step size whose pilot acceptance is closest to ``target``."""
     best = None
     for eps in grid:
-        r = sampler(log_post, x0, eps, 50, generator=g, keep_chain=False, **kw)
+        r = sampler(x0, eps, 50, log_prob=log_post, generator=g, keep_chain=False, **kw)
         score = abs(r.mean_accept_prob - target)
         if best is None or score < best[0]:
             best = (score, eps, r.mean_accept_prob)
@@ -124,10 +124,10 @@ def run(quick: bool = False, out: Path = Path("docs/figures")):
             x0, eps_mala / 4, n, log_prob=log_post, generator=g
         ),
         f"MALA (eps={eps_mala:g}, acc {acc_mala:.2f})": lambda n: mala(
-            log_post, x0, eps_mala, n, generator=g
+            x0, eps_mala, n, log_prob=log_post, generator=g
         ),
         f"HMC (eps={eps_hmc:g}, L=10, acc {acc_hmc:.2f})": lambda n: hmc(
-            log_post, x0, eps_hmc, max(n // 10, 5), n_leapfrog=10, generator=g
+            x0, eps_hmc, max(n // 10, 5), log_prob=log_post, n_leapfrog=10, generator=g
         ),
     }
     for name, call in samplers.items():

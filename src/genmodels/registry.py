@@ -49,6 +49,7 @@ TASKS = ("density", "classifier", "process", "series")
 #: imports nothing of ``genmodels.models`` at import time).
 MODULES = {
     "ddpm": "genmodels.models.ddpm",
+    "ncsn": "genmodels.models.score",
     "nice": "genmodels.models.flows",
     "realnvp": "genmodels.models.flows",
     "nsf": "genmodels.models.flows",

@@ -49,7 +49,7 @@ def test_mala_leaves_target_invariant_and_ula_does_not():
     g = torch.Generator().manual_seed(1)
     x0 = exact_draws(5000, g)
     eps = 0.2
-    r = mala(log_p, x0, eps, 10, generator=g)
+    r = mala(x0, eps, 10, generator=g, log_prob=log_p)
     assert 0.5 <= r.mean_accept_prob <= 0.8
     assert 0.5 <= float(r.accept_rate.mean()) <= 0.8
     assert two_sample_pvalue(r.x, exact_draws(5000, g)) > ALPHA
@@ -62,7 +62,7 @@ def test_hmc_leaves_target_invariant_and_ula_does_not():
     g = torch.Generator().manual_seed(2)
     x0 = exact_draws(5000, g)
     eps = 0.5
-    r = hmc(log_p, x0, eps, 10, n_leapfrog=3, generator=g)
+    r = hmc(x0, eps, 10, n_leapfrog=3, generator=g, log_prob=log_p)
     assert 0.5 <= r.mean_accept_prob <= 0.8
     assert r.n_evals == 10 * 3 + 1
     assert two_sample_pvalue(r.x, exact_draws(5000, g)) > ALPHA
@@ -78,9 +78,9 @@ def test_moments_of_correlated_gaussian_from_a_bad_start(sampler):
     n = 2000
     x0 = 3.0 * torch.randn(n, 3, generator=g, dtype=DT) + 2.0
     if sampler == "mala":
-        r = mala(log_p, x0, 0.15, 300, generator=g, keep_chain=False)
+        r = mala(x0, 0.15, 300, generator=g, keep_chain=False, log_prob=log_p)
     else:
-        r = hmc(log_p, x0, 0.4, 60, n_leapfrog=5, generator=g, keep_chain=False)
+        r = hmc(x0, 0.4, 60, n_leapfrog=5, generator=g, keep_chain=False, log_prob=log_p)
     x = r.x
     mean, cov = x.mean(0), torch.cov(x.T)
     # standard errors of i.i.d. Gaussian moments: sd/√n and √((C_ii C_jj + C_ij²)/n)
@@ -124,7 +124,7 @@ def test_ula_score_and_log_prob_give_the_same_chain():
 def test_chain_thinning_and_image_shaped_events():
     g = torch.Generator().manual_seed(0)
     x0 = torch.zeros(4, 1, 2, 2, dtype=DT)
-    r = mala(lambda x: -0.5 * (x**2).flatten(1).sum(-1), x0, 0.5, 10, generator=g, thin=5)
+    r = mala(x0, 0.5, 10, generator=g, thin=5, log_prob=lambda x: -0.5 * (x**2).flatten(1).sum(-1))
     assert r.chain.shape == (2, 4, 1, 2, 2) and r.x.shape == x0.shape
     torch.testing.assert_close(r.chain[-1], r.x)
     assert r.n_evals == 11
@@ -133,7 +133,9 @@ def test_chain_thinning_and_image_shaped_events():
 def test_per_chain_step_sizes():
     g = torch.Generator().manual_seed(0)
     x0 = torch.zeros(3, 2, dtype=DT)
-    r = mala(lambda x: -0.5 * (x**2).sum(-1), x0, torch.tensor([0.1, 1.0, 3.0]), 5, generator=g)
+    r = mala(
+        x0, torch.tensor([0.1, 1.0, 3.0]), 5, generator=g, log_prob=lambda x: -0.5 * (x**2).sum(-1)
+    )
     assert r.accept_rate.shape == (3,)
 
 
@@ -146,21 +148,21 @@ def test_nonfinite_log_density_names_the_step():
         return out if calls["n"] < 4 else out + math.nan
 
     with pytest.raises(NonFiniteError, match="step 2"):
-        mala(bad, torch.zeros(5, 2), 0.1, 10, generator=torch.Generator().manual_seed(0))
+        mala(torch.zeros(5, 2), 0.1, 10, generator=torch.Generator().manual_seed(0), log_prob=bad)
     calls["n"] = 0
     with pytest.raises(NonFiniteError, match="step"):
-        hmc(bad, torch.zeros(5, 2), 0.1, 10, generator=torch.Generator().manual_seed(0))
+        hmc(torch.zeros(5, 2), 0.1, 10, generator=torch.Generator().manual_seed(0), log_prob=bad)
     with pytest.raises(NonFiniteError, match="step 0"):
         ula(torch.zeros(5, 2), 0.1, 3, score=lambda x: x * math.inf)
     with pytest.raises(NonFiniteError):  # +inf density also refused
-        mala(lambda x: x.sum(-1) * math.inf, torch.ones(5, 2), 0.1, 3)
+        mala(torch.ones(5, 2), 0.1, 3, log_prob=lambda x: x.sum(-1) * math.inf)
 
 
 @pytest.mark.parametrize("eps", [0.0, -0.1, math.nan, math.inf])
 def test_bad_step_sizes(eps):
     for call in (
-        lambda: mala(log_p, torch.zeros(2, 3, dtype=DT), eps, 3),
-        lambda: hmc(log_p, torch.zeros(2, 3, dtype=DT), eps, 3),
+        lambda: mala(torch.zeros(2, 3, dtype=DT), eps, 3, log_prob=log_p),
+        lambda: hmc(torch.zeros(2, 3, dtype=DT), eps, 3, log_prob=log_p),
         lambda: ula(torch.zeros(2, 3, dtype=DT), eps, 3, log_prob=log_p),
     ):
         with pytest.raises(ValueError, match="step_size"):
@@ -170,20 +172,20 @@ def test_bad_step_sizes(eps):
 def test_bad_shapes_and_arguments():
     x0 = torch.zeros(4, 3, dtype=DT)
     with pytest.raises(ValueError, match="chains"):
-        mala(log_p, torch.zeros(3, dtype=DT), 0.1, 3)  # no event dimension
+        mala(torch.zeros(3, dtype=DT), 0.1, 3, log_prob=log_p)  # no event dimension
     with pytest.raises(ValueError, match=r"one value per chain"):
-        mala(lambda x: -0.5 * (x**2), x0, 0.1, 3)  # (chains, d) instead of (chains,)
+        mala(x0, 0.1, 3, log_prob=lambda x: -0.5 * (x**2))  # (chains, d) instead of (chains,)
     with pytest.raises(ValueError, match="shape of x"):
         ula(x0, 0.1, 3, score=lambda x: x[:, :2])
     with pytest.raises(ValueError, match=r"step_size.*\(chains,\)"):
-        mala(log_p, x0, torch.ones(3), 3)
+        mala(x0, torch.ones(3), 3, log_prob=log_p)
     with pytest.raises(ValueError, match="exactly one"):
         ula(x0, 0.1, 3)
     with pytest.raises(ValueError, match="exactly one"):
         ula(x0, 0.1, 3, log_prob=log_p, score=lambda x: -x)
     with pytest.raises(ValueError, match="n_steps"):
-        hmc(log_p, x0, 0.1, -1)
+        hmc(x0, 0.1, -1, log_prob=log_p)
     with pytest.raises(ValueError, match="n_leapfrog"):
-        hmc(log_p, x0, 0.1, 3, n_leapfrog=0)
+        hmc(x0, 0.1, 3, n_leapfrog=0, log_prob=log_p)
     with pytest.raises(TypeError, match="floating"):
-        mala(log_p, torch.zeros(4, 3, dtype=torch.int64), 0.1, 3)
+        mala(torch.zeros(4, 3, dtype=torch.int64), 0.1, 3, log_prob=log_p)

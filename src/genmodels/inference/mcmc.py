@@ -3,20 +3,28 @@
 The lecture (section 1) contrasts variational inference with MCMC, which draws
 samples from an *unnormalised* posterior; section 6 uses Langevin dynamics to
 sample from a density known only through its score ∇log p. This module is the
-library's one home of those samplers: plain functions over a log-density (or,
-for ULA, a score), vectorised over many independent chains, with explicit
-randomness (``generator=``).
+library's one home of those samplers: plain functions vectorised over many
+independent chains, with explicit randomness (``generator=``).
 
-Shapes: ``x0`` is ``(chains, *event_shape)``; ``log_prob(x)`` returns
-``(chains,)`` (nats, up to an additive constant); ``score(x)`` returns the same
-shape as ``x``. Every sampler returns an :class:`MCMCResult`.
+One argument order for all three: ``sampler(x0, step_size, n_steps, *, target...)``
+with the target given by keyword, exactly one of
+
+- ``log_prob=``: ``x -> (chains,)``, log p up to an additive constant (nats);
+- ``energy=``: ``x -> (chains,)``, an energy E with p ∝ e^{-E/T} (the lecture's
+  Boltzmann distribution);
+- ``score=`` (:func:`ula` only, which needs no density values): ``x -> ∇log p(x)`` of
+  the shape of ``x``, e.g. a trained score network;
+
+and ``temperature=T`` (default 1) targets p^{1/T}: e^{-E/T} for an energy, log p / T and
+∇log p / T for a log-density or a score. Shapes: ``x0`` is ``(chains, *event_shape)``.
+Every sampler returns an :class:`MCMCResult`.
 
 Example::
 
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
     >>> log_p = lambda x: -0.5 * (x**2).sum(-1)
-    >>> r = mala(log_p, torch.zeros(100, 2), step_size=0.5, n_steps=50, generator=g)
+    >>> r = mala(torch.zeros(100, 2), step_size=0.5, n_steps=50, log_prob=log_p, generator=g)
     >>> r.x.shape, r.chain.shape
     (torch.Size([100, 2]), torch.Size([50, 100, 2]))
 """
@@ -33,6 +41,7 @@ __all__ = ["MCMCResult", "ula", "mala", "hmc", "NonFiniteError"]
 
 LogProb = Callable[[Tensor], Tensor]
 Score = Callable[[Tensor], Tensor]
+Energy = Callable[[Tensor], Tensor]
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -144,6 +153,36 @@ def _score_of(score: Score, x: Tensor, step: int) -> Tensor:
     return s.detach()
 
 
+def _target(
+    name: str,
+    x0,
+    log_prob: LogProb | None,
+    energy: Energy | None,
+    score: Score | None,
+    temperature: float,
+) -> tuple[LogProb | None, Score | None]:
+    """The tempered target as ``(log_prob, score)``, one of them None (see the module)."""
+    if callable(x0):
+        raise TypeError(
+            f"{name}(x0, step_size, n_steps, *, log_prob=|energy=|score=...): the first "
+            f"argument is the initial state; give the target by keyword"
+        )
+    given = (("log_prob", log_prob), ("energy", energy), ("score", score))
+    given = [k for k, v in given if v is not None]
+    allowed = "log_prob=, energy= or score=" if name == "ula" else "log_prob= or energy="
+    if len(given) != 1:
+        raise ValueError(f"{name}: give exactly one of {allowed}; got {given or 'none'}")
+    T = temperature
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not 0 < T < float("inf"):
+        raise ValueError(f"{name}: temperature must be a positive finite number, got {T!r}")
+    T = float(T)
+    if energy is not None:
+        return (lambda x: energy(x) / -T), None
+    if log_prob is not None:
+        return (log_prob if T == 1.0 else (lambda x: log_prob(x) / T)), None
+    return None, (score if T == 1.0 else (lambda x: score(x) / T))
+
+
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
 
@@ -181,7 +220,9 @@ def ula(
     n_steps: int,
     *,
     log_prob: LogProb | None = None,
+    energy: Energy | None = None,
     score: Score | None = None,
+    temperature: float = 1.0,
     generator: torch.Generator | None = None,
     thin: int = 1,
     keep_chain: bool = True,
@@ -190,12 +231,15 @@ def ula(
 
     The Euler–Maruyama discretisation of the Langevin diffusion
     dx = ½∇log p(x) dt + dW, whose stationary law is p (Roberts & Tweedie 1996;
-    used for sampling with a learned score by Song & Ermon 2019). Equivalently, for
-    p ∝ e^{-E}: x' = x - Δt ∇E(x) + √(2Δt) z with Δt = ε/2.
+    used for sampling with a learned score by Song & Ermon 2019). For the Boltzmann
+    target p ∝ e^{-E/T} of an ``energy`` at ``temperature`` T this is the physicists'
+    overdamped Langevin step x' = x - Δt ∇E(x) + √(2TΔt) z with Δt = εT/2.
 
-    *Lecture slip*: the slides of section 6 write x_{t+Δt} = x_t - Δt ∇log p + Δt R,
-    which drops the sign (that update climbs *down* the density) and the square root
-    on the noise scale; this function implements the correct form above.
+    *Lecture slips* (section 6): the slides write x_{t+Δt} = x_t - Δt ∇E + Δt R and
+    x_{t+Δt} = x_t - Δt ∇log p + Δt R. The second drops the sign (it climbs *down*
+    the density) and both drop the square root on the noise scale (with Δt R the
+    noise vanishes faster than the drift as Δt → 0 and the chain collapses onto a
+    mode instead of sampling p). This function implements the correct form above.
 
     ULA never rejects, so its stationary law is biased by O(ε): for a Gaussian target
     N(0, P⁻¹) it is N(0, (P(I - εP/4))⁻¹) for ε < 4/λ_max(P). Use :func:`mala` for an
@@ -206,8 +250,10 @@ def ula(
         step_size: ε > 0, a number or a ``(chains,)`` tensor.
         n_steps: number of updates.
         log_prob: ``x -> (chains,)`` unnormalised log-density (its autograd gradient is used),
+        energy: or ``x -> (chains,)`` an energy, p ∝ e^{-E/T},
         score: or ``x -> ∇log p(x)`` of the shape of x (e.g. a trained score network);
-            give exactly one of the two.
+            give exactly one of the three.
+        temperature: T > 0; the chain targets p^{1/T} (e^{-E/T} for an energy).
         generator: source of the Gaussian noise.
         thin: keep every ``thin``-th state in ``chain``.
         keep_chain: store the trajectory (set False for large images).
@@ -222,8 +268,7 @@ def ula(
         >>> r.x.shape
         torch.Size([1000, 2])
     """
-    if (log_prob is None) == (score is None):
-        raise ValueError("ula: give exactly one of log_prob= or score=")
+    log_prob, score = _target("ula", x0, log_prob, energy, score, temperature)
     _check_x0(x0)
     _check_steps(n_steps, thin)
     eps = _step_size(step_size, x0)
@@ -248,11 +293,13 @@ def ula(
 
 @torch.no_grad()
 def mala(
-    log_prob: LogProb,
     x0: Tensor,
     step_size: float | Tensor,
     n_steps: int,
     *,
+    log_prob: LogProb | None = None,
+    energy: Energy | None = None,
+    temperature: float = 1.0,
     generator: torch.Generator | None = None,
     thin: int = 1,
     keep_chain: bool = True,
@@ -268,10 +315,11 @@ def mala(
     so that p is exactly invariant whatever ε.
 
     Args:
-        log_prob: ``x -> (chains,)`` unnormalised log-density in nats.
         x0: initial states, ``(chains, *event_shape)``.
         step_size: ε > 0, a number or a ``(chains,)`` tensor.
         n_steps: number of Metropolis–Hastings steps.
+        log_prob, energy, temperature: the target, as in :func:`ula` (no ``score``: the
+            acceptance ratio needs density values).
         generator: source of the proposals and the accept/reject uniforms.
         thin, keep_chain: as in :func:`ula`.
 
@@ -281,10 +329,12 @@ def mala(
     Example::
 
         >>> g = torch.Generator().manual_seed(0)
-        >>> r = mala(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(500, 3), 0.8, 100, generator=g)
+        >>> r = mala(torch.zeros(500, 3), 0.8, 100, energy=lambda x: 0.5 * (x**2).sum(-1),
+        ...          generator=g)
         >>> 0.5 < r.mean_accept_prob < 1.0
         True
     """
+    log_prob, _ = _target("mala", x0, log_prob, energy, None, temperature)
     _check_x0(x0)
     _check_steps(n_steps, thin)
     eps = _step_size(step_size, x0)
@@ -314,11 +364,13 @@ def mala(
 
 @torch.no_grad()
 def hmc(
-    log_prob: LogProb,
     x0: Tensor,
     step_size: float | Tensor,
     n_steps: int,
     *,
+    log_prob: LogProb | None = None,
+    energy: Energy | None = None,
+    temperature: float = 1.0,
     n_leapfrog: int = 10,
     generator: torch.Generator | None = None,
     thin: int = 1,
@@ -336,10 +388,10 @@ def hmc(
     Leapfrog is volume preserving and reversible, so p is exactly invariant.
 
     Args:
-        log_prob: ``x -> (chains,)`` unnormalised log-density in nats.
         x0: initial states, ``(chains, *event_shape)``.
         step_size: leapfrog step ε > 0, a number or a ``(chains,)`` tensor.
         n_steps: number of HMC transitions.
+        log_prob, energy, temperature: the target, as in :func:`mala`.
         n_leapfrog: leapfrog steps per transition (L ≥ 1).
         generator: source of the momenta and the accept/reject uniforms.
         thin, keep_chain: as in :func:`ula`.
@@ -350,11 +402,12 @@ def hmc(
     Example::
 
         >>> g = torch.Generator().manual_seed(0)
-        >>> r = hmc(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(500, 3), 0.3, 20,
+        >>> r = hmc(torch.zeros(500, 3), 0.3, 20, log_prob=lambda x: -0.5 * (x**2).sum(-1),
         ...         n_leapfrog=5, generator=g)
         >>> r.accept_rate.shape
         torch.Size([500])
     """
+    log_prob, _ = _target("hmc", x0, log_prob, energy, None, temperature)
     _check_x0(x0)
     _check_steps(n_steps, thin)
     if isinstance(n_leapfrog, bool) or not isinstance(n_leapfrog, int) or n_leapfrog < 1:

@@ -53,6 +53,10 @@ BUDGETS: dict[tuple[str, str], dict] = {
         steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200
     ),
     ("ddpm", "mnist5k"): dict(steps=2000, grad_clip=1.0, ema_start=1000),
+    ("ncsn", "points"): dict(steps=10000, batch_size=1024, lr=1e-3, ema_decay=0.999),
+    ("ncsn", "images"): dict(
+        steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200
+    ),
     **{(m, "points"): _FLOW_POINTS for m in ("nice", "realnvp", "nsf")},
     **{(m, "images"): _FLOW_IMAGES for m in ("nice", "realnvp", "nsf")},
     ("vae", "points"): _VAE,

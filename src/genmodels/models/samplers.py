@@ -39,9 +39,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .noise import NoiseProcess, eps_to_x0, x0_to_eps
+from .noise import NoiseProcess, eps_to_score, eps_to_x0, x0_to_eps
 
-__all__ = ["ancestral", "ddim", "SAMPLERS", "resolve_grid", "batch_times"]
+__all__ = ["ancestral", "ddim", "annealed_langevin", "SAMPLERS", "resolve_grid", "batch_times"]
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[dict], None]
@@ -240,5 +240,87 @@ def ddim(
     return x
 
 
+@torch.inference_mode()
+def annealed_langevin(
+    eps_model: EpsModel,
+    x: Tensor,
+    process,
+    ts: Tensor | Sequence[float] | None = None,
+    *,
+    steps: int | None = None,
+    spacing: str | None = None,
+    step_size: float = 2e-5,
+    denoise: bool = True,
+    clip: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """Annealed Langevin dynamics: the lecture's Algorithm 1 (Song & Ermon 2019), line by line.
+
+    ::
+
+        Require {σ_i}_{i=1}^L, ε, T
+        1: initialise x̃_0                                      (the argument x)
+        2: for i = 1, ..., L:
+        3:     α_i = ε σ_i² / σ_L²                              (the step size)
+        4:     for t = 1, ..., T:
+        5:         z_t ~ N(0, I)
+        6:         x̃_t = x̃_{t-1} + (α_i/2) s_θ(x̃_{t-1}, σ_i) + sqrt(α_i) z_t
+        8:     x̃_0 = x̃_T
+           return x̃_T
+        +  (``denoise``) x̂ = (x̃_T + σ_L² s_θ(x̃_T, σ_L)) / sqrt(ᾱ(t_L)): Tweedie's formula,
+           E[x | x̃] for x̃ = x + σ_L z (Song & Ermon 2020, "Improved techniques", sec. 4.2,
+           after Jolicoeur-Martineau et al. 2021); sqrt(ᾱ) = 1 for NCSN's levels.
+
+    The noise levels are the grid: σ_i = ``process.sigma(ts[i-1])`` for every point of
+    ``ts`` (L = len(ts); default ``process.grid()``, an NCSN's trained levels), strictly
+    decreasing and positive. The score is read from the ε-network as s_θ(x, σ) = -ε̂/σ
+    (:func:`~genmodels.models.noise.eps_to_score`; an NCSN trained with λ(σ) = σ² *is* an
+    ε-network). ``steps`` is T, the Langevin steps per level (default 100: Song & Ermon's
+    T); ``step_size`` is ε (default 2e-5, theirs for σ_L = 0.01). ``clip`` boxes the
+    denoised x̂. ``callback`` runs after each level (``k`` = i - 1, ``n`` = L, ``t``,
+    ``sigma`` = σ_i, ``x``); ``stats["nfe"]`` grows by L·T (+1 with ``denoise``).
+
+    Errors: ε ≤ 0, T < 1, levels that do not strictly decrease or reach σ = 0, and a score
+    that turns the state NaN or infinite (named by its level) each raise a ValueError.
+    """
+    if not isinstance(step_size, (int, float)) or not 0 < step_size < math.inf:
+        raise ValueError(f"step_size (ε) must be a positive finite number, got {step_size!r}")
+    T = 100 if steps is None else steps
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"steps (T, Langevin steps per level) must be an integer >= 1, got {T!r}")
+    ts = resolve_grid(process, ts, None, spacing)
+    sigmas = process.sigma(ts).tolist()
+    if not sigmas[-1] > 0 or any(b >= a for a, b in zip(sigmas, sigmas[1:])):
+        raise ValueError(f"the noise levels must strictly decrease to σ_L > 0, got {sigmas}")
+    L, n = len(ts), x.shape[0]
+    t_net = process.net_time(ts).to(x.device)
+    x, buf = x.clone(), torch.empty_like(x)  # 1: x̃_0
+    for i in range(L):  # 2: for i = 1, ..., L
+        sigma, tin = sigmas[i], t_net[i : i + 1].expand(n)
+        alpha = step_size * sigma**2 / sigmas[-1] ** 2  # 3: α_i = ε σ_i²/σ_L²
+        for _ in range(T):  # 4: for t = 1, ..., T
+            z = buf.normal_(generator=generator)  # 5: z_t ~ N(0, I)
+            score = eps_to_score(eps_model(x, tin), sigma)  # s_θ(x̃_{t-1}, σ_i)
+            x.add_(score, alpha=alpha / 2).add_(z, alpha=math.sqrt(alpha))  # 6
+        if not torch.isfinite(x).all():
+            raise ValueError(
+                f"annealed Langevin: the state became NaN or infinite at level {i + 1} of {L} "
+                f"(σ = {sigma:.4g}, α = {alpha:.4g}); the score returned non-finite values or "
+                f"the step size ε = {step_size:g} is too large"
+            )
+        if callback is not None:
+            callback({"k": i, "n": L, "t": float(ts[i]), "sigma": sigma, "x": x})
+    _count(stats, L * T)
+    if not denoise:
+        return x
+    eps = eps_model(x, t_net[-1:].expand(n))  # Tweedie: x̂ = (x̃ - σ_L ε̂)/sqrt(ᾱ)
+    _count(stats, 1)
+    x0 = eps_to_x0(x, eps, float(process.mean_coef(ts[-1])), sigmas[-1])
+    return x0.clamp_(*clip) if clip is not None else x0
+
+
 # The one table of samplers: name -> function of the module's protocol.
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": ancestral, "ddim": ddim}
+SAMPLERS["annealed_langevin"] = annealed_langevin

@@ -1,0 +1,150 @@
+"""Score matching benchmarks (issue #16; numbers in docs/score.md).
+
+1. ``mixture``: the NCSN paper's mode-weight experiment (Song & Ermon 2019, sec. 3.2.2,
+   Fig. 3) with a *trained* NCSN: 0.8 N((5,5), I) + 0.2 N((-5,-5), I), 20000 training
+   samples, σ geometric from 20 to 1 (L = 10), λ(σ) = σ²; 1280 chains from U[-8, 8]²,
+   annealed Langevin with T = 100, ε = 0.1 (no denoising, as in the paper's figure). The
+   target: the first mode's weight within 0.05 of 0.8 (exact score: tests/models/test_score.py).
+   Also writes the Figure-4 picture of the run (docs/figures/ncsn_mixture_levels.png).
+2. ``cli DATA``: ``genmodels train ncsn --data DATA`` at its registered defaults, then
+   ``genmodels evaluate``; prints the sample distances beside their floors and the wall time.
+
+Usage::
+
+    python benchmarks/score.py mixture [--steps 3000] [--seeds 0 1]
+    python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from genmodels.data import TensorData
+from genmodels.models.score import NCSN
+from genmodels.nn import time_network
+from genmodels.plot import annealed_chain
+from genmodels.train import TrainConfig, fit
+
+W, MU = torch.tensor([0.8, 0.2]), torch.tensor([[5.0, 5.0], [-5.0, -5.0]])
+
+
+def mixture_samples(n: int, g: torch.Generator) -> torch.Tensor:
+    k = (torch.rand(n, generator=g) > W[0]).long()
+    return MU[k] + torch.randn(n, 2, generator=g)
+
+
+def run_mixture(steps: int, seeds: list[int], figure: Path | None) -> list[float]:
+    torch.set_num_threads(1)
+    weights = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(1000 + seed)
+        data = TensorData(mixture_samples(20000, g))
+        torch.manual_seed(seed)
+        model = NCSN(time_network((2,)), (2,), levels=10, sigma_max=20.0, sigma_min=1.0)
+        t0 = time.perf_counter()
+        cfg = TrainConfig(
+            steps=steps,
+            batch_size=512,
+            lr=1e-3,
+            ema_decay=0.999,
+            ema_start=steps // 2,
+            seed=seed,
+            progress=False,
+        )
+        model = fit(model, data, cfg).model.eval()
+        t_train = time.perf_counter() - t0
+        x0 = torch.rand(1280, 2, generator=g) * 16 - 8
+        t0 = time.perf_counter()
+        from genmodels.models.samplers import annealed_langevin
+
+        chain: list = []
+        keep = chain.append
+        x = annealed_langevin(
+            model.eps_model,
+            x0,
+            model.noise,
+            steps=100,
+            step_size=0.1,
+            denoise=False,
+            generator=g,
+            callback=lambda d, keep=keep: keep((d["sigma"], d["x"].clone())),
+        )
+        w = float((x.sum(1) > 0).float().mean())
+        weights.append(w)
+        print(
+            f"seed {seed}: trained {steps} steps in {t_train:.0f}s; weight of (5,5) = {w:.3f} "
+            f"(target 0.8 ± 0.05; binomial SE 0.011); sampling {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
+        if figure is not None and seed == seeds[0]:
+            annealed_chain([chain[i] for i in (0, 3, 6, 9)], figure, lim=(-10, 10))
+    return weights
+
+
+def run_cli(names: list[str], out: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in names:
+        run = out / f"ncsn-{name}"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "genmodels",
+                "train",
+                "ncsn",
+                "--data",
+                name,
+                "--out",
+                str(run),
+                "--no-progress",
+            ],
+            check=True,
+            env=env,
+        )
+        t1 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "genmodels", "evaluate", str(run)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        t2 = time.perf_counter()
+        m = json.loads((run / "metrics.json").read_text())
+        if "swd" in m:
+            r = m["swd"] / m["swd_floor"]
+            q = f"swd {m['swd']:.4f} floor {m['swd_floor']:.4f} ratio {r:.2f}"
+        else:
+            frac = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
+            q = f"fd {m['fd']:.3f} floor {m['fd_floor']:.3f} gaussian {m['fd_gaussian']:.3f}"
+            q += f" (fraction of the way {frac:.3f})"
+        print(f"{name}: {q}; train {t1 - t0:.0f}s + evaluate {t2 - t1:.0f}s", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mixture")
+    m.add_argument("--steps", type=int, default=3000)
+    m.add_argument("--seeds", type=int, nargs="+", default=[0])
+    m.add_argument("--figure", type=Path, default=Path("docs/figures/ncsn_mixture_levels.png"))
+    c = sub.add_parser("cli")
+    c.add_argument("data", nargs="+")
+    c.add_argument("--out", type=Path, default=Path("/tmp/ncsn-bench"))
+    a = p.parse_args()
+    if a.cmd == "mixture":
+        run_mixture(a.steps, a.seeds, a.figure)
+    else:
+        run_cli(a.data, a.out)
+
+
+if __name__ == "__main__":
+    main()
