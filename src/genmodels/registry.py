@@ -49,6 +49,8 @@ TASKS = ("density", "classifier", "process", "series")
 #: imports nothing of ``genmodels.models`` at import time).
 MODULES = {
     "ddpm": "genmodels.models.ddpm",
+    "subvp": "genmodels.models.score_sde",
+    "vesde": "genmodels.models.score_sde",
     "nice": "genmodels.models.flows",
     "realnvp": "genmodels.models.flows",
     "nsf": "genmodels.models.flows",

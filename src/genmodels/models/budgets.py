@@ -32,12 +32,17 @@ _FLOW_IMAGES = dict(
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
+_DDPM = {
+    "points": dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999),
+    "images": dict(steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200),
+}
+
 BUDGETS: dict[tuple[str, str], dict] = {
-    ("ddpm", "points"): dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999),
-    ("ddpm", "images"): dict(
-        steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200
-    ),
+    ("ddpm", "points"): _DDPM["points"],
+    ("ddpm", "images"): _DDPM["images"],
     ("ddpm", "mnist5k"): dict(steps=2000, grad_clip=1.0, ema_start=1000),
+    # the score SDEs share the DDPM's networks and, unmeasured yet, its budgets
+    **{(m, k): BUDGET for m in ("subvp", "vesde") for k, BUDGET in _DDPM.items()},
     **{(m, "points"): _FLOW_POINTS for m in ("nice", "realnvp", "nsf")},
     **{(m, "images"): _FLOW_IMAGES for m in ("nice", "realnvp", "nsf")},
     ("vae", "points"): _VAE,
