@@ -242,8 +242,21 @@ class DDPM(nn.Module):
         """The VP SDE this DDPM is: ``VPSDE(process=self.schedule)`` (:mod:`.sde`)."""
         return VPSDE(process=self.schedule)
 
+    @property
+    def log_prob(self):
+        """:meth:`pf_log_prob`, for continuous data only (``levels=None``).
+
+        On quantised images (``levels`` set) the PF-ODE density at the grid values is not a
+        likelihood of the discrete data (that needs a model trained with uniform
+        dequantisation, not built yet), so a DDPM of images has no ``log_prob`` and
+        ``genmodels evaluate`` reports its bound alone, as before.
+        """
+        if self.levels is not None:
+            raise AttributeError("log_prob: a DDPM of quantised data has no likelihood here")
+        return self.pf_log_prob
+
     @torch.no_grad()
-    def log_prob(
+    def pf_log_prob(
         self,
         x: torch.Tensor,
         *,
