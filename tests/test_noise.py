@@ -109,7 +109,9 @@ def test_samplers_report_their_network_evaluations():
     st = {}
     ancestral(_FixedEps(), x_T, LinearVP(), [1.0, 0.5, 0.25, 0.0], stats=st)
     assert st["nfe"] == 3
-    assert {"ancestral", "ddim", "annealed_langevin"} <= set(SAMPLERS)
+    assert {"ancestral", "ddim", "annealed_langevin", "euler_maruyama", "pc", "ode"} <= set(
+        SAMPLERS
+    )
 
 
 def test_model_sample_passes_stats_and_steps_through():

@@ -50,6 +50,8 @@ TASKS = ("density", "classifier", "process", "series")
 MODULES = {
     "ddpm": "genmodels.models.ddpm",
     "ncsn": "genmodels.models.score",
+    "subvp": "genmodels.models.score_sde",
+    "vesde": "genmodels.models.score_sde",
     "nice": "genmodels.models.flows",
     "realnvp": "genmodels.models.flows",
     "nsf": "genmodels.models.flows",

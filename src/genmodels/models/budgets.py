@@ -47,16 +47,21 @@ _ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet m
 _PROCESS = dict(steps=2940, batch_size=5, lr=1e-3, ema_decay=None, checkpoint_every=1000)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
+_DDPM = {
+    "points": dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999),
+    "images": dict(steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200),
+}
+
 BUDGETS: dict[tuple[str, str], dict] = {
-    ("ddpm", "points"): dict(steps=20000, batch_size=1024, lr=1e-3, ema_decay=0.999),
-    ("ddpm", "images"): dict(
-        steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200
-    ),
+    ("ddpm", "points"): _DDPM["points"],
+    ("ddpm", "images"): _DDPM["images"],
     ("ddpm", "mnist5k"): dict(steps=2000, grad_clip=1.0, ema_start=1000),
     ("ncsn", "points"): dict(steps=10000, batch_size=1024, lr=1e-3, ema_decay=0.999),
     ("ncsn", "images"): dict(
         steps=5000, batch_size=128, lr=1e-3, ema_decay=0.999, warmup_steps=200
     ),
+    # the score SDEs share the DDPM's networks and, unmeasured yet, its budgets
+    **{(m, k): BUDGET for m in ("subvp", "vesde") for k, BUDGET in _DDPM.items()},
     **{(m, "points"): _FLOW_POINTS for m in ("nice", "realnvp", "nsf")},
     **{(m, "images"): _FLOW_IMAGES for m in ("nice", "realnvp", "nsf")},
     ("vae", "points"): _VAE,

@@ -41,7 +41,18 @@ from torch import Tensor
 
 from .noise import NoiseProcess, eps_to_score, eps_to_x0, x0_to_eps
 
-__all__ = ["ancestral", "ddim", "annealed_langevin", "SAMPLERS", "resolve_grid", "batch_times"]
+__all__ = [
+    "ancestral",
+    "ddim",
+    "annealed_langevin",
+    "SAMPLERS",
+    "resolve_grid",
+    "batch_times",
+    "euler_maruyama",
+    "pc",
+    "ode",
+    "pf_ode_log_prob",
+]
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[dict], None]
@@ -324,3 +335,366 @@ def annealed_langevin(
 # The one table of samplers: name -> function of the module's protocol.
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": ancestral, "ddim": ddim}
 SAMPLERS["annealed_langevin"] = annealed_langevin
+
+
+# ---------------------------------------------------------------------------
+# Score-SDE samplers (Song et al. 2021): any score_fn(x, t) and any SDE.
+# ---------------------------------------------------------------------------
+# These take the score and the SDE of :mod:`.sde` directly, as the paper writes them:
+# ``sampler(score_fn, sde, x_T, ts=None, *, steps, eps, generator, callback, stats)``, with
+# ``score_fn(x, t) -> ∇_x log p_t(x)`` for one time t ∈ [eps, 1] (a float or 0-d tensor).
+# :data:`SAMPLERS` holds them through :func:`_on_protocol`, which turns the module's
+# ``(eps_model, x, process)`` into ``(score_from_eps(eps_model, sde), sde, x)``.
+
+from ..integrate import NonFiniteSolutionError, SolverStats, odeint, sdeint  # noqa: E402
+from ..integrate.trace import dynamics_with_divergence, hutchinson_noise  # noqa: E402
+from .sde import SDE, as_sde, score_from_eps  # noqa: E402
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _sde_grid(ts, steps: int | None, eps: float, default: int) -> Tensor:
+    """A decreasing float64 grid 1 = t_0 > ... > t_N = eps (N = steps), or ``ts`` checked."""
+    if ts is not None:
+        if steps is not None:
+            raise ValueError("give either ts or steps, not both")
+        ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
+        if ts.dim() != 1 or len(ts) < 2 or not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError("ts must be a strictly decreasing 1-D grid of at least 2 times")
+        if ts[-1] <= 0 or ts[0] > 1:
+            raise ValueError("ts must lie in (0, 1]: the score is singular at t = 0")
+        return ts
+    steps = default if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    return torch.linspace(1.0, eps, steps + 1, dtype=torch.float64)
+
+
+class _Counted:
+    """``score_fn`` with a call counter (the samplers' ``stats["nfe"]``)."""
+
+    def __init__(self, score_fn: ScoreFn):
+        self.score_fn, self.n = score_fn, 0
+
+    def __call__(self, x: Tensor, t) -> Tensor:
+        self.n += 1
+        return self.score_fn(x, t)
+
+
+def _nonfinite(name: str) -> ValueError:
+    return ValueError(
+        f"{name}: the state became non-finite (NaN/inf): does the score function return NaN?"
+    )
+
+
+class _ReverseSDE:
+    """dx = [f(x, t) - g(t)² ∇log p_t(x)] dt + g(t) dw̄ in torchsde's protocol, for sdeint."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, score_fn: ScoreFn, sde: SDE):
+        self.score_fn, self.sde = score_fn, sde
+
+    def f(self, t: Tensor, x: Tensor) -> Tensor:
+        g2 = float(self.sde.diffusion(float(t))) ** 2
+        return self.sde.drift(x, float(t)) - g2 * self.score_fn(x, t)
+
+    def g(self, t: Tensor, x: Tensor) -> Tensor:
+        return torch.full_like(x, float(self.sde.diffusion(float(t))))
+
+
+@torch.inference_mode()
+def euler_maruyama(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: Tensor,
+    ts: Tensor | Sequence[float] | None = None,
+    *,
+    steps: int | None = None,
+    eps: float = 1e-3,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """Euler–Maruyama on the reverse-time SDE (Song et al. 2021, eq. 6; Anderson 1982)::
+
+        dx = [f(x, t) - g(t)² ∇_x log p_t(x)] dt + g(t) dw̄,     t from 1 down to eps
+
+    through :func:`genmodels.integrate.sdeint` (``method="euler"``, increments from
+    ``generator``) on ``steps`` equal steps (default 1000), then the last step without noise
+    (x̄ of Song et al.'s code: the returned sample is the mean of the final step).
+
+    Args:
+        score_fn: ``score_fn(x, t) -> ∇_x log p_t(x)``, shape of ``x``; t ∈ [eps, 1].
+        sde: the forward :class:`~genmodels.models.sde.SDE`.
+        x_T: the start, a draw of the prior ``sde.prior_sample``; ``(n, ...)``.
+        ts: a decreasing grid in (0, 1] instead of ``steps``/``eps``.
+        stats: ``stats["nfe"]`` grows by the score evaluations (steps + 1: ``sdeint``
+            evaluates the drift once more to check its shape).
+    Returns:
+        x at ``ts[-1]`` (= eps), the shape of ``x_T``.
+
+    Example::
+
+        x0 = euler_maruyama(score_fn, VPSDE(), torch.randn(1000, 2), steps=500, generator=g)
+    """
+    ts = _sde_grid(ts, steps, eps, 1000)
+    score = _Counted(score_fn)
+    rev = _ReverseSDE(score, sde)
+    N, x = len(ts) - 1, x_T
+    if N > 1:
+        uniform = bool(torch.allclose(ts.diff(), ts.diff()[0], rtol=1e-9, atol=0))
+        path = ts[:-1] if callback is not None or not uniform else ts[[0, -2]]
+        dt = float((ts[0] - ts[1]).abs()) * (1 + 1e-9) if uniform else 1.0
+        try:
+            xs = sdeint(rev, x_T, path, method="euler", dt=dt, generator=generator)
+        except FloatingPointError:
+            raise _nonfinite("euler_maruyama") from None
+        x = xs[-1]
+        if callback is not None:
+            for k in range(1, N):
+                callback({"k": k - 1, "n": N, "t": float(ts[k]), "x": xs[k]})
+    t, h = float(ts[-2]), float(ts[-1] - ts[-2])  # the last step, noise-free
+    x = x + rev.f(torch.tensor(t), x) * h
+    if not bool(torch.isfinite(x).all()):
+        raise _nonfinite("euler_maruyama")
+    if callback is not None:
+        callback({"k": N - 1, "n": N, "t": float(ts[-1]), "x": x})
+    _count(stats, score.n)
+    return x
+
+
+@torch.inference_mode()
+def pc(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: Tensor,
+    ts: Tensor | Sequence[float] | None = None,
+    *,
+    steps: int | None = None,
+    snr: float = 0.16,
+    eps: float = 1e-3,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """Predictor–corrector sampling (Song et al. 2021, Algorithms 2-3 and their code).
+
+    At each grid time t (from 1 down to eps; step h = t_{k+1} - t_k < 0)::
+
+        corrector (one Langevin step, signal-to-noise ratio ``snr``):
+            s = ∇log p_t(x),  z ~ N(0, I)
+            ε = 2 α_t (snr ‖z‖ / ‖s‖)²          (norms averaged over the batch; α_t = 1 - β_t|h|
+                                                 for VP/sub-VP, 1 for VE)
+            x ← x + ε s + sqrt(2ε) z
+        predictor (reverse diffusion, the reverse SDE discretised with the forward's
+        f(x, t)|h| and G = g(t) sqrt(|h|)):
+            x̄ = x - [f(x, t) - g(t)² ∇log p_t(x)] |h|
+            x ← x̄ + G z'
+
+    and the result is the last x̄ (no noise on the final step). 2 score evaluations per step;
+    ``steps`` defaults to 1000. Args as :func:`euler_maruyama`.
+    """
+    if not snr > 0:
+        raise ValueError(f"snr must be > 0, got {snr}")
+    ts = _sde_grid(ts, steps, eps, 1000)
+    N, n = len(ts) - 1, x_T.shape[0]
+    x = x_T.clone()
+    for k in range(N):
+        t, dt = float(ts[k]), float(ts[k] - ts[k + 1])  # dt = |h| > 0
+        # corrector: one Langevin step at t
+        s = score_fn(x, t)
+        z = _randn(x, generator)
+        s_norm = s.reshape(n, -1).norm(dim=1).mean()
+        z_norm = z.reshape(n, -1).norm(dim=1).mean()
+        step = 2 * sde.corrector_alpha(t, dt) * (snr * z_norm / s_norm) ** 2
+        x = x + step * s + (2 * step).sqrt() * z
+        # predictor: one reverse-diffusion step t -> t - dt
+        g = float(sde.diffusion(t))
+        x_mean = x - (sde.drift(x, t) - g * g * score_fn(x, t)) * dt
+        x = x_mean + (g * math.sqrt(dt)) * _randn(x, generator) if k < N - 1 else x_mean
+        if not bool(torch.isfinite(x).all()):
+            raise _nonfinite("pc")
+        if callback is not None:
+            callback({"k": k, "n": N, "t": float(ts[k + 1]), "x": x})
+    _count(stats, 2 * N)
+    return x
+
+
+@torch.inference_mode()
+def ode(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_T: Tensor,
+    ts: Tensor | Sequence[float] | None = None,
+    *,
+    eps: float = 1e-3,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    callback: Callback | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """The probability flow ODE (Song et al. 2021, eq. 13), solved from t = 1 to eps::
+
+        dx/dt = f(x, t) - ½ g(t)² ∇_x log p_t(x)
+
+    by :func:`genmodels.integrate.odeint` (adaptive dopri5, ``rtol``/``atol``). Deterministic:
+    the same x_T gives the same sample (the map the likelihood :func:`pf_ode_log_prob` inverts).
+    ``ts``: output times (default ``[1, eps]``); ``callback`` runs at each of them.
+    ``stats["nfe"]`` grows by the solver's field evaluations.
+    """
+    if ts is None:
+        ts = torch.tensor([1.0, eps], dtype=torch.float64)
+    else:
+        ts = _sde_grid(ts, None, eps, 1)
+
+    lo, hi = float(ts.min()), float(ts.max())
+
+    def field(t: Tensor, x: Tensor) -> Tensor:
+        tf = min(max(float(t), lo), hi)  # odeint's first-step guess may probe past the end
+        g = float(sde.diffusion(tf))
+        return sde.drift(x, tf) - (0.5 * g * g) * score_fn(x, tf)
+
+    st = SolverStats()
+    try:
+        xs = odeint(field, x_T, ts.to(x_T.dtype), rtol=rtol, atol=atol, method=method, stats=st)
+    except NonFiniteSolutionError:
+        raise _nonfinite("ode") from None
+    finally:
+        _count(stats, st.nfe)
+    if callback is not None:
+        for k in range(1, len(ts)):
+            callback({"k": k - 1, "n": len(ts) - 1, "t": float(ts[k]), "x": xs[k]})
+    return xs[-1]
+
+
+def pf_ode_log_prob(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    *,
+    eps: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    trace: Literal["exact", "hutchinson"] = "exact",
+    generator: torch.Generator | None = None,
+    stats: dict | None = None,
+) -> Tensor:
+    """log p(x) in nats per row by the probability flow ODE (Song et al. 2021, appendix D.2).
+
+    The ODE dx/dt = f̃(x, t) = f(x, t) - ½ g(t)² ∇log p_t(x) carries p_eps to p_1, and the
+    instantaneous change of variables (Chen et al. 2018) gives, solved jointly from eps to 1
+    (one augmented state [x, ∫div], :func:`genmodels.integrate.odeint`, dopri5)::
+
+        log p_eps(x) = log p_1(x(1)) + ∫_eps^1 tr(∂f̃/∂x)(x(t), t) dt,   p_1 ≈ the prior.
+
+    The trace is exact (D vector-Jacobian products; use it for D ≤ 8) or Hutchinson's
+    estimate with Rademacher noise drawn once from ``generator`` (one product; unbiased for
+    each row), from :mod:`genmodels.integrate.trace`.
+
+    Args:
+        score_fn: ``score_fn(x, t)`` as for the samplers.
+        sde: the :class:`~genmodels.models.sde.SDE`.
+        x: ``(n, ...)`` points (solved in float64; returned in ``x``'s dtype).
+        eps: the start time (the data end of the ODE).
+        rtol, atol: the solver's tolerances.
+        trace: ``"exact"`` or ``"hutchinson"``.
+        stats: ``stats["nfe"]`` grows by the augmented field's evaluations; with Hutchinson
+            ``stats["se_nats"]`` is the standard error of the mean of the returned values
+            (spread over x and the estimator's noise together).
+    Returns:
+        ``(n,)`` log-densities in nats. No gradient flows through it (it runs under
+        ``torch.no_grad()`` and works when the caller's grad is off).
+
+    Example::
+
+        lp = pf_ode_log_prob(score_fn, VPSDE(), x)   # exact trace, D = 2
+    """
+    if trace not in ("exact", "hutchinson"):
+        raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise ValueError("x must be a tensor (n, ...) of points")
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    shape, n = x.shape, x.shape[0]
+    z0 = x.detach().reshape(n, -1).to(torch.float64)
+    noise = None
+    if trace == "hutchinson":
+        noise = hutchinson_noise(
+            z0.shape, generator=generator, dtype=torch.float64, device=z0.device
+        )
+
+    def f(t, z: Tensor) -> Tensor:
+        tf = min(max(float(t), eps), 1.0)  # odeint's first-step guess may probe past the end
+        g = float(sde.diffusion(tf))
+        s = score_fn(z.reshape(shape), tf).reshape(n, -1)
+        return sde.drift(z, tf) - (0.5 * g * g) * s
+
+    def field(t, state):
+        z, _ = state
+        return dynamics_with_divergence(f, t, z, method=trace, noise=noise, create_graph=False)
+
+    st = SolverStats()
+    ts = torch.tensor([eps, 1.0], dtype=torch.float64)
+    start = (z0, torch.zeros(n, dtype=torch.float64, device=z0.device))
+    try:
+        with torch.no_grad():
+            zs, ints = odeint(field, start, ts, rtol=rtol, atol=atol, method="dopri5", stats=st)
+    except NonFiniteSolutionError:
+        raise _nonfinite("pf_ode_log_prob") from None
+    finally:
+        _count(stats, st.nfe)
+    lp = sde.prior_log_prob(zs[-1]) + ints[-1]
+    if stats is not None and trace == "hutchinson":
+        stats["se_nats"] = float(lp.std() / math.sqrt(n)) if n > 1 else float("nan")
+    return lp.to(x.dtype)
+
+
+def _on_protocol(sde_sampler: Callable[..., Tensor], stochastic: bool = True):
+    """``sde_sampler(score_fn, sde, x, ...)`` as a sampler of the module's protocol.
+
+    The process becomes an SDE by :func:`~genmodels.models.sde.as_sde` (a DDPM's schedule is
+    the VP SDE), the ε-network a score by :func:`~genmodels.models.sde.score_from_eps`;
+    ``clip`` is accepted and unused (these samplers form no x̂_0), ``spacing`` must be None
+    or ``"uniform"``.
+    """
+
+    def sampler(
+        eps_model: EpsModel,
+        x: Tensor,
+        process,
+        ts: Tensor | Sequence[float] | None = None,
+        *,
+        steps: int | None = None,
+        spacing: str | None = None,
+        clip: tuple[float, float] | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        stats: dict | None = None,
+        **own,
+    ) -> Tensor:
+        if spacing not in (None, "uniform"):
+            raise ValueError(f"{sde_sampler.__name__}: spacing must be 'uniform', got {spacing!r}")
+        sde = as_sde(process)
+        kw = dict(callback=callback, stats=stats, **own)
+        if stochastic:
+            kw.update(steps=steps, generator=generator)
+        elif steps is not None:
+            raise ValueError(
+                f"the {sde_sampler.__name__} sampler is adaptive (dopri5): it takes rtol/atol, "
+                "not steps"
+            )
+        return sde_sampler(score_from_eps(eps_model, sde), sde, x, ts, **kw)
+
+    sampler.__name__ = sde_sampler.__name__
+    sampler.__doc__ = f"{sde_sampler.__name__} on the sampler protocol: see its own docstring."
+    sampler.sde_sampler = sde_sampler
+    return sampler
+
+
+SAMPLERS["euler_maruyama"] = _on_protocol(euler_maruyama)
+SAMPLERS["pc"] = _on_protocol(pc)
+SAMPLERS["ode"] = _on_protocol(ode, stochastic=False)
