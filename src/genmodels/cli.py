@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"genmodels: training stopped: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, CheckpointError, OSError) as e:
+    except (ValueError, TypeError, CheckpointError, OSError, FloatingPointError) as e:
         if isinstance(e, OSError) and e.filename is not None:
             msg = f"{e.filename}: {e.strerror or type(e).__name__}"
         else:

@@ -146,15 +146,14 @@ def density_metrics(
 
     x = test.x.to(dev)
     has_log_prob, has_bound = hasattr(model, "log_prob"), hasattr(model, "nll_bound")
-    # One exception to "both are reported": on quantised images an image flow's log_prob at
-    # the stored grid values is a density at points, not a likelihood of the discrete data;
-    # its nll_bound (-log p(x + w u) under uniform dequantisation) is the library's bits/dim
-    # of the discrete data, so only the bound is reported, on the whole test split.
+    # One exception to "both are reported": on quantised images a model's log_prob at the
+    # stored grid values (an image flow's, a DDPM's PF-ODE density) is a density at points,
+    # not a likelihood of the discrete data; its nll_bound (a flow: -log p(x + w u) under
+    # uniform dequantisation; a DDPM: the discretised decoder's) bounds the discrete data's
+    # NLL, so only the bound is reported (on bound_n test images: the whole test split
+    # unless the model says otherwise, as a DDPM does with its default_bound_n).
     if test.info.kind == "images" and has_log_prob and has_bound:
-        with torch.no_grad():
-            nb = model.nll_bound(x, generator=generator).double()
-        out["nll_bound_nats"] = float(nb.mean())
-        out["bits_per_dim_bound"] = float(data_mod.bits_per_dim(out["nll_bound_nats"], test.info))
+        out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
     else:
         if has_log_prob:
             with torch.no_grad():

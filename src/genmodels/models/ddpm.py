@@ -242,18 +242,15 @@ class DDPM(nn.Module):
         """The VP SDE this DDPM is: ``VPSDE(process=self.schedule)`` (:mod:`.sde`)."""
         return VPSDE(process=self.schedule)
 
-    @property
-    def log_prob(self):
-        """:meth:`pf_log_prob`, for continuous data only (``levels=None``).
+    def log_prob(self, x: torch.Tensor, **options) -> torch.Tensor:
+        """The exact log-density through the probability flow ODE: :meth:`pf_log_prob`.
 
-        On quantised images (``levels`` set) the PF-ODE density at the grid values is not a
-        likelihood of the discrete data (that needs a model trained with uniform
-        dequantisation, not built yet), so a DDPM of images has no ``log_prob`` and
-        ``genmodels evaluate`` reports its bound alone, as before.
+        On quantised images (``levels`` set) this is the continuous density at the grid
+        values, not a likelihood of the discrete data (that needs a model trained with
+        uniform dequantisation); ``genmodels evaluate`` then reports the discretised bound
+        alone, as it does for an image flow.
         """
-        if self.levels is not None:
-            raise AttributeError("log_prob: a DDPM of quantised data has no likelihood here")
-        return self.pf_log_prob
+        return self.pf_log_prob(x, **options)
 
     @torch.no_grad()
     def pf_log_prob(

@@ -591,9 +591,15 @@ class _Loop:
         # the task the CLI recorded or the model class states; a plain module: the loss curve
         task = self.run_info.get("task") or getattr(self.model, "task", None)
         try:
-            save_run_pictures(
-                self.model, self.data, self.history, self.run.path, task=task, seed=self.cfg.seed
-            )
+            with torch.no_grad():
+                save_run_pictures(
+                    self.model,
+                    self.data,
+                    self.history,
+                    self.run.path,
+                    task=task,
+                    seed=self.cfg.seed,
+                )
         except Exception as e:  # noqa: BLE001 - a picture must never cost a finished run
             warnings.warn(
                 f"could not draw the run's pictures: {type(e).__name__}: {e}", stacklevel=2
