@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from ..distributions import Standardize, Transform, standard_normal_log_prob
 from ..integrate import (
+    check_times,
     dynamics_with_divergence,
     hutchinson_noise,
     odeint,
@@ -220,6 +221,29 @@ class CNF(Transform):
         self.adjoint, self.exact_dims = adjoint, exact_dims
 
     def _solve(self, x: Tensor, t0: float, t1: float, generator) -> tuple[Tensor, Tensor]:
+        zs, ls = self._solve_grid(x, [t0, t1], generator)
+        return zs[-1], ls[-1]
+
+    def trajectory(
+        self, x: Tensor, times: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(z(times), ∫_{times[0]}^{times} tr ∂f/∂z dt)`` from ``z(times[0]) = x``.
+
+        ``times``: a strictly increasing 1-D grid inside ``[0, T]``.  Shapes ``(K, B, D)`` and
+        ``(K, B)``.  The density at time ``s`` of the flow's path from the data (``s = 0``) to the
+        base (``s = T``): ``log p_s(y) = log N(z(T); 0, I) + l(T)`` with ``trajectory(y,
+        [s, T])``.
+        """
+        ts = check_times(times, name="times", caller="CNF.trajectory")
+        if len(ts) > 1 and ts[1] < ts[0]:
+            raise ValueError(f"CNF.trajectory: times must be strictly increasing; "
+                             f"times[0]={ts[0]!r}, times[1]={ts[1]!r}")  # fmt: skip
+        if ts[0] < 0 or ts[-1] > self.T:
+            raise ValueError(f"CNF.trajectory: times must lie in [0, T] = [0, {self.T}], got "
+                             f"[{ts[0]}, {ts[-1]}]")  # fmt: skip
+        return self._solve_grid(x, ts, generator)
+
+    def _solve_grid(self, x: Tensor, ts: list[float], generator) -> tuple[Tensor, Tensor]:
         trace = self.trace
         if trace == "hutchinson" and not torch.is_grad_enabled():
             trace = "exact" if x[0].numel() <= self.exact_dims else trace
@@ -229,7 +253,7 @@ class CNF(Transform):
                 x.shape, self.noise, generator=generator, dtype=x.dtype, device=x.device
             )
         aug = _Augmented(self.field, trace, eps)
-        t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+        t = torch.tensor(ts, dtype=x.dtype, device=x.device)
         state = (x, x.new_zeros(x.shape[0]))
         opts = None if self.step_size is None else dict(step_size=self.step_size)
         kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts)
@@ -237,7 +261,7 @@ class CNF(Transform):
             zs, ls = odeint_adjoint(aug, state, t, adjoint_params=self.field.parameters(), **kw)
         else:
             zs, ls = odeint(aug, state, t, **kw)
-        return zs[-1], ls[-1]
+        return zs, ls
 
     def forward(
         self, x: Tensor, context: Tensor | None = None, *, generator: torch.Generator | None = None
