@@ -129,3 +129,14 @@ def test_plot_imports_nothing_above_it():
     above = ("models", "train", "evaluate", "registry", "distributions", "inference", "nn")
     bad = [m for m in loaded if m.split(".")[1] in above]
     assert not bad, bad
+
+
+def test_ode_pictures_take_tensors_and_write_files(tmp_path):
+    from genmodels.plot.odes import density_evolution, resnet_vs_ode
+
+    t = torch.linspace(0, 3, 20)
+    resnet_vs_ode(torch.arange(4.0), torch.randn(4, 5), t, torch.randn(20, 5), t[::3],
+                  torch.randn(7, 5), tmp_path / "traj.png")  # fmt: skip
+    density_evolution(torch.linspace(1, 0, 5), torch.rand(5, 16, 16), (-2, 2, -2, 2),
+                      tmp_path / "dens.png", data=torch.randn(30, 2))  # fmt: skip
+    assert (tmp_path / "traj.png").stat().st_size > 0 and (tmp_path / "dens.png").stat().st_size > 0
