@@ -24,6 +24,8 @@ Where each number comes from:
   gradient clipping at 1.0).
 - ``ffjord``, ``planar-cnf`` (docs/cnf.md): sized to the issue's 10-minute single-thread limit
   (an adaptive solve per step, its cost grows as the field learns).
+- ``odenet``, ``resnet`` on digits (docs/cnf.md, "ODE-Net vs ResNet"): 1500 steps of 128 give
+  test accuracy 99.2% (odenet, 3.8 min CPU) and 98.1% (resnet, 17 s CPU), seed 0.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _FLOW_IMAGES = dict(
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _SERIES_CLASSIFIER = dict(steps=240, batch_size=32, lr=3e-3, grad_clip=1.0, ema_decay=None)
 _CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
-_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet measured
+_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
 BUDGETS: dict[tuple[str, str], dict] = {
