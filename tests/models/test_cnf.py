@@ -242,3 +242,12 @@ def test_trajectory_ends_where_forward_does_and_splits_the_log_det():
     torch.testing.assert_close(ls[-1], ladj, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(ls[1] + l2[-1], ladj, rtol=1e-7, atol=1e-7)  # additive in time
     torch.testing.assert_close(z2[-1], z, rtol=1e-7, atol=1e-7)
+
+
+def test_concat_field_activation_is_a_choice_and_starts_as_the_identity():
+    for act in ("tanh", "softplus", "elu"):
+        f = ConcatField(2, hidden=8, depth=2, activation=act)
+        z = torch.randn(3, 2)
+        assert torch.equal(f(torch.tensor(0.3), z), torch.zeros(3, 2))  # last layer zero
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ConcatField(2, activation="relu")

@@ -26,7 +26,7 @@ probability flow ODE):
 Models:
 
 - ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
-  FFJORD's ``concat`` layers), exact trace in 2D by default.
+  FFJORD's ``concat`` layers; tanh), exact trace in 2D by default.
 - ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
 
       dz/dt      = Σ_m u_m(t) h(w_m(t)ᵀ z + b_m(t))
@@ -78,26 +78,32 @@ __all__ = [
 ]
 
 TRACES = ("exact", "hutchinson", "field")
+ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
 
 class ConcatField(nn.Module):
     """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose every layer also sees ``t``.
 
-    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with ``softplus`` (smooth: the
-    trace needs second derivatives through training) between layers.  The last layer starts at
-    zero, so a new CNF is the identity map.
+    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with a smooth activation (the
+    trace needs second derivatives through training) between layers: ``tanh`` by default (as
+    FFJORD's toy experiments), ``softplus`` or ``elu``.  The last layer starts at zero, so a new
+    CNF is the identity map.
 
     Args:
-        dim: D; hidden: width; depth: number of hidden layers.
+        dim: D; hidden: width; depth: number of hidden layers; activation: the nonlinearity.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, depth: int = 3) -> None:
+    def __init__(
+        self, dim: int, hidden: int = 64, depth: int = 3, activation: str = "tanh"
+    ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         sizes = [dim] + [hidden] * depth + [dim]
         self.layers = nn.ModuleList(nn.Linear(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:]))
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
-        self.act = nn.Softplus()
+        self.act = ACTIVATIONS[activation]()
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
@@ -313,6 +319,7 @@ class FFJORDConfig:
 
     hidden: int = 64
     depth: int = 3
+    activation: str = "tanh"
     trace: str = "exact"
     noise: str = "rademacher"
     T: float = 1.0
@@ -360,7 +367,7 @@ def _solver(config) -> dict:
 def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
     """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth)`` in a :class:`CNF`."""
     d = _dim(info, "ffjord")
-    field = ConcatField(d, config.hidden, config.depth)
+    field = ConcatField(d, config.hidden, config.depth, config.activation)
     cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config))
     return CNFModel(cnf, (d,))
 
