@@ -17,6 +17,11 @@ density where one is known, training seconds per 1000 steps, and the time to dra
     python benchmarks/flows_vs_zuko.py --quick         # 2 toys, 1 seed, 1000 steps
     python benchmarks/flows_vs_zuko.py --models nsf --toys 8gaussians --seeds 3 --json out.json
     python benchmarks/flows_vs_zuko.py --summarise a.json b.json   # merge runs split by seed
+    python benchmarks/flows_vs_zuko.py --models ffjord --toys 8gaussians --seeds 1 \
+        --steps 400 --batch 256 --lr 2e-3 --no-sample   # FFJORD vs zuko.flows.CNF
+
+For ``ffjord`` and ``planar-cnf`` the peer is ``zuko.flows.CNF`` (3 hidden layers of 64, exact
+trace, dopri5 rtol = atol = 1e-5 on both sides; our NLL is evaluated with the exact trace).
 
 Needs ``zuko`` (a benchmark-only dependency).
 """
@@ -36,8 +41,12 @@ from genmodels.data.toys import TOYS as TOY_GENERATORS
 TOYS = tuple(TOY_GENERATORS)  # the 8 FFJORD toys, in the data module's order
 
 
+CNFS = ("ffjord", "planar-cnf")  # zuko's peer for both: zuko.flows.CNF
+CNF_TOL = 1e-5  # rtol = atol of both sides' dopri5 (our registered default)
+
+
 def _ours(name: str):
-    from genmodels.models import flows  # noqa: F401  (registers realnvp/nsf)
+    from genmodels.models import cnf, flows  # noqa: F401  (registers the models)
     from genmodels.registry import DataInfo, get
 
     spec = get(name)
@@ -48,6 +57,12 @@ def _ours(name: str):
 def _zuko(name: str):
     import zuko
 
+    if name in CNFS:
+        # FFJORD's field at our ffjord's size (3 hidden layers of 64), exact trace, the same
+        # tolerances; zuko's own time embedding (3 frequencies) and activation (ELU)
+        return zuko.flows.CNF(
+            2, hidden_features=(64, 64, 64), exact=True, rtol=CNF_TOL, atol=CNF_TOL
+        )
     if name == "realnvp":
         return zuko.flows.RealNVP(2, transforms=8, hidden_features=(64, 64))
     # In 2D a coupling NSF (passes=2) is zuko's default autoregressive NSF.
@@ -55,7 +70,13 @@ def _zuko(name: str):
 
 
 def _train_paired(
-    sides: dict, pool: torch.Tensor, steps: int, batch: int, seed: int, fused: bool = False
+    sides: dict,
+    pool: torch.Tensor,
+    steps: int,
+    batch: int,
+    seed: int,
+    fused: bool = False,
+    lr: float = 1e-3,
 ) -> dict:
     """Train every side in lock-step on the same batches (one index stream), timing each
     side's step separately in thread CPU time, so both see the same machine load.
@@ -63,7 +84,7 @@ def _train_paired(
     ``sides``: name -> (loss_fn(batch indices) -> scalar, parameters). Returns
     name -> (median seconds per 1000 steps, total seconds per 1000 steps, diverged).
     """
-    opts = {k: torch.optim.Adam(list(p), lr=1e-3, fused=fused) for k, (_, p) in sides.items()}
+    opts = {k: torch.optim.Adam(list(p), lr=lr, fused=fused) for k, (_, p) in sides.items()}
     times: dict[str, list[float]] = {k: [] for k in sides}
     diverged = dict.fromkeys(sides, False)
     g = torch.Generator().manual_seed(seed)
@@ -103,7 +124,16 @@ def _sample_seconds(sample, n: int = 100_000, repeats: int = 3) -> float:
     return best
 
 
-def run_one(toy: str, model: str, seed: int, steps: int, batch: int, fused: bool = False) -> dict:
+def run_one(
+    toy: str,
+    model: str,
+    seed: int,
+    steps: int,
+    batch: int,
+    fused: bool = False,
+    lr: float = 1e-3,
+    sample: bool = True,
+) -> dict:
     """Train ours and zuko's ``model`` on ``toy`` with paired seeds; return the numbers."""
     from genmodels import data as gdata
 
@@ -134,15 +164,18 @@ def run_one(toy: str, model: str, seed: int, steps: int, batch: int, fused: bool
         batch,
         seed,
         fused,
+        lr,
     )
     ours.eval()
     out["ours"] = {
         "nll": _nll(ours.log_prob, xt),
-        "sample_s_100k": _sample_seconds(lambda n: ours.sample(n, generator=torch.Generator())),
+        "sample_s_100k": _sample_seconds(lambda n: ours.sample(n, generator=torch.Generator()))
+        if sample
+        else None,
     }
     out["zuko"] = {
         "nll": _nll(lambda x: flow().log_prob((x - loc) / scale) + log_det, xt),
-        "sample_s_100k": _sample_seconds(lambda n: flow().sample((n,))),
+        "sample_s_100k": _sample_seconds(lambda n: flow().sample((n,))) if sample else None,
     }
     for side in ("ours", "zuko"):
         med, mean, div = timing[side]
@@ -204,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--no-sample", action="store_true", help="skip the 100k-sample timing")
     p.add_argument(
         "--fused-adam",
         action="store_true",
@@ -224,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in a.models.split(","):
         for toy in toys:
             for seed in range(a.first_seed, a.first_seed + seeds):
-                r = run_one(toy, model, seed, steps, a.batch, a.fused_adam)
+                r = run_one(toy, model, seed, steps, a.batch, a.fused_adam, a.lr, not a.no_sample)
                 rows.append(r)
                 print(
                     f"{model:8s} {toy:12s} seed {seed}: ours {r['ours']['nll']:.4f} "
@@ -237,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                         json.dump(rows, f, indent=1)
     print()
     opt = "fused Adam" if a.fused_adam else "Adam"
-    print(f"steps={steps} batch={a.batch} seeds={seeds} threads=1 float32 {opt}")
+    print(f"steps={steps} batch={a.batch} lr={a.lr} seeds={seeds} threads=1 float32 {opt}")
     print(summarise(rows))
 
 

@@ -176,3 +176,14 @@ def test_accuracy_vs_dropped_draws_mean_and_range():
     plt.close(fig)
     with pytest.raises(ValueError, match="2 drop rates"):
         accuracy_vs_dropped([0.0, 0.5], {"a": [[0.9]]})
+
+
+def test_ode_pictures_take_tensors_and_write_files(tmp_path):
+    from genmodels.plot.odes import density_evolution, resnet_vs_ode
+
+    t = torch.linspace(0, 3, 20)
+    resnet_vs_ode(torch.arange(4.0), torch.randn(4, 5), t, torch.randn(20, 5), t[::3],
+                  torch.randn(7, 5), tmp_path / "traj.png")  # fmt: skip
+    density_evolution(torch.linspace(1, 0, 5), torch.rand(5, 16, 16), (-2, 2, -2, 2),
+                      tmp_path / "dens.png", data=torch.randn(30, 2))  # fmt: skip
+    assert (tmp_path / "traj.png").stat().st_size > 0 and (tmp_path / "dens.png").stat().st_size > 0

@@ -171,3 +171,83 @@ def test_trained_2d_cnf_density_integrates_to_one(name):
     assert s.shape == (5, 2) and bool(torch.isfinite(s).all())
     d = model.distribution()
     assert d.log_prob(s).shape == (5,)
+
+
+# --- bad input: one clear error naming the argument ----------------------------------------------
+
+
+class _WrongShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+
+    def forward(self, t, z):
+        return self.lin(z)
+
+
+class _NaN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, t, z):
+        return self.lin(z) * math.nan
+
+
+SOLVES = [{}, dict(method="rk4", step_size=0.25), dict(adjoint=True)]
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+@pytest.mark.parametrize("solve", SOLVES, ids=["dopri5", "rk4", "adjoint"])
+def test_a_field_of_the_wrong_shape_or_nan_is_one_clear_error(trace, solve):
+    from genmodels.integrate import NonFiniteSolutionError
+
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match=r"vector field f\(t, z\) returned shape \(5, 3\); "
+                                         r"expected z's shape \(5, 2\)"):  # fmt: skip
+        CNF(_WrongShape(), trace=trace, **solve)(x)
+    with pytest.raises(NonFiniteSolutionError, match=r"vector field returned non-finite.*t=0\.0"):
+        CNF(_NaN(), trace=trace, **solve)(x)
+
+
+@pytest.mark.parametrize(
+    "times,match",
+    [
+        ([0.0, 0.5, 0.25], "strictly increasing or strictly decreasing"),
+        ([0.5, 0.5], "strictly increasing or strictly decreasing"),
+        ([1.0, 0.0], "strictly increasing; times"),
+        ([0.0, 1.5], r"in \[0, T\]"),
+        ([0.0, math.nan], "NaN"),
+    ],
+)
+def test_a_bad_time_grid_is_one_clear_error_naming_times(times, match):
+    cnf = CNF(_field(2))
+    with pytest.raises(ValueError, match=f"CNF.trajectory: times .*{match}|{match}") as e:
+        cnf.trajectory(torch.randn(3, 2, dtype=D64), torch.tensor(times, dtype=D64))
+    assert "times" in str(e.value)
+    for T in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="T must be > 0"):
+            CNF(_field(2), T=T)
+
+
+def test_trajectory_ends_where_forward_does_and_splits_the_log_det():
+    cnf = CNF(_field(2), rtol=1e-9, atol=1e-9)
+    x = torch.randn(4, 2, dtype=D64)
+    with torch.no_grad():
+        z, ladj = cnf(x)
+        zs, ls = cnf.trajectory(x, torch.tensor([0.0, 0.4, 1.0], dtype=D64))
+        z2, l2 = cnf.trajectory(zs[1], torch.tensor([0.4, 1.0], dtype=D64))
+    assert zs.shape == (3, 4, 2) and ls.shape == (3, 4)
+    torch.testing.assert_close(zs[-1], z, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(ls[-1], ladj, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(ls[1] + l2[-1], ladj, rtol=1e-7, atol=1e-7)  # additive in time
+    torch.testing.assert_close(z2[-1], z, rtol=1e-7, atol=1e-7)
+
+
+def test_concat_field_activation_is_a_choice_and_starts_as_the_identity():
+    for act in ("tanh", "softplus", "elu"):
+        f = ConcatField(2, hidden=8, depth=2, activation=act)
+        z = torch.randn(3, 2)
+        assert torch.equal(f(torch.tensor(0.3), z), torch.zeros(3, 2))  # last layer zero
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ConcatField(2, activation="relu")

@@ -69,3 +69,25 @@ def test_odeblock_counts_evaluations_and_matches_odeint_adjoint_gradients():
         grads.append([p.grad.clone() for p in field.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)  # both O(h^4) accurate
+
+
+def test_odeblock_bad_times_and_options_are_one_clear_error():
+    import math
+
+    import pytest
+
+    block = ODEBlock(ConvField(4))
+    h = torch.randn(2, 4, 8, 8)
+    for times, match in [
+        ([0.0, 1.0, 0.5], "strictly increasing or strictly decreasing"),
+        ([1.0, 0.0], "strictly increasing; times"),
+        ([0.0, math.inf], "NaN or infinite"),
+    ]:
+        with pytest.raises(ValueError, match=f"ODEBlock: times .*{match}|{match}") as e:
+            block(h, torch.tensor(times))
+        assert "times" in str(e.value)
+    assert block(h, torch.tensor([0.0, 0.5, 1.0])).shape == (3, 2, 4, 8, 8)
+    with pytest.raises(ValueError, match="ODEBlock: T must be > 0"):
+        ODEBlock(ConvField(4), T=-1.0)
+    with pytest.raises(ValueError, match="ODEBlock: step_size must be > 0"):
+        ODEBlock(ConvField(4), step_size=0.0)

@@ -238,8 +238,12 @@ def dynamics_with_divergence(
         # Keep the caller's graph to z only when it is wanted; otherwise work on a fresh leaf.
         zg = z if (create_graph and z.requires_grad) else z.detach().requires_grad_(True)
         f_out = f(t, zg)
-        if not isinstance(f_out, Tensor) or f_out.shape != z.shape:
-            raise ValueError(f"f(t, z) must return a Tensor of z's shape {tuple(z.shape)}")
+        if not isinstance(f_out, Tensor):
+            raise TypeError(f"the vector field f(t, z) returned {type(f_out).__name__}; expected "
+                            f"a tensor of z's shape {tuple(z.shape)}")  # fmt: skip
+        if f_out.shape != z.shape:
+            raise ValueError(f"the vector field f(t, z) returned shape {tuple(f_out.shape)}; "
+                             f"expected z's shape {tuple(z.shape)}")  # fmt: skip
         if not f_out.requires_grad:  # a field that depends on nothing differentiable
             div = torch.zeros(z.shape[0], dtype=f_out.dtype, device=f_out.device)
         elif method == "hutchinson":

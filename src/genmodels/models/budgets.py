@@ -24,12 +24,15 @@ Where each number comes from:
   gradient clipping at 1.0). ``gru-classifier``'s lr 1e-2 is the best of a sweep over
   3e-3 / 1e-2 / 3e-2 at 240 steps (at 3e-3 it stays at chance).
 - ``ffjord``, ``planar-cnf`` (docs/cnf.md): sized to the issue's 10-minute single-thread limit
-  (an adaptive solve per step, its cost grows as the field learns).
+  (an adaptive solve per step, its cost grows as the field learns); ``ffjord`` (tanh field):
+  1000 steps reach test NLL 2.872 on 8gaussians (exact 2.833) in 1.7 min CPU with evaluation.
 - neural processes (``cnp``, ``np``, ``ndp``, ``nd2p``) on tasks: the NDP paper's budget
   (Norcliffe et al. 2021, section 5): batch 5, learning rate 1e-3, 30 epochs of the 490
   training functions = 2940 steps (100 epochs = 9800 steps on ``lv``).
 - ``gp`` on tasks (docs/processes.md): Adam at 0.05 on the log hyperparameters converges in
   a few hundred steps of 16 tasks; float64, as exact GP numerics want.
+- ``odenet``, ``resnet`` on digits (docs/cnf.md, "ODE-Net vs ResNet"): 1500 steps of 128 give
+  test accuracy 99.2% (odenet, 3.8 min CPU) and 98.1% (resnet, 17 s CPU), seed 0.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ _FLOW_IMAGES = dict(
 _CLASSIFIER = dict(steps=3000, batch_size=512, lr=1e-3, ema_decay=None)
 _SERIES_CLASSIFIER = dict(steps=240, batch_size=32, lr=3e-3, grad_clip=1.0, ema_decay=None)
 _CNF_POINTS = dict(steps=2000, batch_size=256, lr=2e-3, ema_decay=None)
-_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)  # not yet measured
+_ODENET = dict(steps=1500, batch_size=128, lr=1e-3, ema_decay=None)
 _PROCESS = dict(steps=2940, batch_size=5, lr=1e-3, ema_decay=None, checkpoint_every=1000)
 _VAE = dict(steps=6000, batch_size=128, lr=1e-3, val_fraction=0.1, val_every=200, patience=8)
 
@@ -74,7 +77,7 @@ BUDGETS: dict[tuple[str, str], dict] = {
     ("latent-ode", "series"): dict(
         steps=1500, batch_size=128, lr=1e-2, grad_clip=1.0, ema_decay=None
     ),
-    ("ffjord", "points"): _CNF_POINTS,
+    ("ffjord", "points"): dict(_CNF_POINTS, steps=1000),
     ("planar-cnf", "points"): _CNF_POINTS,
     ("odenet", "images"): _ODENET,
     ("resnet", "images"): _ODENET,

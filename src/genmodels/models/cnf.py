@@ -26,7 +26,7 @@ probability flow ODE):
 Models:
 
 - ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
-  FFJORD's ``concat`` layers), exact trace in 2D by default.
+  FFJORD's ``concat`` layers; tanh), exact trace in 2D by default.
 - ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
 
       dz/dt      = Σ_m u_m(t) h(w_m(t)ᵀ z + b_m(t))
@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from ..distributions import Standardize, Transform, standard_normal_log_prob
 from ..integrate import (
+    check_times,
     dynamics_with_divergence,
     hutchinson_noise,
     odeint,
@@ -77,26 +78,32 @@ __all__ = [
 ]
 
 TRACES = ("exact", "hutchinson", "field")
+ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
 
 class ConcatField(nn.Module):
     """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose every layer also sees ``t``.
 
-    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with ``softplus`` (smooth: the
-    trace needs second derivatives through training) between layers.  The last layer starts at
-    zero, so a new CNF is the identity map.
+    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with a smooth activation (the
+    trace needs second derivatives through training) between layers: ``tanh`` by default (as
+    FFJORD's toy experiments), ``softplus`` or ``elu``.  The last layer starts at zero, so a new
+    CNF is the identity map.
 
     Args:
-        dim: D; hidden: width; depth: number of hidden layers.
+        dim: D; hidden: width; depth: number of hidden layers; activation: the nonlinearity.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, depth: int = 3) -> None:
+    def __init__(
+        self, dim: int, hidden: int = 64, depth: int = 3, activation: str = "tanh"
+    ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         sizes = [dim] + [hidden] * depth + [dim]
         self.layers = nn.ModuleList(nn.Linear(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:]))
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
-        self.act = nn.Softplus()
+        self.act = ACTIVATIONS[activation]()
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
@@ -220,6 +227,29 @@ class CNF(Transform):
         self.adjoint, self.exact_dims = adjoint, exact_dims
 
     def _solve(self, x: Tensor, t0: float, t1: float, generator) -> tuple[Tensor, Tensor]:
+        zs, ls = self._solve_grid(x, [t0, t1], generator)
+        return zs[-1], ls[-1]
+
+    def trajectory(
+        self, x: Tensor, times: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(z(times), ∫_{times[0]}^{times} tr ∂f/∂z dt)`` from ``z(times[0]) = x``.
+
+        ``times``: a strictly increasing 1-D grid inside ``[0, T]``.  Shapes ``(K, B, D)`` and
+        ``(K, B)``.  The density at time ``s`` of the flow's path from the data (``s = 0``) to the
+        base (``s = T``): ``log p_s(y) = log N(z(T); 0, I) + l(T)`` with ``trajectory(y,
+        [s, T])``.
+        """
+        ts = check_times(times, name="times", caller="CNF.trajectory")
+        if len(ts) > 1 and ts[1] < ts[0]:
+            raise ValueError(f"CNF.trajectory: times must be strictly increasing; "
+                             f"times[0]={ts[0]!r}, times[1]={ts[1]!r}")  # fmt: skip
+        if ts[0] < 0 or ts[-1] > self.T:
+            raise ValueError(f"CNF.trajectory: times must lie in [0, T] = [0, {self.T}], got "
+                             f"[{ts[0]}, {ts[-1]}]")  # fmt: skip
+        return self._solve_grid(x, ts, generator)
+
+    def _solve_grid(self, x: Tensor, ts: list[float], generator) -> tuple[Tensor, Tensor]:
         trace = self.trace
         if trace == "hutchinson" and not torch.is_grad_enabled():
             trace = "exact" if x[0].numel() <= self.exact_dims else trace
@@ -229,7 +259,7 @@ class CNF(Transform):
                 x.shape, self.noise, generator=generator, dtype=x.dtype, device=x.device
             )
         aug = _Augmented(self.field, trace, eps)
-        t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+        t = torch.tensor(ts, dtype=x.dtype, device=x.device)
         state = (x, x.new_zeros(x.shape[0]))
         opts = None if self.step_size is None else dict(step_size=self.step_size)
         kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts)
@@ -237,7 +267,7 @@ class CNF(Transform):
             zs, ls = odeint_adjoint(aug, state, t, adjoint_params=self.field.parameters(), **kw)
         else:
             zs, ls = odeint(aug, state, t, **kw)
-        return zs[-1], ls[-1]
+        return zs, ls
 
     def forward(
         self, x: Tensor, context: Tensor | None = None, *, generator: torch.Generator | None = None
@@ -289,6 +319,7 @@ class FFJORDConfig:
 
     hidden: int = 64
     depth: int = 3
+    activation: str = "tanh"
     trace: str = "exact"
     noise: str = "rademacher"
     T: float = 1.0
@@ -336,7 +367,7 @@ def _solver(config) -> dict:
 def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
     """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth)`` in a :class:`CNF`."""
     d = _dim(info, "ffjord")
-    field = ConcatField(d, config.hidden, config.depth)
+    field = ConcatField(d, config.hidden, config.depth, config.activation)
     cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config))
     return CNFModel(cnf, (d,))
 

@@ -15,6 +15,7 @@ constant in the number of steps).  Both classifiers share the rest: a 3x3 convol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from ..integrate import SolverStats, odeint, odeint_adjoint
+from ..integrate import SolverStats, check_times, odeint, odeint_adjoint
 from ..registry import DataInfo, register
 
 __all__ = [
@@ -82,13 +83,25 @@ class ODEBlock(nn.Module):
         adjoint: bool = False,
     ) -> None:
         super().__init__()
+        if not float(T) > 0 or not math.isfinite(T):
+            raise ValueError(f"ODEBlock: T must be > 0 and finite, got {T!r}")
+        if step_size is not None and not (float(step_size) > 0 and math.isfinite(step_size)):
+            raise ValueError(f"ODEBlock: step_size must be > 0 and finite (or None), got "
+                             f"{step_size!r}")  # fmt: skip
         self.field, self.T, self.method, self.step_size = field, float(T), method, step_size
         self.rtol, self.atol, self.adjoint = rtol, atol, adjoint
         self.stats = SolverStats()
 
     def forward(self, h: Tensor, times: Tensor | None = None) -> Tensor:
-        """``h(T)`` (``times=None``) or ``h`` at every time of ``times`` ``(K, *h.shape)``."""
-        t = torch.tensor([0.0, self.T], dtype=h.dtype) if times is None else times
+        """``h(T)`` (``times=None``) or ``h`` at every time of ``times`` ``(K, *h.shape)``.
+
+        ``times``: a strictly increasing 1-D grid, ``h`` being the state at ``times[0]``.
+        """
+        if times is None:
+            t = torch.tensor([0.0, self.T], dtype=h.dtype)
+        else:
+            _increasing(times, "ODEBlock")
+            t = times
         opts = None if self.step_size is None else dict(step_size=self.step_size)
         kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts)
         if self.adjoint and torch.is_grad_enabled():
@@ -96,6 +109,15 @@ class ODEBlock(nn.Module):
         else:
             hs = odeint(self.field, h, t, stats=self.stats, **kw)
         return hs[-1] if times is None else hs
+
+
+def _increasing(times, caller: str) -> list[float]:
+    """``times`` checked: a finite, strictly increasing 1-D tensor (a ValueError names it)."""
+    ts = check_times(times, name="times", caller=caller)
+    if len(ts) > 1 and ts[1] < ts[0]:
+        raise ValueError(f"{caller}: times must be strictly increasing; times[0]={ts[0]!r}, "
+                         f"times[1]={ts[1]!r}")  # fmt: skip
+    return ts
 
 
 class _Residual(nn.Module):
