@@ -220,9 +220,9 @@ def _cmd_train(args) -> int:
         raise ValueError(f"--override {bad[0]}: not a train config field")
     if args.resume:
         # A resumed run restores what it recorded; fit refuses any explicit value that
-        # differs from it (only --steps may change, to extend the run).
-        if not run.holds_run():
-            raise ValueError(f"--resume: {out} holds no run to resume")
+        # differs from it (only --steps may change, to extend the run); it also refuses a
+        # directory that holds no run. Here: the recorded model and data set must match
+        # before their recorded configs are merged in.
         prev = run.read_config() if run.config_path.exists() else {}
         if prev and prev.get("model") != spec.name:
             raise ValueError(
@@ -235,10 +235,6 @@ def _cmd_train(args) -> int:
         model_over = {**prev.get("model_config", {}), **model_over}
         train_over = {**prev.get("train_config", {}), **train_over}
         data_over = {**(prev.get("data_options") or {}), **data_over}
-    elif run.holds_run():
-        raise ValueError(
-            f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
-        )
 
     data_info = data_mod.info(data_name, **data_over)
     if data_info.kind not in spec.data_kinds:

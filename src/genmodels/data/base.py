@@ -99,13 +99,17 @@ class BatchData:
         raise NotImplementedError
 
     # -- the protocol --------------------------------------------------------------------
+    def _first(self) -> Tensor:
+        """The first tensor field: it fixes the number of examples and the device."""
+        return next(v for v in self._fields().values() if v is not None)
+
     def __len__(self) -> int:
-        return next(iter(v for v in self._fields().values() if v is not None)).shape[0]
+        return self._first().shape[0]
 
     def batch(self, size: int, generator: torch.Generator):
         """A training batch of ``size`` examples drawn with replacement from ``generator``."""
-        idx = torch.randint(0, len(self), (size,), generator=generator)
-        first = next(iter(v for v in self._fields().values() if v is not None))
+        first = self._first()
+        idx = torch.randint(0, first.shape[0], (size,), generator=generator)
         if idx.device != first.device:
             idx = idx.to(first.device)
         return self.take(idx, generator)
@@ -118,8 +122,8 @@ class BatchData:
         """
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
-        n = len(self)
-        first = next(iter(v for v in self._fields().values() if v is not None))
+        first = self._first()
+        n = first.shape[0]
         g = torch.Generator()
         for k, start in enumerate(range(0, n, size)):
             g.manual_seed(seed * 1_000_003 + k)
@@ -128,7 +132,7 @@ class BatchData:
 
     def full(self):
         """The whole split as one batch (what ``init_from_data`` receives)."""
-        first = next(iter(v for v in self._fields().values() if v is not None))
+        first = self._first()
         g = torch.Generator().manual_seed(0)
         return self.take(torch.arange(len(self), device=first.device), g)
 

@@ -264,6 +264,7 @@ class _Loop:
 
     def __init__(self, model, data, cfg, out, resume, run_info, overrides=()):
         self.model, self.cfg = model, cfg
+        self.committed = self.finished = False  # nothing written yet; nothing already done
         self.overrides, self.changes = frozenset(overrides), []
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
@@ -293,7 +294,6 @@ class _Loop:
         cfg, run = self.cfg, self.run
         self.committed = run is None or not self.writer
         self.recorded: dict | None = None
-        self.finished = False
         if run is not None and self.writer:
             if self.resume and not run.holds_run():
                 raise ValueError(f"--resume: {run.path} holds no run to resume")
@@ -664,10 +664,10 @@ def fit(
     loop = _Loop(model, as_data(data), cfg, out, resume, run_info, overrides)
     try:
         state = loop.prepare()
-        if getattr(loop, "finished", False):  # nothing to do: the finished run is not touched
+        if loop.finished:  # nothing to do: the finished run is not touched
             return loop.already_finished(state)
         stopped_early = loop.run_steps(state)
         return loop.finish(state, stopped_early)
     finally:
         if loop.run is not None:  # refused before the first write: leave nothing behind
-            loop.run.release(remove_if_untouched=not getattr(loop, "committed", False))
+            loop.run.release(remove_if_untouched=not loop.committed)
