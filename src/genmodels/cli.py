@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         "--budget",
         default="smoke",
         choices=["smoke", "small", "full"],
-        help="smoke: about a minute, a check that everything runs; small: about 15 minutes; "
-        "full: the budgets of the docs (hours)",
+        help="smoke: under a minute, a check that everything runs (its numbers mean nothing); "
+        "small: about 10 minutes of one CPU core; full: the budgets of the docs (hours)",
     )
     r.add_argument("--out", default="tour", help="output directory (default: ./tour)")
     r.add_argument("--sections", help="lecture sections to run, e.g. 1,3,7 (default: all)")

@@ -405,7 +405,8 @@ def _nll(item: TourRun, metrics: dict) -> tuple[str | None, float | None]:
     return None, None
 
 
-def _entry(item: TourRun, out: Path, **fields) -> dict:
+def _entry(item: TourRun, **fields) -> dict:
+    """The entry of ``item`` in results.json: every key of :data:`RESULTS_SCHEMA`."""
     base = {
         "section": item.section,
         "model": item.model,
@@ -453,7 +454,6 @@ def _run_one(item: TourRun, out: Path, budget: str, device: str) -> dict:
     nll_kind, nll_nats = _nll(item, metrics)
     entry = _entry(
         item,
-        out,
         metrics=_finite(metrics),
         pictures=_pictures(run_dir, out),
         train_s=train_s,
@@ -523,7 +523,8 @@ def run_tour(
         prev = read_json(results_path).get("budget")
         if prev != budget:
             raise ValueError(
-                f"out {out} holds a {prev!r} tour, not {budget!r}; choose another out directory"
+                f"{out} holds a {prev!r} tour (results.json), not {budget!r}; choose another "
+                "output directory (--out)"
             )
     items = plan(sections)
     sections = sorted({item.section for item in items})
@@ -542,7 +543,7 @@ def run_tour(
                 entry = _run_one(item, out, budget, device)
             except Exception as e:  # noqa: BLE001 - one failing model never stops the tour
                 msg = f"{type(e).__name__}: {e}".strip()
-                entry = _entry(item, out, status="failed", error=msg[:2000],
+                entry = _entry(item, status="failed", error=msg[:2000],
                                pictures=_pictures(out / "runs" / item.name, out))  # fmt: skip
                 bar.write(f"tour: {item.name} failed: {msg.splitlines()[0][:200]}")
             entries.append(entry)
