@@ -470,7 +470,10 @@ _CHECKS = """(() => {
   const maths = [...document.querySelectorAll('math')].map(m => {
       const r = m.getBoundingClientRect(); return [r.width, r.height]; });
   const mfrac = document.querySelector('mfrac');
-  return JSON.stringify({imgs, tables, urls, maths,
+  const overflowing = [...document.querySelectorAll('figure.eq')]
+      .filter(f => f.querySelector('math').scrollWidth > f.querySelector('math').clientWidth + 1)
+      .map(f => f.querySelector('figcaption').textContent);
+  return JSON.stringify({imgs, tables, urls, maths, overflowing,
       sections: [...document.querySelectorAll('section[id]')].map(s => s.id),
       fracDisplay: mfrac ? getComputedStyle(mfrac).display : null,
       height: document.documentElement.scrollHeight});
@@ -572,4 +575,5 @@ def test_page_in_headless_chromium(rendered, tmp_path):
     assert len(found["maths"]) == n_eq
     assert all(w > 50 and h > 10 for w, h in found["maths"]), found["maths"]
     assert "math" in (found["fracDisplay"] or ""), "the browser did not lay out MathML"
+    assert not found["overflowing"], f"equations wider than their box: {found['overflowing']}"
     assert not errors, f"console errors: {errors}"

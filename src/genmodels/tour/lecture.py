@@ -440,7 +440,7 @@ _S5 = Section(
             ),
         ),
         Equation(
-            "A Gaussian process: every finite marginal is Gaussian",
+            "A Gaussian process: every finite marginal is Gaussian, with K_ij = k(t_i, t_j)",
             _math(
                 "f ∼ GP ( m , k )",
                 _sp(),
@@ -452,14 +452,7 @@ _S5 = Section(
                 _sub("t", "n"),
                 ") ) ∼",
                 _NORMAL,
-                "( m , K ) ,",
-                _sp(),
-                _sub("K", "i j"),
-                "= k (",
-                _sub("t", "i"),
-                ",",
-                _sub("t", "j"),
-                ")",
+                "( m , K )",
             ),
         ),
         Equation(
