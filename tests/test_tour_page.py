@@ -294,15 +294,18 @@ def test_missing_results_and_missing_picture(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_make_figures_draws_the_sections_pictures(tmp_path):
+def test_make_figures_draws_the_sections_pictures(rendered, tmp_path):
+    out = rendered[0]  # render() drew every section's pictures into out/lecture/
     assert lecture.make_figures(tmp_path, [1, 2, 3, 4]) == []
-    figs = lecture.make_figures(tmp_path, [5, 6, 7])
-    assert [f["section"] for f in figs] == [5, 5, 6, 7]
-    for f in figs:
-        data = (tmp_path / f["path"]).read_bytes()
+    assert not (tmp_path / "lecture").exists()
+    assert [f.section for f in lecture.FIGURES] == [5, 5, 6, 7]
+    for f in lecture.FIGURES:
+        data = (out / "lecture" / f"{f.name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     with pytest.raises(ValueError, match="sections must be lecture section numbers"):
         lecture.make_figures(tmp_path, [8])
+    with pytest.raises(ValueError, match="sections must be lecture section numbers"):
+        lecture.make_figures(tmp_path, [True])
 
 
 def test_mixture_score_is_the_gradient_of_the_log_density():
@@ -391,6 +394,7 @@ class DevTools:
             "--disable-component-update",
             "--disable-sync",
             "--disable-extensions",
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             "--remote-debugging-pipe",
             f"--user-data-dir={profile}",
