@@ -117,6 +117,12 @@ def _underover(base: str, under: str, over: str) -> str:
     return f"<munderover>{_row(base)}{_row(under)}{_row(over)}</munderover>"
 
 
+def _abs(*parts: str) -> str:
+    """|...| in its own row: the bars are then prefix and postfix fences (no operator space),
+    unlike the infix bar of a conditional p(x | y)."""
+    return f"<mrow><mo>|</mo>{_x(*parts)}<mo>|</mo></mrow>"
+
+
 def _frac(num: str, den: str) -> str:
     return f"<mfrac>{_row(num)}{_row(den)}</mfrac>"
 
@@ -282,7 +288,7 @@ _S3 = Section(
                 _sup("f", "−1"),
                 "( x ) )",
                 _sup(
-                    _x("| det", _sub("J", "f"), "(", _sup("f", "−1"), "( x ) ) |"),
+                    _abs("det", _sub("J", "f"), "(", _sup("f", "−1"), "( x ) )"),
                     "−1",
                 ),
             ),
@@ -296,9 +302,8 @@ _S3 = Section(
                 _sub("z", "0"),
                 ") −",
                 _underover("∑", "i = 1", "K"),
-                "log | det",
-                _frac(_x("∂", _sub("f", "i")), _x("∂", _sub("z", "i − 1"))),
-                "|",
+                "log",
+                _abs("det", _frac(_x("∂", _sub("f", "i")), _x("∂", _sub("z", "i − 1")))),
             ),
         ),
         Equation(
@@ -322,9 +327,9 @@ _S3 = Section(
         Equation(
             "Its Jacobian is triangular: the log-determinant is a sum, no D×D determinant",
             _math(
-                "log | det",
-                _frac(_x("∂ y"), _x("∂ x")),
-                "| =",
+                "log",
+                _abs("det", _frac(_x("∂ y"), _x("∂ x"))),
+                "=",
                 _under("∑", "j"),
                 "s",
                 _sub(_x("(", _sub("x", "a"), ")"), "j"),
