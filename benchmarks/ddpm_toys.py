@@ -174,7 +174,8 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
     """``genmodels bench`` rows: sampling a batch of 64 with DDPM-1000 and DDIM-50, ours against
     diffusers' schedulers driving the same (untrained: the cost does not depend on the weights)
     TimeMLP 3x128, interleaved pairs, thread CPU time, one thread. Target (#2): DDPM-1000 at
-    most 0.6x diffusers' time; DDIM-50: not slower."""
+    most 0.6x diffusers' time; DDIM-50: not slower. Then training steps: ``fit`` against a
+    plain loop over the same batches with diffusers' ``add_noise`` (#2: overhead under 10%)."""
     from genmodels.bench import peer_version, row
 
     torch.set_num_threads(1)
@@ -209,6 +210,31 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
                 note="target #2" if limit < 1 else "not slower",
             )
         )
+    if tiny:
+        return out
+    # Training: `fit` (EMA, clipping, batching from the step's generators) against a loop
+    # with diffusers' `DDPMScheduler.add_noise` over the same batches and noise.
+    steps = 200 if quick else 1000
+    times = ([], [])
+    for r in range(2 if quick else 3):
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            t0 = time.thread_time()
+            if k == 0:
+                train_ours("moons", steps, 0, 1024)
+            else:
+                train_diffusers("moons", steps, 0, 1024, sched)
+            times[k].append(time.thread_time() - t0)
+    out.append(
+        row(
+            "ddpm",
+            f"training {steps} steps, moons, batch 1024 (fit vs a diffusers loop)",
+            statistics.median(times[0]),
+            statistics.median(times[1]),
+            f"{peer} DDPMScheduler.add_noise",
+            limit=1.1,
+            note="#2: the loop's overhead under 10%",
+        )
+    )
     return out
 
 
