@@ -168,7 +168,7 @@ def target(mode: str, batch: int) -> tuple[float, str]:
 
 def rows(quick: bool, tiny: bool = False) -> list[dict]:
     """``genmodels bench`` rows: every mode at d in (2, 64) and batch in (1, 256) (quick:
-    3 pairs per row; full: also batch 4096, 9 pairs), ratio of medians to torchdiffeq's."""
+    5 pairs per row; full: also batch 4096, 9 pairs), ratio of medians to torchdiffeq's."""
     from genmodels.bench import peer_version, row
 
     global CLOCK
@@ -178,7 +178,7 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
         grid, modes, pairs = [(2, 1)], ("forward",), 1
     else:
         batches = (1, 256) if quick else (1, 256, 4096)
-        grid, modes, pairs = [(d, b) for d in (2, 64) for b in batches], MODES, 3 if quick else 9
+        grid, modes, pairs = [(d, b) for d in (2, 64) for b in batches], MODES, 5 if quick else 9
     peer, out = peer_version("torchdiffeq"), []
     for d, batch in grid:
         for mode in modes:
