@@ -230,10 +230,11 @@ def summarise(rows: list[dict]) -> str:
 
 def rows(quick: bool, tiny: bool = False) -> list[dict]:
     """``genmodels bench`` rows, paired seeds on 8gaussians, one thread: training step (thread
-    CPU time, median) and sampling time of realnvp and nsf against zuko's RealNVP and NSF, and
-    FFJORD's training step against zuko's CNF. Targets (#6, #13): coupling steps at most 0.8x
-    zuko's, sampling at most zuko's time, FFJORD's step at most 0.6x zuko's CNF, NLL no worse
-    than zuko's by more than 0.02 nats (judged only at the full budget: 5000 steps)."""
+    CPU time, median) and sampling time (100k points, thread CPU time, best of 3) of realnvp
+    and nsf against zuko's RealNVP and NSF, and FFJORD's training step against zuko's CNF.
+    Targets (#6, #13): coupling steps at most 0.8x zuko's, sampling at most zuko's time,
+    FFJORD's step at most 0.6x zuko's CNF, NLL no worse than zuko's by more than 0.02 nats
+    (judged only at the full budget: 5000 steps)."""
     from genmodels.bench import peer_version, row
 
     global SAMPLE_CLOCK
