@@ -72,7 +72,7 @@ def _result(names, rows):
 def test_rewrite_keeps_the_text_around_and_the_other_benchmarks_rows(tmp_path):
     doc = tmp_path / "b.md"
     doc.write_text(f"# head\n\ntext\n\n{bench.BEGIN}\nold junk\n{bench.END}\n\n## tail\n")
-    gp = [bench.row("gp", "posterior", 1.0, 4.0, "gpytorch 1", limit=0.5)]
+    gp = [bench.row("gp", "posterior", 1.0, 4.0, "gpytorch 1", limit=0.5, note="|a|")]
     bench.rewrite_doc(doc, _result(["gp"], gp))
     ode = [bench.row("ode", "forward", 3.0, 2.0, "torchdiffeq 0", unit="ms", limit=0.5)]
     bench.rewrite_doc(doc, _result(["ode"], ode))
@@ -82,6 +82,7 @@ def test_rewrite_keeps_the_text_around_and_the_other_benchmarks_rows(tmp_path):
     lines = [ln for ln in text.splitlines() if ln.startswith("| ode") or ln.startswith("| gp")]
     assert len(lines) == 2 and lines[0].startswith("| ode")  # the registry's order
     assert "| 1.50x | ≤ 0.5x | **FAIL** |" in lines[0] and "| 0.25x | ≤ 0.5x | pass |" in lines[1]
+    assert "posterior (\\|a\\|) |" in lines[1]  # a pipe in a note cannot split a cell
     assert text.count("- `gp`: quick run") == 1 and text.count("- `ode`: quick run") == 1
     gp2 = [bench.row("gp", "posterior", 3.0, 4.0, "gpytorch 1", limit=0.5)]
     bench.rewrite_doc(doc, _result(["gp"], gp2))  # replaces gp's rows, keeps ode's
@@ -114,3 +115,12 @@ def test_quick_only_ode_tiny_writes_json_and_table(tmp_path, capsys):
     assert text.startswith(before)
     table = text.split(bench.BEGIN)[1].split(bench.END)[0]
     assert f"| ode | {r['name']} (" in table and f"| {r['ratio']:.2f}x | ≤ 0.5x |" in table
+
+
+def test_the_repo_doc_has_one_table_between_the_markers():
+    text = bench.default_doc().read_text()
+    assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
+    table = text.split(bench.BEGIN)[1].split(bench.END)[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert {ln.split("|")[1].strip() for ln in rows} <= set(bench.BENCHMARKS)
+    assert all(ln.replace("\\|", "").count("|") == 9 for ln in rows)  # 8 cells each

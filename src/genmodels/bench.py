@@ -222,7 +222,7 @@ def markdown_table(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        name = r["name"] + (f" ({r['note']})" if r["note"] else "")
+        name = (r["name"] + (f" ({r['note']})" if r["note"] else "")).replace("|", "\\|")
         out.append(
             f"| {r['bench']} | {name} | {_num(r['ours'])} | {r['peer_name']} {_num(r['peer'])} "
             f"| {r['unit']} | {_value(r)} | {r['target'] or '—'} | {_verdict(r)} |"
@@ -302,6 +302,13 @@ def rewrite_doc(path: Path, result: dict) -> None:
     path.write_text(head + BEGIN + block + "\n" + END + tail)
 
 
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("genmodels") or argv[0].endswith("__main__.py")):
+        return " ".join(["genmodels", *argv[1:]])
+    return " ".join(["python", *argv])
+
+
 def run(
     names: list[str],
     *,
@@ -337,9 +344,7 @@ def run(
         rows += got
     return {
         "schema": 1,
-        "command": " ".join(["genmodels", "bench", *sys.argv[1:]])
-        if sys.argv and sys.argv[0].endswith("genmodels")
-        else " ".join(sys.argv),
+        "command": _command(),
         "quick": quick,
         "tiny": tiny,
         "threads": threads,
