@@ -1,9 +1,10 @@
-"""The ``genmodels`` command: list, train, sample, evaluate.
+"""The ``genmodels`` command: list, train, sample, evaluate, bench.
 
     genmodels list
     genmodels train ddpm --data moons [--steps N] [--set key=value ...] [--resume]
     genmodels sample runs/ddpm-moons --n 1000 --out samples.png [--sampler ddim]
     genmodels evaluate runs/ddpm-moons [--n N]
+    genmodels bench [--quick] [--only ode,gp] [--out bench.json]
 
 Bad input gets one line on stderr naming what is wrong and exit code 2.
 """
@@ -90,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+    from .bench import add_arguments as _bench_arguments  # no peer is imported here
+
+    b = sub.add_parser(
+        "bench",
+        help="every peer comparison (torchdiffeq, torchsde, torchcde, zuko, diffusers, GPyTorch, "
+        "scikit-learn) in one run; needs the 'bench' extra",
+    )
+    b._sub = "bench"
+    _bench_arguments(b)
     return p
 
 
@@ -369,6 +380,17 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import MissingPeerError
+    from .bench import main as bench_main
+
+    try:
+        return bench_main(args)
+    except MissingPeerError as e:
+        print(f"genmodels: error: {e}", file=sys.stderr)
+        return 2
+
+
 def _is_allocation_failure(e: RuntimeError) -> bool:
     import torch
 
@@ -389,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)
