@@ -567,7 +567,7 @@ def _first_bad_stage(ks: Sequence[Tensor]) -> tuple[int, str] | None:
 def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list[Tensor]:
     """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
-    if not tab.fsal:
+    if not (tab.fsal or tab.reuse_last):
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
     A = _coefficients(tab, dtype, device)[0]
     P = _dense(tab)
