@@ -300,3 +300,17 @@ def test_fixed_grid_newton_failure_raises():
         odeint(lambda t, y: -(y**3) * 50, torch.full((2,), 3.0, dtype=F64),
                torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
                options=dict(step_size=0.5, max_iters=2))  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["trbdf2", "radauIIA5", "implicit_adams"])
+def test_perturb_keeps_fixed_grid_evaluations_off_the_grid_points(method):
+    seen = []
+
+    def f(t, y):
+        seen.append(t.item())
+        return -y
+
+    y = odeint(f, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method=method,
+               options=dict(step_size=0.5, perturb=True))  # fmt: skip
+    assert seen and not {0.0, 0.5, 1.0} & set(seen)
+    assert abs(y[-1, 0].item() - math.exp(-1)) < 0.05

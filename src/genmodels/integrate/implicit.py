@@ -290,16 +290,36 @@ class _Stepper:
         self.stats.extra["n_lu"] = self.stats.extra.get("n_lu", 0) + 1
         return torch.linalg.lu_factor(M)
 
-    def newton(self, t: float, y: Tensor, h: float, lu) -> tuple[Tensor, Tensor] | None:
+    def times(self, t: float, h: float, perturb: bool = False) -> list[float]:
+        """Stage times ``t + c_i h``; with ``perturb`` the nodes 0 and 1 move one ulp inside the
+        step (torchdiffeq's ``perturb``: a discontinuity on the grid is never evaluated)."""
+        out = []
+        for ci in self.co.c:
+            ti = t + ci * h
+            if perturb and ci == 0.0:
+                ti = math.nextafter(t, t + h)
+            elif perturb and ci == 1.0:
+                ti = math.nextafter(t + h, t)
+            out.append(ti)
+        return out
+
+    def newton(
+        self, t: float, y: Tensor, h: float, lu, perturb: bool = False
+    ) -> tuple[Tensor, Tensor] | None:
         """Converged stage increments ``Z`` (s, N) and the slopes ``F`` of the last iterate, or
-        ``None`` when the iteration did not converge in ``max_iters``."""
+        ``None`` when the iteration did not converge in ``max_iters``.
+
+        Converged: the RMS of the update scaled by ``atol + rtol |y|`` is below ``newton_tol``,
+        or below ten round-offs of the dtype when that is larger (float32 at a tight rtol)."""
         co, prob, m = self.co, self.prob, self.prob.m
         s, N = co.s, prob.N
         scale = y.abs().mul(self.rtol).add_(self.atol)[:m]
+        tol = max(self.st.newton_tol, 10 * torch.finfo(y.dtype).eps / max(self.rtol, 1e-300))
+        ts = self.times(t, h, perturb)
         Z = y.new_zeros(s, N)
         prev = None
         for it in range(self.st.max_iters):
-            F = torch.stack([prob(t + co.c[i] * h, y + Z[i]) for i in range(s)])
+            F = torch.stack([prob(ts[i], y + Z[i]) for i in range(s)])
             self.stats.nfe += s
             self.stats.extra["newton_iters"] = self.stats.extra.get("newton_iters", 0) + 1
             G = Z[:, :m] - h * (co.A @ F[:, :m])
@@ -308,7 +328,7 @@ class _Stepper:
             nrm = torch.linalg.vector_norm(dZ / scale).item() / math.sqrt(s * m)
             if not math.isfinite(nrm):
                 return None
-            if nrm <= self.st.newton_tol:
+            if nrm <= tol:
                 if N > m:  # quadrature components: explicit given the stages
                     Z[:, m:] = h * (co.A @ F[:, m:])
                 return Z, F
@@ -325,12 +345,12 @@ class _Stepper:
             return y + co.d @ Z
         return y + h * (co.b @ F)
 
-    def with_graph(self, t: float, y: Tensor, h: float, Zs: Tensor) -> Tensor:
+    def with_graph(self, t: float, y: Tensor, h: float, Zs: Tensor, perturb=False) -> Tensor:
         """``y1`` with autograd's graph: the implicit function theorem at the converged stages
         ``Zs`` (one correction ``Z = Zs - M^-1 G(Zs)``, ``M`` the exact stage Jacobian)."""
         co, prob = self.co, self.prob
         s, N = co.s, prob.N
-        times = [t + co.c[i] * h for i in range(s)]
+        times = self.times(t, h, perturb)
         Js = [prob.jacobian(ti, (y.detach() + Zs[i])) for i, ti in enumerate(times)]
         blocks = [[co.A[i, j] * Js[j] for j in range(s)] for i in range(s)]
         M = torch.eye(s * N, dtype=y.dtype, device=y.device) - h * torch.cat(
@@ -355,8 +375,11 @@ def _solve_implicit(tab: ImplicitTableau):
         stepper = _Stepper(prob, co, st, rtol, atol)
         y = y0.reshape(-1)
         # the checked first evaluation (structure and finiteness of func's output)
+        t_first = ts[0]
+        if not adaptive and o.perturb:
+            t_first = math.nextafter(grid[0], grid[1])
         with torch.no_grad():
-            f0 = f_first(ts[0], y0.detach()).reshape(-1)
+            f0 = f_first(t_first, y0.detach()).reshape(-1)
         stats.nfe += 1
         if not bool(torch.isfinite(f0).all()):
             raise ODESolverError(f"the vector field returned non-finite values at t={ts[0]!r}")
@@ -380,7 +403,7 @@ def _fixed(stepper: _Stepper, y: Tensor, ts, grid, o, stats, grad) -> list[Tenso
         with torch.no_grad():
             yd = y.detach()
             lu = stepper.factor(h, prob.jacobian(t0p, yd))
-            res = stepper.newton(t0p, yd, h, lu)
+            res = stepper.newton(g0, yd, h, lu, o.perturb)
         if res is None:
             raise NewtonConvergenceError(
                 f"odeint: the Newton iteration of the implicit step from t={g0!r} to t={g1!r} "
@@ -389,7 +412,7 @@ def _fixed(stepper: _Stepper, y: Tensor, ts, grid, o, stats, grad) -> list[Tenso
                 g0,
             )
         Z, F = res
-        y1 = stepper.with_graph(t0p, y, h, Z) if grad else stepper.combine(yd, Z, F, h)
+        y1 = stepper.with_graph(g0, y, h, Z, o.perturb) if grad else stepper.combine(yd, Z, F, h)
         stats.n_steps += 1
         stats.n_accepted += 1
         f_a = f_b = None
@@ -399,7 +422,7 @@ def _fixed(stepper: _Stepper, y: Tensor, ts, grid, o, stats, grad) -> list[Tenso
                 out.append(y1)
             elif o.interp == "cubic":
                 if f_a is None:
-                    f_a, f_b = prob(g0, y), prob(g1, y1)
+                    f_a, f_b = prob(t0p, y), prob(math.nextafter(g1, g0) if o.perturb else g1, y1)
                     stats.nfe += 2
                 out.append(_hermite(y, f_a, y1, f_b, g0, h, tj))
             else:
