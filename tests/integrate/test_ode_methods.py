@@ -247,6 +247,26 @@ def test_gradients_through_implicit_solves(method, solver, reference_gradient):
     assert rel < 2e-6, rel
 
 
+def _decay_jacobian(f):
+    def jac(t, y):
+        k = f.k.detach()
+        return torch.tensor([[-k[0], 0.0], [-k[1] * y[1], -k[1] * y[0]]], dtype=y.dtype)
+
+    return jac
+
+
+@pytest.mark.parametrize("solver", [odeint, odeint_adjoint])
+def test_user_jacobian_in_backprop_and_adjoint(solver, reference_gradient):
+    f = _Decay()
+    y0 = torch.tensor([0.3, 1.0], dtype=F64, requires_grad=True)
+    stats = SolverStats()
+    y = solver(f, y0, torch.tensor([0.0, 0.5, 1.0], dtype=F64), method="radauIIA5", rtol=1e-9,
+               atol=1e-11, options=dict(jacobian=_decay_jacobian(f)), stats=stats)  # fmt: skip
+    g = torch.cat(torch.autograd.grad((y**2).sum(), (y0, f.k)))
+    rel = ((g - reference_gradient).abs().max() / reference_gradient.abs().max()).item()
+    assert rel < 2e-6, rel
+
+
 @pytest.mark.parametrize("method", ["radauIIA3", "gl4", "trbdf2"])
 def test_fixed_grid_backprop_is_the_exact_discrete_gradient(method):
     """d y_N / d y0 of the discrete fixed-step map, against central finite differences."""
@@ -291,6 +311,8 @@ def test_bad_options_name_the_option():
         odeint(f, y0, t, method="sdirk2", options=dict(jacobian=lambda t, y: torch.eye(3)))
     with pytest.raises(ValueError, match="implicit"):
         odeint(f, y0, t, method="explicit_adams", options=dict(implicit=True))
+    with pytest.raises(ValueError, match="jacobian.*dopri5"):
+        odeint(f, y0, t, method="dopri5", options=dict(jacobian=lambda t, y: -torch.eye(2)))
     with pytest.raises(ValueError, match="unknown method 'radau5'.*radauIIA5"):
         odeint(f, y0, t, method="radau5")
 

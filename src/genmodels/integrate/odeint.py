@@ -254,6 +254,11 @@ def integrate_flat(
     f_first = f if f_first is None else f_first
     if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS solve function
         return tab(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)
+    if o.extra:
+        raise ValueError(
+            f"option(s) {sorted(o.extra)} do not apply to the Runge–Kutta method {tab.name!r} "
+            "(they are options of the Adams or implicit methods)"
+        )
     if grid is not None or not tab.adaptive:
         g = grid if grid is not None else list(ts)
         return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first)
@@ -841,7 +846,13 @@ def odeint(
             the maximum of the components' RMS).
         method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
             ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
-            or any :class:`~genmodels.integrate.ButcherTableau`.
+            or any :class:`~genmodels.integrate.ButcherTableau`; also ``"heun2"``, ``"heun3"``,
+            ``"adaptive_heun"``, ``"fehlberg2"``, the Adams methods ``"explicit_adams"``,
+            ``"implicit_adams"`` (= ``"fixed_adams"``; options ``max_order``, ``max_iters``) and,
+            for stiff problems, ``"radauIIA5"``, ``"radauIIA3"``, ``"trbdf2"``, ``"sdirk2"``,
+            ``"implicit_euler"``, ``"trapezoid"``, ``"implicit_midpoint"``, ``"gl4"``,
+            ``"gl6"`` (options ``jacobian``, ``newton_tol``, ``max_iters``; see
+            :mod:`genmodels.integrate.implicit`).
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,
