@@ -7,6 +7,10 @@ backprop (``rk4-backprop``: the fixed-step path the section 4 models train throu
 median of interleaved paired runs (order alternates), NFE counted by the same wrapper on both sides,
 solutions/gradients compared (max relative difference), and the solver overhead
 ``wall - NFE * t_eval`` as a share of wall, with ``t_eval`` the no-grad time of one evaluation.
+The methods added for torchdiffeq compatibility have one forward (no grad) row each, against
+torchdiffeq's method of the same name: ``heun2``, ``heun3``, ``explicit_adams``,
+``implicit_adams`` with step 0.01 and ``adaptive_heun``, ``fehlberg2`` with rtol=atol=1e-5
+(``--modes heun2 heun3 adaptive_heun fehlberg2 explicit_adams implicit_adams``).
 Backprop rows also print the field-only floor: the same number of field evaluations, forward and
 backward, and nothing else (the time no solver can beat), as ms and as a share of torchdiffeq.
 
@@ -65,6 +69,14 @@ def _run(lib: str, mode: str, f: MLP, y0: torch.Tensor, t: torch.Tensor):
                 f, y0, t, method="rk4", options=dict(step_size=0.01)
             )
         res = [y]
+    elif mode in FIXED_NEW or mode in ADAPTIVE_NEW:
+        kw_m = (
+            dict(method=mode, options=dict(step_size=0.01)) if mode in FIXED_NEW
+            else dict(method=mode, rtol=1e-5, atol=1e-5)
+        )  # fmt: skip
+        with torch.no_grad():
+            y = (odeint if ours else torchdiffeq.odeint)(f, y0, t, **kw_m)
+        res = [y]
     elif mode == "rk4-backprop":
         x0 = y0.clone().requires_grad_(True)
         y = (odeint if ours else torchdiffeq.odeint)(
@@ -117,6 +129,8 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max() / y.abs().max().clamp_min(1e-12)) for x, y in zip(a, b))
 
 
+FIXED_NEW = ("heun2", "heun3", "explicit_adams", "implicit_adams")
+ADAPTIVE_NEW = ("adaptive_heun", "fehlberg2")
 MODES = ("forward", "backprop", "adjoint", "adjoint-semi", "rk4", "rk4-backprop")
 
 

@@ -1,6 +1,7 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion,
 trace estimators."""
 
+from . import implicit, multistep  # noqa: F401  (register the Adams and implicit methods)
 from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
