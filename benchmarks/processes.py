@@ -49,9 +49,9 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
     if steps is not None:
         budget["steps"] = steps
     cfg = TrainConfig(seed=seed, progress=False, **budget)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     fit(model, train, cfg)
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, time.thread_time() - c
     m = process_metrics(model, test.batches(100))
     out = {
         "data": name,
@@ -59,6 +59,7 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
         "seed": seed,
         "steps": cfg.steps,
         "train_s": round(secs, 1),
+        "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
         "mse": round(m["target_mse"], 4),
         "baseline_ll": round(m["baseline_target_ll_nats"], 4),

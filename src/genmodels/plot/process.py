@@ -10,6 +10,8 @@ dimension is drawn. The grid spans the task's own inputs (an NDP cannot look bef
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,18 +23,11 @@ __all__ = ["process_predictions"]
 
 @torch.no_grad()
 def _sampled_functions(model, xc, yc, g, k: int):
-    """``(k, grid)`` functions of the model's family given the context, or None."""
-    gen = torch.Generator().manual_seed(0)
-    if hasattr(model, "sample_paths"):  # a GP: posterior paths
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # jitter on a dense grid
-            f = model.sample_paths(g, k, x_context=xc, y_context=yc, generator=gen)
-        return f[..., 0, :, 0]
-    if type(model).__name__ in ("NP", "NDP"):  # latent models: the mean at each z
-        return model.predict(xc, yc, g, n_samples=k, generator=gen).mean[:, 0, :, 0]
-    return None
+    """``(k, grid)``: the process contract's ``sample_functions`` on the grid, first output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a GP's jitter on a dense grid
+        f = model.sample_functions(xc, yc, g, k, generator=torch.Generator().manual_seed(0))
+    return f[:, 0, :, 0]
 
 
 def process_predictions(
@@ -41,8 +36,10 @@ def process_predictions(
     """Mean ± 2σ of ``model.predict`` on the first ``n_tasks`` tasks of a batch.
 
     Args:
-        model: ``predict(x_context, y_context, x_target) -> Normal`` with batch shape
-            ``(B, n_target, dy)``.
+        model: the process contract: ``predict(x_context, y_context, x_target) -> Normal``
+            with batch shape ``(B, n_target, dy)`` and, for ``n_functions > 0``,
+            ``sample_functions(x_context, y_context, x_target, n, generator=)`` ->
+            ``(n, B, n_target, dy)``.
         tasks: a :class:`~genmodels.data.batches.Tasks` batch with ``dx = 1``: ``x_context``
             ``(B, nc, 1)``, ``y_context`` ``(B, nc, dy)``, ``x_target`` ``(B, nt, 1)``,
             ``y_target`` ``(B, nt, dy)``.
