@@ -10,6 +10,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py \\
         --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000]
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
+        # one training step's thread CPU time (forward, backward + Adam) on sine
 
 Lines are JSON, one per (data, model, seed).
 """
@@ -160,6 +162,31 @@ def gp_speed(n: int = 1000, m: int = 200, reps: int = 5) -> dict:
     }
 
 
+def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 50) -> dict:
+    """Thread CPU ms of one training step (batch 5: ``loss``, then backward and Adam), mean
+    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest."""
+    train = data.load(name)
+    spec = registry.get(model_name)
+    torch.manual_seed(0)
+    model = spec.build(spec.make_config(), train.info)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(0)
+    batches = [train.batch(5, torch.Generator().manual_seed(i)) for i in range(warm + steps)]
+    fwd = rest = 0.0
+    for i, b in enumerate(batches):
+        t0 = time.thread_time()
+        opt.zero_grad()
+        loss = model.loss(b, generator=g)
+        t1 = time.thread_time()
+        loss.backward()
+        opt.step()
+        if i >= warm:
+            fwd, rest = fwd + t1 - t0, rest + time.thread_time() - t1
+    ms = lambda v: round(1000 * v / steps, 2)  # noqa: E731
+    return {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
+            "backward_adam_ms": ms(rest)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", nargs="+", default=["sine"])
@@ -167,8 +194,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
+    ap.add_argument("--step-time", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.step_time:
+        for model in a.models:
+            print(json.dumps(step_time(model, a.data[0])), flush=True)
+        return
     if a.gp_speed:
         print(json.dumps(gp_speed()), flush=True)
         return
