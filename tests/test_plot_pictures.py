@@ -114,6 +114,17 @@ def test_process_predictions_draws_the_predictive_mean_and_two_sigma_band():
     fig = process_predictions(SinProcess(), tasks, n_tasks=1, grid=20, n_functions=0)
     assert not [ln for ln in fig.axes[0].lines if ln.get_color() == "tab:green"]
     plt.close(fig)
+    # draws a model declares incoherent (a CNP's marginals) are points, not curves
+    marginal = SinProcess()
+    marginal.coherent_functions = False
+    fig = process_predictions(marginal, tasks, n_tasks=1, grid=20)
+    assert not [ln for ln in fig.axes[0].lines if ln.get_color() == "tab:green"]
+    pts = fig.axes[0].collections[1:4]  # after the band: the three draws' scatters
+    for j, c in enumerate(pts):
+        np.testing.assert_allclose(
+            c.get_offsets()[:, 1], np.sin(3 * c.get_offsets()[:, 0]) + 0.3 * (j + 1), atol=1e-6
+        )
+    plt.close(fig)
     two_d = tasks._replace(x_context=torch.zeros(6, 5, 2))
     with pytest.raises(ValueError, match=r"1-D inputs.*\(6, 5, 2\)"):
         process_predictions(SinProcess(), two_d)

@@ -49,6 +49,11 @@ def test_shapes_seeding_and_bad_n(name):
             model.sample_functions(xc, yc, xt, bad)
 
 
+def test_each_model_declares_whether_its_draws_are_functions():
+    flags = {k: m.coherent_functions for k, m in _models().items()}
+    assert flags == {"gp": True, "cnp": False, "np": True, "ndp": True, "nd2p": True}
+
+
 @pytest.mark.parametrize("name", ["np", "ndp", "nd2p"])
 def test_latent_models_draw_the_decoder_mean_at_predicts_latent_draws(name):
     model = _models()[name]

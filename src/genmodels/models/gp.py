@@ -295,6 +295,7 @@ class GP(nn.Module):
     """
 
     train_defaults = {"lr": 0.05}
+    coherent_functions = True  # sample_functions: posterior paths
 
     def __init__(self, kernel: Kernel, *, noise: float = 0.1, mean: float | nn.Module = 0.0):
         super().__init__()

@@ -125,6 +125,7 @@ class CNP(nn.Module):
     """
 
     train_defaults = {"lr": 1e-3}
+    coherent_functions = False  # sample_functions: independent marginal draws
 
     def __init__(self, dx=1, dy=1, *, hidden=64, layers=3, r_dim=64, sigma_floor=0.1):
         super().__init__()
@@ -185,6 +186,7 @@ class LatentProcess:
 
     latent_encoder: nn.Module
     latent_head: nn.Module
+    coherent_functions = True  # one latent per sampled function
 
     def q_latent(self, x: Tensor, y: Tensor) -> Normal:
         """``q(w | {(x_i, y_i)})``: ``(B, n, ·)`` -> a Normal with batch shape ``(B, w_dim)``."""

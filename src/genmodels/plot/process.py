@@ -68,9 +68,15 @@ def process_predictions(
         ax.fill_between(gx, mu - 2 * sd, mu + 2 * sd, color="tab:blue", alpha=0.2, label="±2σ")
         ax.plot(gx, mu, color="tab:blue", lw=1.2, label="mean")
         fs = _sampled_functions(model, ci, yi, gi, n_functions) if n_functions else None
+        coherent = getattr(model, "coherent_functions", True)
         for j in range(0 if fs is None else fs.shape[0]):
-            lab = "sampled functions" if j == 0 else None
-            ax.plot(gx, fs[j].detach().float().cpu().numpy(), color="tab:green", lw=0.7, label=lab)
+            f = fs[j].detach().float().cpu().numpy()
+            if coherent:
+                lab = "sampled functions" if j == 0 else None
+                ax.plot(gx, f, color="tab:green", lw=0.7, label=lab)
+            else:  # independent marginal draws: points, not curves
+                lab = "marginal draws" if j == 0 else None
+                ax.scatter(gx, f, s=2, color="tab:green", alpha=0.5, label=lab)
         ax.scatter(xt[i, :, 0].cpu(), yt[i, :, 0].cpu(), s=8, c="tab:orange", label="target")
         ax.scatter(xc[i, :, 0].cpu(), yc[i, :, 0].cpu(), s=14, c="k", label="context")
         ax.set_title(f"task {i}: {xc.shape[1]} context points", fontsize=9)
