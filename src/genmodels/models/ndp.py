@@ -19,13 +19,15 @@ ND2P is the paper's second-order variant: ``l = (position, velocity)``,
 decoder reads the whole state. Training maximises the NP's ELBO over the latents ``(L0, D)``
 with ``q(· | C ∪ T)`` and the conditional prior ``q(· | C)``.
 
-The ODE is solved once per batch, on the sorted union of every task's target times, from
-the family's initial time ``t0`` (stored in the data options and the run's ``config.json``;
-``t0`` must precede every time asked for). Target times may come in any order and repeat: the
-model sorts and de-duplicates them itself and gathers each task's values back. The default
-solver is RK4 with 16 equal steps over the solve's span (64 field evaluations per solve,
-cubic interpolation to the target times): its cost is fixed, unlike the official code's
-adaptive dopri5, whose number of steps grows as the learned field stiffens.
+The ODE is solved once per batch from the family's initial time ``t0`` (stored in the data
+options and the run's ``config.json``; ``t0`` must precede every time asked for) to the
+batch's last target time; target times may come in any order and repeat. The default solver
+is RK4 with 16 equal steps (64 field evaluations, plus one batched evaluation of the slopes at
+the 17 grid points), and each task's times are read off by cubic Hermite interpolation on
+the grid, vectorised over all of them: its cost is fixed, unlike the official code's adaptive
+dopri5, whose number of steps grows as the learned field stiffens. An adaptive solver
+(``n_steps=None``) outputs at the sorted, de-duplicated union of the batch's times instead and
+gathers each task's values back.
 """
 
 from __future__ import annotations
