@@ -10,6 +10,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py \\
         --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000]
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
+        # one training step's thread CPU time (forward, backward + Adam) on sine
 
 Lines are JSON, one per (data, model, seed).
 """
@@ -49,9 +51,9 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
     if steps is not None:
         budget["steps"] = steps
     cfg = TrainConfig(seed=seed, progress=False, **budget)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     fit(model, train, cfg)
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, time.thread_time() - c
     m = process_metrics(model, test.batches(100))
     out = {
         "data": name,
@@ -59,6 +61,7 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
         "seed": seed,
         "steps": cfg.steps,
         "train_s": round(secs, 1),
+        "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
         "mse": round(m["target_mse"], 4),
         "baseline_ll": round(m["baseline_target_ll_nats"], 4),
@@ -270,6 +273,31 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
     ]
 
 
+def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 50) -> dict:
+    """Thread CPU ms of one training step (batch 5: ``loss``, then backward and Adam), mean
+    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest."""
+    train = data.load(name)
+    spec = registry.get(model_name)
+    torch.manual_seed(0)
+    model = spec.build(spec.make_config(), train.info)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    g = torch.Generator().manual_seed(0)
+    batches = [train.batch(5, torch.Generator().manual_seed(i)) for i in range(warm + steps)]
+    fwd = rest = 0.0
+    for i, b in enumerate(batches):
+        t0 = time.thread_time()
+        opt.zero_grad()
+        loss = model.loss(b, generator=g)
+        t1 = time.thread_time()
+        loss.backward()
+        opt.step()
+        if i >= warm:
+            fwd, rest = fwd + t1 - t0, rest + time.thread_time() - t1
+    ms = lambda v: round(1000 * v / steps, 2)  # noqa: E731
+    return {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
+            "backward_adam_ms": ms(rest)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", nargs="+", default=["sine"])
@@ -277,8 +305,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
+    ap.add_argument("--step-time", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.step_time:
+        for model in a.models:
+            print(json.dumps(step_time(model, a.data[0])), flush=True)
+        return
     if a.gp_speed:
         print(json.dumps(gp_speed()), flush=True)
         return
