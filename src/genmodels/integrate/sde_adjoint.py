@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .brownian import _mix64
+from .brownian import BrownianMotion, _mix64
 from .checks import NonFiniteSolutionError, check_times
 from .sdeint import _default_method, _grid, reversible_heun_step, sdeint
 
@@ -512,7 +512,8 @@ def sdeint_adjoint(
         sde, y0, ts, method, dt, options, names: as ``sdeint``. ``ts`` must not require grad.
         bm: Brownian motion with ``bm(ta, tb)`` (torchsde's protocol), queried forwards and
             then backwards. Default: a path on the solver's grid drawn block-wise from a seed
-            (itself drawn from ``generator``), regenerated in the backward pass; O(1) memory.
+            (itself drawn from ``generator``), regenerated in the backward pass; O(1) memory
+            (with ``adaptive=True``: a :class:`BrownianMotion` of that seed).
         adjoint_method: "euler" / "milstein" (Itô, Milstein for diagonal noise), "midpoint" /
             "heun" (Stratonovich), "adjoint_reversible_heun" (only with
             ``method="reversible_heun"``: exact gradients of the discrete solve). Default as
@@ -637,10 +638,12 @@ def sdeint_adjoint(
             raise TypeError(f"sdeint_adjoint: g(t, y) returned a {type(g0).__name__}, not a tensor")
         size = _brownian_size(y0, g0, noise_type)
         seed = int(torch.randint(0, 2**62, (), generator=generator))
-        bm = _SeededGridBrownian(grid, size, method == "srk", dtype, device, seed)
-        noise = bm
-    else:
-        noise = _QueriedIncrements(bm, grid, dtype)
+        if adaptive:  # adaptive steps query off the grid: a tree answers anywhere
+            bm = BrownianMotion(min(ts_list), max(ts_list), size=size, seed=seed, dtype=dtype,
+                                device=device, levy_area=method == "srk")  # fmt: skip
+        else:
+            bm = _SeededGridBrownian(grid, size, method == "srk", dtype, device, seed)
+    noise = bm if isinstance(bm, _SeededGridBrownian) else _QueriedIncrements(bm, grid, dtype)
 
     kwargs = dict(sde=sde, ts=ts, bm=bm, method=method, dt=dt, names=names or None,
                   options=options)  # fmt: skip
