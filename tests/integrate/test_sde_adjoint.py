@@ -342,3 +342,38 @@ def test_errors_are_clear():
         sdeint_adjoint(general, y0, [0.0, 1.0], method="euler", adjoint_method="milstein")
     with pytest.raises(ValueError, match="monotone"):
         sdeint_adjoint(Plain(), y0, [0.0, 1.0, 0.5], **ok)
+
+
+class _ParamsOnly(nn.Module):
+    """dy = p dt + sigmoid(p) dW: coefficients depend on a parameter but not on y, so
+    y(T) = y0 + p T + sigmoid(p) W(T) exactly, and d Σ y(T) / dp = Σ (T + sigmoid'(p) W(T))."""
+
+    sde_type = "ito"
+
+    def __init__(self, noise_type):
+        super().__init__()
+        self.noise_type = noise_type
+        self.p = nn.Parameter(torch.tensor(0.3, dtype=F64))
+
+    def f(self, t, y):
+        return self.p + torch.zeros_like(y)
+
+    def g(self, t, y):
+        g = torch.sigmoid(self.p) + torch.zeros_like(y)
+        return g if self.noise_type == "diagonal" else g.unsqueeze(-1)
+
+
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar"])
+@pytest.mark.parametrize("solver", [sdeint, sdeint_adjoint])
+def test_diffusion_depending_on_parameters_only(noise_type, solver):
+    # Milstein's ∂g/∂y · g is zero here (not an autograd error), forward and adjoint
+    sde = _ParamsOnly(noise_type)
+    m = 2 if noise_type == "diagonal" else 1
+    bm = BrownianMotion(0.0, 1.0, size=(3, m), seed=0, dtype=F64)
+    y0 = torch.ones(3, 2, dtype=F64, requires_grad=True)
+    ys = solver(sde, y0, [0.0, 1.0], bm=bm, method="milstein", dt=0.1)
+    gy, gp = torch.autograd.grad(ys[-1].sum(), [y0, sde.p])
+    s = torch.sigmoid(sde.p.detach())
+    w = bm(0.0, 1.0).expand(3, 2)
+    torch.testing.assert_close(gy, torch.ones_like(y0))
+    torch.testing.assert_close(gp, (1.0 + s * (1 - s) * w).sum(), rtol=1e-10, atol=1e-12)

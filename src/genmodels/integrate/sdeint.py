@@ -176,14 +176,21 @@ def _g_and_derivative(p: _Problem, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor
         if not gy.requires_grad:  # g does not depend on y at all
             return gy, torch.zeros_like(gy)
     with torch.enable_grad():
+        # allow_unused: g may depend on parameters but not on y (then ∂g/∂y · g = 0)
         if p.noise_type == "diagonal":
-            (diag,) = torch.autograd.grad(gy, yy, torch.ones_like(gy), create_graph=training)
-            dgg = diag * gy
+            (diag,) = torch.autograd.grad(
+                gy, yy, torch.ones_like(gy), create_graph=training, allow_unused=True
+            )
+            dgg = torch.zeros_like(gy) if diag is None else diag * gy
         else:
             u = torch.zeros_like(gy, requires_grad=True)
-            (vjp,) = torch.autograd.grad(gy, yy, u, create_graph=True)
+            (vjp,) = torch.autograd.grad(gy, yy, u, create_graph=True, allow_unused=True)
             v = gy if training else gy.detach()
-            (dgg,) = torch.autograd.grad(vjp, u, v, create_graph=training)
+            dgg = (
+                torch.zeros_like(gy)
+                if vjp is None
+                else torch.autograd.grad(vjp, u, v, create_graph=training)[0]
+            )
     if not training:
         gy, dgg = gy.detach(), dgg.detach()
     return gy, dgg
