@@ -59,13 +59,14 @@ def _grads(solve, sde, y0, weight):
     return ys.detach(), torch.cat(flat)
 
 
-def _compare(sde_type, noise_type, method, adjoint_method, dt, n_ts=3, seed=0):
+def _compare(sde_type, noise_type, method, adjoint_method, dt, n_ts=3, seed=0, reverse=False):
     torch.manual_seed(seed)
     d, b = 3, 8
     m = _channels(noise_type, d)
     sde = NeuralSDE(d, m, noise_type, sde_type).double()
     y0 = torch.randn(b, d, dtype=F64) * 0.3
     ts = torch.linspace(0.0, 1.0, n_ts, dtype=F64)
+    ts = ts.flip(0) if reverse else ts
     bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=seed, dtype=F64, levy_area=method == "srk")
     weight = torch.randn(n_ts, b, d, dtype=F64)
     ys_bp, g_bp = _grads(lambda y: sdeint(sde, y, ts, bm=bm, method=method, dt=dt), sde, y0, weight)
@@ -110,6 +111,20 @@ def test_adjoint_gradients_converge_to_backprop(
     slope = float(np.polyfit(np.log(dts), np.log(errs), 1)[0])
     assert errs[-1] < (2e-2 if order == 0.5 else 5e-3), errs
     assert slope > order - 0.25, (slope, errs)
+
+
+@pytest.mark.parametrize(
+    "sde_type, noise_type, method, order",
+    [("ito", "diagonal", "milstein", 1.0), ("ito", "general", "euler", 0.5),
+     ("stratonovich", "general", "midpoint", 1.0)],
+)  # fmt: skip
+def test_adjoint_backwards_in_time(sde_type, noise_type, method, order):
+    # decreasing ts (a reverse-time solve, as sdeint allows): the drift term of the adjoint step
+    # takes the signed step h < 0, the Itô corrections |h|; same bounds as forwards in time
+    dts = [2.0**-4, 2.0**-8]
+    errs = [_compare(sde_type, noise_type, method, None, dt, reverse=True) for dt in dts]
+    assert errs[-1] < (2e-2 if order == 0.5 else 5e-3), errs
+    assert errs[-1] < errs[0] * 16.0 ** (-(order - 0.25)), errs
 
 
 @pytest.mark.parametrize("noise_type", ["diagonal", "scalar", "additive", "general"])

@@ -15,7 +15,9 @@ a_θ(t) the gradient collected over [t, T], the triple Z = (Y, a, a_θ) solves, 
 
 In backward time s = -t, a step from t_s down to t_e < t_s has ds = t_s - t_e > 0 and
 Brownian increment ΔW̄ = W(t_e) - W(t_s). With φ(y) = f(t, y) ds - G(t, y) ΔW̄ (minus the
-forward increment), the whole Stratonovich step's increment is one vector–Jacobian product:
+forward increment), the whole Stratonovich step's increment is one vector–Jacobian product
+(for a forward solve with decreasing ts, f ds becomes f h with the forward step h < 0, and
+the Itô corrections below keep ds = |h|):
 
     ΔY = -φ,    Δa = a ∂φ/∂y,    Δa_θ = a ∂φ/∂θ                         (1)
 
@@ -185,7 +187,8 @@ class _QueriedIncrements:
 
 
 # ---------------------------------------------------------------------------------------------
-# increments of the augmented adjoint SDE over one backward step (ds > 0, dw = ΔW̄)
+# increments of the augmented adjoint SDE undoing forward step n: h its signed step (the drift
+# terms), ds = |h| (the Itô corrections, in the direction of the backward solve), dw = ΔW̄
 
 
 def _grads(outputs, cotangents, inputs) -> list[Tensor | None]:
@@ -213,17 +216,17 @@ class _Adjoint:
                 s.add_(gr, alpha=w)
 
     # --- (1): the Stratonovich / additive increment, one vjp -----------------------------------
-    def _strat_increment(self, t, y, a, ds, dw, with_params=True):
+    def _strat_increment(self, t, y, a, h, dw, with_params=True):
         with torch.enable_grad():
             yy = y.detach().requires_grad_()
-            phi = self.f(t, yy) * ds - self.prod(self.g(t, yy), dw)
+            phi = self.f(t, yy) * h - self.prod(self.g(t, yy), dw)
             inputs = (yy, *self.params) if with_params else (yy,)
             grads = _grads([phi], [a], inputs)
         da = grads[0] if grads[0] is not None else torch.zeros_like(a)
         return -phi.detach(), da, grads[1:]
 
     # --- (2): Itô with diagonal noise (Euler, or Milstein with v2 = ½(ΔW̄² - ds)) ----------------
-    def _ito_diagonal(self, t, y, a, ds, dw, v2):
+    def _ito_diagonal(self, t, y, a, h, ds, dw, v2):
         with torch.enable_grad():
             yy = y.detach().requires_grad_()
             fy, gy = self.f(t, yy), self.g(t, yy)
@@ -235,7 +238,9 @@ class _Adjoint:
             if gp is None:  # g does not depend on y: the corrections vanish
                 gp = torch.zeros_like(gy)
             ggp = gy * gp
-            out1 = (fy - ggp) * ds - gy * dw if self.corrected else fy * ds - gy * dw
+            out1 = fy * h - gy * dw
+            if self.corrected:
+                out1 = out1 - ggp * ds
             w_g = (ds if self.corrected else 0.0) + (0.0 if v2 is None else v2)
             outputs, cots = [out1, gy], [a, (a * gp * w_g).detach()]
             if v2 is not None:
@@ -249,7 +254,7 @@ class _Adjoint:
         return dy, da, grads[1:]
 
     # --- (2): Itô with scalar or general noise, Euler ------------------------------------------
-    def _ito_general(self, t, y, a, ds, dw):
+    def _ito_general(self, t, y, a, h, ds, dw):
         with torch.enable_grad():
             yy = y.detach().requires_grad_()
             fy, gy = self.f(t, yy), self.g(t, yy)
@@ -270,45 +275,45 @@ class _Adjoint:
                     (ajk,) = torch.autograd.grad(gk, yy, a, retain_graph=True)
                     cols.append(ajk)
                 aj = torch.stack(cols, dim=-1)
-            out1 = (fy - c) * ds - self.prod(gy, dw)
+            out1 = fy * h - c * ds - self.prod(gy, dw)
             grads = _grads([out1, gy], [a, aj * ds], (yy, *self.params))
         da = grads[0] if grads[0] is not None else torch.zeros_like(a)
         return -out1.detach(), da, grads[1:]
 
-    def increment(self, t, y, a, ds, dw, with_params=True, v2=None):
+    def increment(self, t, y, a, h, ds, dw, with_params=True, v2=None):
         if not self.corrected and v2 is None:
-            return self._strat_increment(t, y, a, ds, dw, with_params)
+            return self._strat_increment(t, y, a, h, dw, with_params)
         if self.noise_type == "diagonal" or v2 is not None:
-            return self._ito_diagonal(t, y, a, ds, dw, v2)
-        return self._ito_general(t, y, a, ds, dw)
+            return self._ito_diagonal(t, y, a, h, ds, dw, v2)
+        return self._ito_general(t, y, a, h, ds, dw)
 
     # --- the backward steps from grid[n+1] to grid[n] -----------------------------------------
-    def euler(self, n, y, a, acc, ds, dw, ito):
-        dy, da, dth = self.increment(self.times[n + 1], y, a, ds, dw)
+    def euler(self, n, y, a, acc, h, ds, dw, ito):
+        dy, da, dth = self.increment(self.times[n + 1], y, a, h, ds, dw)
         self._accumulate(acc, dth)
         return y + dy, a + da
 
-    def milstein(self, n, y, a, acc, ds, dw, ito):
+    def milstein(self, n, y, a, acc, h, ds, dw, ito):
         sq = dw * dw
         v2 = 0.5 * (sq - ds) if ito else 0.5 * sq
         if self.noise_type == "additive":  # the Milstein terms vanish
-            return self.euler(n, y, a, acc, ds, dw, ito)
-        dy, da, dth = self._ito_diagonal(self.times[n + 1], y, a, ds, dw, v2)
+            return self.euler(n, y, a, acc, h, ds, dw, ito)
+        dy, da, dth = self._ito_diagonal(self.times[n + 1], y, a, h, ds, dw, v2)
         self._accumulate(acc, dth)
         return y + dy, a + da
 
-    def midpoint(self, n, y, a, acc, ds, dw, ito):
+    def midpoint(self, n, y, a, acc, h, ds, dw, ito):
         # Z' = Z + ½ inc(Z, t_s);  Z₁ = Z + inc(Z', t_mid). a_θ does not feed back, so the
         # first stage needs no parameter vjp.
-        dy, da, _ = self.increment(self.times[n + 1], y, a, ds, dw, with_params=False)
+        dy, da, _ = self.increment(self.times[n + 1], y, a, h, ds, dw, with_params=False)
         y2, a2 = y + 0.5 * dy, a + 0.5 * da
-        dy, da, dth = self.increment(self.mid_times[n], y2, a2, ds, dw)
+        dy, da, dth = self.increment(self.mid_times[n], y2, a2, h, ds, dw)
         self._accumulate(acc, dth)
         return y + dy, a + da
 
-    def heun(self, n, y, a, acc, ds, dw, ito):
-        dy1, da1, dth1 = self.increment(self.times[n + 1], y, a, ds, dw)
-        dy2, da2, dth2 = self.increment(self.times[n], y + dy1, a + da1, ds, dw)
+    def heun(self, n, y, a, acc, h, ds, dw, ito):
+        dy1, da1, dth1 = self.increment(self.times[n + 1], y, a, h, ds, dw)
+        dy2, da2, dth2 = self.increment(self.times[n], y + dy1, a + da1, h, ds, dw)
         self._accumulate(acc, dth1, 0.5)
         self._accumulate(acc, dth2, 0.5)
         return y + 0.5 * (dy1 + dy2), a + 0.5 * (da1 + da2)
@@ -329,8 +334,9 @@ def _backward_continuous(run: dict, ys: Tensor, grad_ys: Tensor, params):
     for i in range(len(ts) - 1, 0, -1):
         y = ys[i]
         for n in range(marks[i] - 1, marks[i - 1] - 1, -1):
-            # backwards over forward step n: ds = |h|, ΔW̄ = -(forward increment)
-            y, a = step(n, y, a, acc, abs(hs[n]), -noise.forward_increment(n), ito)
+            # backwards over forward step n (h signed): ΔW̄ = -(forward increment), ds = |h|
+            h = hs[n]
+            y, a = step(n, y, a, acc, h, abs(h), -noise.forward_increment(n), ito)
         if not bool(torch.isfinite(a).all()):
             raise NonFiniteSolutionError(
                 f"sdeint_adjoint: the adjoint became NaN or infinite on [{ts[i - 1]!r}, {ts[i]!r}]",
