@@ -12,7 +12,7 @@ and, separately, its BrownianMotion tree (the like-for-like comparison: a querya
 
 The second table times forward + backward of ``sdeint_adjoint`` against
 ``torchsde.sdeint_adjoint`` (loss ys[-1].sum(), gradients wrt y0 and the SDE's parameters) in
-thread CPU time (``time.thread_time``), ours and theirs interleaved in each repeat; the ratio
+thread CPU time (``time.thread_time``), the variants interleaved (order alternating); the ratio
 column is ours (default noise) / torchsde (default noise). "ours (their BI)" drives our solver
 with torchsde's BrownianInterval: the solver alone, on the same kind of path.
 """
@@ -80,67 +80,59 @@ def _case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
     return name, _time(ours, repeats), _time(ours_tree, repeats), _time(theirs, repeats)
 
 
-def _adjoint_case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
-    """Forward + backward of sdeint_adjoint (default noise, BrownianMotion, torchsde's
-    BrownianInterval) and of torchsde.sdeint_adjoint: median thread CPU seconds, the four
-    interleaved within each repeat."""
-    b, d = y0.shape
-    torch.manual_seed(0)
-    sde = MLPSDE(d, noise_type, sde_type)
-    m = d if noise_type == "diagonal" else 1
+def _adjoint_solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
+    """Forward + backward (loss ys[-1].sum(), gradients wrt y0 and the parameters) of
+    sdeint_adjoint with its default noise, on our BrownianMotion, on torchsde's
+    BrownianInterval, and of torchsde.sdeint_adjoint with its defaults."""
     levy = method == "srk"
 
-    def grad_of(ys):
-        ys[-1].sum().backward()
-        sde.zero_grad(set_to_none=True)
+    def run(solver, make_bm=None):
+        def go():
+            y = y0.clone().requires_grad_()
+            bm = None if make_bm is None else make_bm()
+            solver(sde, y, ts, bm=bm, method=method, dt=dt)[-1].sum().backward()
+            sde.zero_grad(set_to_none=True)
 
-    def ours():
-        y = y0.clone().requires_grad_()
-        grad_of(sdeint_adjoint(sde, y, ts, method=method, dt=dt))
+        return go
 
-    def ours_tree():
-        y = y0.clone().requires_grad_()
-        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0, levy_area=levy)
-        grad_of(sdeint_adjoint(sde, y, ts, bm=bm, method=method, dt=dt))
+    approx = "space-time" if levy else "none"
+    return {
+        "ours": run(sdeint_adjoint),
+        "tree": run(
+            sdeint_adjoint, lambda: BrownianMotion(0.0, 1.0, size=size, seed=0, levy_area=levy)
+        ),
+        "bi": run(
+            sdeint_adjoint,
+            lambda: torchsde.BrownianInterval(0.0, 1.0, size=size, levy_area_approximation=approx),
+        ),
+        "theirs": run(torchsde.sdeint_adjoint),
+    }
 
-    def ours_bi():
-        y = y0.clone().requires_grad_()
-        bm = torchsde.BrownianInterval(
-            0.0, 1.0, size=(b, m), levy_area_approximation="space-time" if levy else "none"
-        )
-        grad_of(sdeint_adjoint(sde, y, ts, bm=bm, method=method, dt=dt))
 
-    def theirs():
-        y = y0.clone().requires_grad_()
-        grad_of(torchsde.sdeint_adjoint(sde, y, ts, method=method, dt=dt))
-
-    fns = (ours, ours_tree, ours_bi, theirs)
-    for fn in fns:  # warm-up
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            t0 = time.thread_time()
-            fn()
-            times[k].append(time.thread_time() - t0)
-    med = [statistics.median(x) for x in times]
-    return (f"sdeint_adjoint {sde_type}/{noise_type}/{method}", *med, med[0] / med[3])
+ADJOINT_CASES = [
+    ("ito", "diagonal", "milstein"),  # adjoint: milstein (both libraries' default)
+    ("ito", "additive", "srk"),  # adjoint: euler
+    ("stratonovich", "diagonal", "midpoint"),  # adjoint: midpoint
+    ("stratonovich", "diagonal", "reversible_heun"),  # adjoint: adjoint_reversible_heun
+]
 
 
 def _adjoint_rows(torchsde, b, d, steps, repeats):
     ts = torch.linspace(0, 1, 11)
     y0 = torch.randn(b, d)
-    cases = [
-        ("ito", "diagonal", "milstein"),  # adjoint: milstein (both libraries' default)
-        ("ito", "additive", "srk"),  # adjoint: euler
-        ("stratonovich", "diagonal", "midpoint"),  # adjoint: midpoint
-        ("stratonovich", "diagonal", "reversible_heun"),  # adjoint: adjoint_reversible_heun
-    ]
-    return [_adjoint_case(torchsde, *c, y0, ts, 1.0 / steps, repeats) for c in cases]
+    out = []
+    for sde_type, noise_type, method in ADJOINT_CASES:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, 1.0 / steps, size), repeats)
+        med = [t["ours"], t["tree"], t["bi"], t["theirs"]]
+        out.append((f"sdeint_adjoint {sde_type}/{noise_type}/{method}", *med, med[0] / med[3]))
+    return out
 
 
 def _adjoint_table(torchsde, args) -> None:
-    rows = _adjoint_rows(torchsde, args.adjoint_batch, args.dim, args.adjoint_steps, args.repeats)
+    table = _adjoint_rows(torchsde, args.adjoint_batch, args.dim, args.adjoint_steps, args.repeats)
     print(
         f"\nsdeint_adjoint, forward + backward: batch={args.adjoint_batch} dim={args.dim} "
         f"steps={args.adjoint_steps} threads={args.threads} (median of {args.repeats}, thread "
@@ -148,7 +140,7 @@ def _adjoint_table(torchsde, args) -> None:
     )
     print("| case | ours (default) | ours (BrownianMotion) | ours (their BI) | torchsde | ratio |")
     print("|---|---|---|---|---|---|")
-    for name, *vals, ratio in rows:
+    for name, *vals, ratio in table:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {ratio:.2f} |")
 
 
@@ -325,6 +317,25 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
                 limit=1.0,
                 note="no target set; not slower",
             )
+        )
+    for sde_type, noise_type, method in ADJOINT_CASES[: 1 if tiny else None]:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, dt, size), pairs)
+        name = f"sdeint_adjoint {sde_type}/{noise_type}/{method} {b}x{d}, {steps} steps"
+        note = "forward + backward; target #20"
+        out.append(row("sde", name, t["ours"], t["theirs"], peer, limit=0.7, note=note))
+        out.append(
+            row(
+                "sde",
+                name + ", BrownianMotion",
+                t["tree"],
+                t["theirs"],
+                peer,
+                limit=0.7,
+                note="queryable path, like for like; " + note,
+            )  # fmt: skip
         )
     return out
 
