@@ -13,6 +13,7 @@ from .checks import (
     check_times,
 )
 from .odeint import LongSolveWarning, SolverStats, StiffnessWarning, odeint, runge_kutta_step
+from .sde_adjoint import sdeint_adjoint
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
 from .spline import NaturalCubicSpline, SplineCoeffs, natural_cubic_coeffs
@@ -42,6 +43,7 @@ __all__ = [
     "TABLEAUS",
     "get_tableau",
     "sdeint",
+    "sdeint_adjoint",
     "SDEProtocol",
     "SDE_METHODS",
     "BrownianMotion",
