@@ -1,10 +1,11 @@
-"""The ``genmodels`` command: list, train, sample, evaluate, tour.
+"""The ``genmodels`` command: list, train, sample, evaluate, tour, bench.
 
     genmodels list
     genmodels train ddpm --data moons [--steps N] [--set key=value ...] [--resume]
     genmodels sample runs/ddpm-moons --n 1000 --out samples.png [--sampler ddim]
     genmodels evaluate runs/ddpm-moons [--n N]
     genmodels tour [--budget smoke|small|full] [--out DIR] [--sections 1,3,7]
+    genmodels bench [--quick] [--only ode,gp] [--out bench.json]
 
 Bad input gets one line on stderr naming what is wrong and exit code 2.
 """
@@ -111,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--sections", help="lecture sections to run, e.g. 1,3,7 (default: all)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .bench import add_arguments as _bench_arguments  # no peer is imported here
+
+    b = sub.add_parser(
+        "bench",
+        help="every peer comparison (torchdiffeq, torchsde, torchcde, zuko, diffusers, GPyTorch, "
+        "scikit-learn) in one run; needs the 'bench' extra",
+    )
+    b._sub = "bench"
+    _bench_arguments(b)
     return p
 
 
@@ -442,6 +453,17 @@ def _cmd_tour(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import MissingPeerError
+    from .bench import main as bench_main
+
+    try:
+        return bench_main(args)
+    except MissingPeerError as e:
+        print(f"genmodels: error: {e}", file=sys.stderr)
+        return 2
+
+
 def _is_allocation_failure(e: RuntimeError) -> bool:
     import torch
 
@@ -463,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
         "tour": _cmd_tour,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)

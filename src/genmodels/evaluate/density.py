@@ -10,6 +10,8 @@
 - an exact likelihood where the model has ``log_prob``: ``nll_nats`` and ``bits_per_dim``
   (on ``nll_n`` test points, a seeded subset, when given: a probability-flow ODE's or a
   CNF's likelihood costs an adaptive solve per batch; ``nll_n=0`` skips it);
+- on quantised images, a diffusion model trained with uniform dequantisation: the PF-ODE
+  NLL of ``x + w u`` (``nll_pf_ode_nats``, ``bits_per_dim_pf_ode``, the flows' convention);
 - a variational bound where the model has ``nll_bound``: ``nll_bound_nats`` and
   ``bits_per_dim_bound`` on ``bound_n`` test points — always labelled as a bound, and reported
   *beside* the exact numbers when a model has both;
@@ -121,6 +123,35 @@ def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     }
 
 
+def _pf_ode_dequantized(model, x, info, *, n, seed, generator) -> dict:
+    """``-log p(x + w u)`` by the probability flow ODE on a seeded subset of ``n`` test images
+    (default: the bound's, ``default_bound_n`` or 100), one ``u ~ U(0, 1)^D`` per image and
+    Hutchinson's trace (both from ``generator``). Under uniform dequantisation it bounds the
+    discrete NLL in expectation (``-log P(x) <= E_u[-log p(x + w u)] - D log w``), and its
+    bits/dim is ``bits_per_dim(nll, info)``: the flows' convention."""
+    from ..models.sde import uniform_dequantize
+
+    n = n if n is not None else (getattr(model, "default_bound_n", None) or 100)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"bound_n must be a positive integer, got {n!r}")
+    if n < len(x):
+        g_pick = torch.Generator().manual_seed(seed + 2)  # the bound's subset
+        x = x[torch.randperm(len(x), generator=g_pick)[:n].to(x.device)]
+    stats: dict = {}
+    xd = uniform_dequantize(x, model.dequant_width, generator)
+    lp = model.log_prob(xd, generator=generator, stats=stats).double()
+    nll = float(-lp.mean())
+    out = {
+        "pf_ode_n": len(x),
+        "nll_pf_ode_nats": nll,
+        "bits_per_dim_pf_ode": float(data_mod.bits_per_dim(nll, info)),
+        "pf_ode_nfe": stats.get("nfe"),
+    }
+    if "se_nats" in stats:  # Hutchinson's standard error of the mean
+        out["nll_pf_ode_se_nats"] = float(stats["se_nats"])
+    return out
+
+
 def density_metrics(
     model,
     data_name: str,
@@ -183,13 +214,20 @@ def density_metrics(
     x = test.x.to(dev)
     has_log_prob, has_bound = hasattr(model, "log_prob"), hasattr(model, "nll_bound")
     # One exception to "both are reported": on quantised images a model's log_prob at the
-    # stored grid values (an image flow's, a DDPM's PF-ODE density) is a density at points,
-    # not a likelihood of the discrete data; its nll_bound (a flow: -log p(x + w u) under
-    # uniform dequantisation; a DDPM: the discretised decoder's) bounds the discrete data's
-    # NLL, so only the bound is reported (on bound_n test images: the whole test split
-    # unless the model says otherwise, as a DDPM does with its default_bound_n).
-    if test.info.kind == "images" and has_log_prob and has_bound:
-        out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
+    # stored grid values (an image flow's, a diffusion model's PF-ODE density) is a density
+    # at points, not a likelihood of the discrete data, and is not reported; its nll_bound (a
+    # flow: -log p(x + w u) under uniform dequantisation; a DDPM: the discretised decoder's)
+    # bounds the discrete data's NLL (on bound_n test images: the whole test split unless
+    # the model says otherwise, as a DDPM does with its default_bound_n). A diffusion model
+    # trained with uniform dequantisation (``dequant_width`` set) reports its PF-ODE NLL of
+    # x + w u on the same subset: ``nll_pf_ode_nats``, ``bits_per_dim_pf_ode``.
+    if test.info.kind == "images":
+        if has_bound:
+            out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
+        if has_log_prob and getattr(model, "dequant_width", None) is not None:
+            out.update(
+                _pf_ode_dequantized(model, x, test.info, n=bound_n, seed=seed, generator=generator)
+            )
     else:
         if has_log_prob and nll_n != 0:
             xs = _subset(x, nll_n, seed + 3, "nll_n")

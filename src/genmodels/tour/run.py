@@ -43,6 +43,7 @@ import torch
 from .. import data as data_mod
 from .. import registry
 from ..evaluate import evaluate_run
+from ..integrate import SolverStats
 from ..train.checkpoint import read_json, write_json
 
 __all__ = [
@@ -361,8 +362,10 @@ def _count_nfe(item: TourRun, run_dir: Path, device: str) -> int | None:
     """Function evaluations of the model's ODE for one pass over a test batch of 64: the
     likelihood's solve for a density model (``log_prob``: a CNF's, or a diffusion model's
     probability-flow ODE), the loss's for the others (a classifier's, a process's or a
-    series model's forward solve). Counted as evaluations of the vector field
-    (:data:`ODE_FIELDS`, :class:`_CountCalls`); None for a model with no ODE."""
+    series model's forward solve). The solver's own count where the model keeps one (a
+    :class:`~genmodels.integrate.SolverStats` as ``stats``: ODE-Net, NDP), else the
+    evaluations of the vector field (:data:`ODE_FIELDS`, :class:`_CountCalls`); None for a
+    model with no ODE."""
     if item.model not in ODE_FIELDS:
         return None
     from ..train.run_dir import load_run
@@ -374,12 +377,14 @@ def _count_nfe(item: TourRun, run_dir: Path, device: str) -> int | None:
     p = next(model.parameters())
     batch = next(iter(test.to(p.device, p.dtype).batches(64)))
     g = torch.Generator(device=p.device).manual_seed(0)
+    own = [m.stats for m in model.modules() if isinstance(getattr(m, "stats", None), SolverStats)]
+    before = sum(s.nfe for s in own)
     with _CountCalls(_submodule(model, ODE_FIELDS[item.model])) as count, torch.no_grad():
         if item.task == "density":
             model.log_prob(batch)
         else:
             model.loss(batch, generator=g)
-    return count.n
+    return sum(s.nfe for s in own) - before if own else count.n
 
 
 def _finite(x):
