@@ -7,7 +7,9 @@
   the same metric for a fresh draw of real training data of the same size); for images, the
   Fréchet distance in a small classifier's features (``fd``, ``fd_floor``, ``fd_gaussian``,
   ``classifier_accuracy``; :mod:`genmodels.evaluate.images`);
-- an exact likelihood where the model has ``log_prob``: ``nll_nats`` and ``bits_per_dim``;
+- an exact likelihood where the model has ``log_prob``: ``nll_nats`` and ``bits_per_dim``
+  (on ``nll_n`` test points, a seeded subset, when given: a probability-flow ODE's or a
+  CNF's likelihood costs an adaptive solve per batch; ``nll_n=0`` skips it);
 - on quantised images, a diffusion model trained with uniform dequantisation: the PF-ODE
   NLL of ``x + w u`` (``nll_pf_ode_nats``, ``bits_per_dim_pf_ode``, the flows' convention);
 - a variational bound where the model has ``nll_bound``: ``nll_bound_nats`` and
@@ -29,7 +31,7 @@ import torch
 from .. import data as data_mod
 from .sample_metrics import energy_distance, median_bandwidth, mmd2, sliced_wasserstein
 
-__all__ = ["density_metrics", "sample_metrics"]
+__all__ = ["density_metrics", "sample_metrics", "test_subset"]
 
 
 def sample_metrics(samples, test_x, floor_x, *, bandwidth: float | None = None) -> dict:
@@ -73,6 +75,31 @@ def _point_sample_metrics(model, train, test, *, n, seed, sampler, steps, genera
     if steps is not None:
         out["eval_steps"] = steps
     return out
+
+
+def test_subset(split, n: int | None, seed: int):
+    """A seeded subset of ``n`` examples of a data split (the whole split when ``n`` is None
+    or at least its size), in the split's order: a quick evaluation's held-out data."""
+    if n is None:
+        return split
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"test_n must be an integer >= 2 or None, got {n!r}")
+    if n >= len(split):
+        return split
+    g = torch.Generator().manual_seed(seed + 4)
+    return split.subset(torch.randperm(len(split), generator=g)[:n].sort().values)
+
+
+def _subset(x, n: int | None, seed: int, what: str):
+    """A seeded subset of ``n`` rows of ``x`` (all of them when ``n`` is None or larger)."""
+    if n is None:
+        return x
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"{what} must be a non-negative integer or None, got {n!r}")
+    if n >= len(x):
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n].to(x.device)]
 
 
 def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
@@ -136,6 +163,8 @@ def density_metrics(
     steps: int | None = None,
     bound_n: int | None = None,
     data_options: dict | None = None,
+    nll_n: int | None = None,
+    test_n: int | None = None,
 ) -> dict:
     """Sample distances, exact NLL and/or bound of a density model on ``data_name``'s test split.
 
@@ -153,6 +182,11 @@ def density_metrics(
             where it has one, else the whole test split); a seeded subset, reported as
             ``bound_n``.
         data_options: the data set's options, as the run recorded them.
+        nll_n: test points for the exact ``log_prob`` (default: the whole test split; a
+            seeded subset otherwise, reported as ``nll_n``; 0: no exact NLL).
+        test_n: evaluate on a seeded subset of this many test examples (every number but
+            an image model's Fréchet distance; reported as ``test_n``); default: all. The
+            sample distances cost O(test size²): a quick look takes a few hundred.
 
     Returns a dict of the keys listed in the module docstring (nats per example; bits/dim of
     the discrete data for images).
@@ -165,6 +199,8 @@ def density_metrics(
     """
     test = data_mod.load(data_name, "test", **(data_options or {}))
     train = data_mod.load(data_name, "train", **(data_options or {}))
+    if test_n is not None and test_n < len(test):
+        test = test_subset(test, test_n, seed)
     dev = generator.device
     if test.info.kind == "images":
         from .images import image_metrics  # Fréchet distance in a small classifier's features
@@ -193,15 +229,20 @@ def density_metrics(
                 _pf_ode_dequantized(model, x, test.info, n=bound_n, seed=seed, generator=generator)
             )
     else:
-        if has_log_prob:
+        if has_log_prob and nll_n != 0:
+            xs = _subset(x, nll_n, seed + 3, "nll_n")
             with torch.no_grad():
-                lp = torch.cat([model.log_prob(b) for b in x.split(4096)]).double()
+                lp = torch.cat([model.log_prob(b) for b in xs.split(4096)]).double()
             out["nll_nats"] = float(-lp.mean())
             out["bits_per_dim"] = float(data_mod.bits_per_dim(out["nll_nats"], test.info))
+            if len(xs) < len(x):
+                out["nll_n"] = len(xs)
         if has_bound:
             out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
     if hasattr(model, "iwae_bound"):
         from .vae import vae_metrics
 
         out.update(vae_metrics(model, train, test, generator=generator))
+    if test_n is not None and test_n <= len(test):
+        out["test_n"] = len(test)
     return out

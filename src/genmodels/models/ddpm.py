@@ -535,6 +535,7 @@ class DDPMConfig:
     default_data="moons",
     description="denoising diffusion (Ho et al. 2020): Algorithm 1 training, ancestral and DDIM",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:

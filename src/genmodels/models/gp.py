@@ -524,6 +524,7 @@ class GPConfig:
     config=GPConfig,
     default_data="gp-rbf",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Gaussian process, hyperparameters shared over tasks by the marginal likelihood",
 )

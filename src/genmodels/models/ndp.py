@@ -241,6 +241,7 @@ def _build(config: NDPConfig, info: DataInfo, second_order: bool) -> NDP:
     config=NDPConfig,
     default_data="sine",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Neural ODE Process (Norcliffe et al. 2021): a latent ODE from the context",
 )
@@ -253,6 +254,7 @@ def build_ndp(config: NDPConfig, info: DataInfo) -> NDP:
     config=ND2PConfig,
     default_data="oscil",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Second-order Neural ODE Process (ND2P, Norcliffe et al. 2021)",
 )

@@ -280,6 +280,7 @@ _DESC = "({}, Garnelo et al. 2018): encoder, mean aggregator, decoder"
     config=CNPConfig,
     default_data="sine",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Conditional Neural Process " + _DESC.format("CNP"),
 )
@@ -299,6 +300,7 @@ def build_cnp(config: CNPConfig, info: DataInfo) -> CNP:
     config=NPConfig,
     default_data="sine",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Neural Process with a global latent, trained by the ELBO " + _DESC.format("NP"),
 )

@@ -248,6 +248,7 @@ def _build(config: ScoreSDEConfig, info: DataInfo, sde: SDE) -> ScoreSDE:
     description="score SDE, sub-VP (Song et al. 2021): reverse SDE, PC and PF-ODE samplers, "
     "exact likelihood",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_subvp(config: SubVPConfig, info: DataInfo) -> ScoreSDE:
@@ -261,6 +262,7 @@ def build_subvp(config: SubVPConfig, info: DataInfo) -> ScoreSDE:
     default_data="moons",
     description="score SDE, variance exploding (Song et al. 2021; NCSN's continuous limit)",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_vesde(config: VESDEConfig, info: DataInfo) -> ScoreSDE:
