@@ -549,14 +549,33 @@ def test_chromium_harness_sees_broken_images_and_console_errors(tmp_path):
 
 
 def test_page_in_headless_chromium(rendered, tmp_path):
-    exe = _need_chromium()
     out, results, index = rendered
+    check_page_in_chromium(out, results, index, tmp_path, "tour_page.png")
+
+
+def test_real_smoke_tour_in_headless_chromium(tmp_path):
+    # the smoke tour itself (every section, every registered model, the budget the suite uses),
+    # rendered and loaded: what a user of `genmodels tour --budget smoke` opens
+    from genmodels.tour.run import run_tour
+
+    out = tmp_path / "tour"
+    results = run_tour(out, "smoke", device="cpu", progress=False)
+    assert results["sections"] == list(range(1, 8))
+    failed = [(e["model"], e["error"]) for e in results["entries"] if e["status"] != "ok"]
+    assert not failed, failed
+    index = page.render(out)
+    check_page_in_chromium(out, json.loads((out / "results.json").read_text()), index,
+                           tmp_path, "tour_smoke.png")  # fmt: skip
+
+
+def check_page_in_chromium(out: Path, results: dict, index: Path, tmp_path: Path, shot: str):
+    exe = _need_chromium()
     found, errors, png = load_page(exe, index, tmp_path)
     # the screenshot is the run's artifact: in the tmp dir and in artifacts/ (gitignored)
-    (tmp_path / "tour_page.png").write_bytes(png)
+    (tmp_path / shot).write_bytes(png)
     artifacts = Path(os.environ.get("GENMODELS_ARTIFACTS", ROOT / "artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "tour_page.png").write_bytes(png)
+    (artifacts / shot).write_bytes(png)
 
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # every image loaded
