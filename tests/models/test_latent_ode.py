@@ -163,3 +163,17 @@ def test_latent_solve_backward_is_exact():
     assert one.shape == (1, 4, 3) and torch.equal(one[0], z0)
     (g,) = torch.autograd.grad(one.sum(), z0)
     assert torch.equal(g, torch.ones_like(z0))
+
+
+def test_spirals_start_at_the_models_t0():
+    """On ``spirals`` the issue's "the solve starts at the earliest requested time" and the
+    model's fixed origin t0 = 0 are the same: training batches' unions of times and the
+    evaluation's target grid all start at 0."""
+    opts = dict(n_obs=30, n_train=200, n_test=20)
+    tr = data.load("spirals", **opts)
+    model = LatentODE(2)
+    assert float(data.load("spirals", "test", **opts).grid.min()) == model.t0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        b = tr.batch(128, g)
+        assert float(b.times.min()) == model.t0

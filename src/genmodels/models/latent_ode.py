@@ -18,6 +18,15 @@ targets are; targets before ``t_0`` are reached by solving backwards from it (th
 an ODE: both directions are exact), and a prediction is the same whether a target is asked
 for alone or with others, up to the solver's error (the rk4 steps are the union's intervals).
 
+Issue 14 words it as "the solve starts at the earliest requested time". On its data and
+protocol the two readings coincide: every ``spirals`` window starts at t = 0 = ``t0``, a
+training batch's union of observation times contains 0 (40% of the series observe it), and
+the evaluation's targets are the window's grid from 0. They differ only for targets before
+``t0``, and there a fixed origin is the sound choice: were ``z_{t_0}`` placed at the
+earliest *target*, the same context would give a different posterior (and, through the
+rk4 grid, different predictions) for every set of targets, and the encoder, which reads
+back to ``t_0``, would depend on the targets too.
+
 Series of one batch have different observation times. The latent ODE is solved **once** on
 the sorted union of the batch's times (rk4, one step per interval of the union: the grid of
 torchdiffeq's latent ODE example when the times lie on a grid) and each series gathers its
