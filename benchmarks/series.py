@@ -235,7 +235,23 @@ def bench_latent_ode_step(args) -> None:
     )
 
 
-def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None):
+def _model_config(spec, sets=()):
+    """The registered model config with ``KEY=VALUE`` overrides (values as JSON, else text)."""
+    import json
+
+    overrides = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return spec.make_config(overrides)
+
+
+def _train_eval(
+    model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None, sets=()
+):
     from genmodels import data, registry
     from genmodels.evaluate.run import evaluate_model
     from genmodels.train import TrainConfig, fit
@@ -243,7 +259,7 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
     tr = data.load(data_name, **opts)
     spec = registry.get(model_name)
     torch.manual_seed(seed)
-    model = spec.build(spec.make_config(), tr.info)
+    model = spec.build(_model_config(spec, sets), tr.info)
     budget = dict(model.train_defaults)
     if steps is not None:
         budget["steps"] = steps
@@ -260,9 +276,12 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
 def bench_cde(args) -> None:
     opts = dict(noise=args.noise, drop=args.drop)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps, args.lr)
+        fit_s, m, cfg = _train_eval(
+            args.model, "spiral-chirality", opts, seed, args.steps, args.lr, args.set
+        )
         print(
-            f"| {args.model} | noise {args.noise} | drop {args.drop} | seed {seed} | "
+            f"| {args.model} {' '.join(args.set)} | noise {args.noise} | drop {args.drop} "
+            f"| seed {seed} | "
             f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {m['accuracy']:.3f} | "
             f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
             flush=True,
@@ -356,6 +375,7 @@ def main() -> None:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--lr", type=float, default=None)
+    c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
     c = sub.add_parser("cde-step")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--hidden", type=int, default=16)
