@@ -94,7 +94,8 @@ def bench_cde_step(args) -> None:
     compute them once for the data set; its NaN path takes seconds per batch) from ours,
     converted to its ``[a, b, 2c, 3d]`` layout (the two agree to round-off:
     tests/integrate/test_spline.py); ours are computed inside every step, from the NaN-coded
-    batch, and still counted."""
+    batch, and still counted. ``--intensity``: both models with the observational intensity
+    channels (torchcde's precomputed with its coefficients, ours in every step)."""
     import torchcde
 
     from genmodels import data
@@ -107,12 +108,16 @@ def bench_cde_step(args) -> None:
         idx = torch.randperm(tr.x.shape[0], generator=g)[: args.batch_size]
         x, y = tr.x[idx], tr.y[idx]
         knots = x[0, :, 0].contiguous()
-        a, b, c, d = natural_cubic_coeffs(knots, x)
+        xc = x
+        if args.intensity:  # torchcde's input gets the same count channels, precomputed
+            seen = (~torch.isnan(x[..., 1:])).to(x.dtype).cumsum(1) / x.shape[1]
+            xc = torch.cat([x, seen], -1)
+        a, b, c, d = natural_cubic_coeffs(knots, xc)
         batches.append((x, y, knots, torch.cat([a, b, 2 * c, 3 * d], -1)))
 
     torch.manual_seed(0)
-    ours = NeuralCDE(2, args.hidden, 2, width=args.width)
-    theirs = NeuralCDE(2, args.hidden, 2, width=args.width)
+    ours = NeuralCDE(2, args.hidden, 2, width=args.width, intensity=args.intensity)
+    theirs = NeuralCDE(2, args.hidden, 2, width=args.width, intensity=args.intensity)
     theirs.load_state_dict(ours.state_dict())
 
     def their_logits(coeffs, knots):
@@ -140,7 +145,8 @@ def bench_cde_step(args) -> None:
     t_ours, t_theirs = _interleaved_steps(ours, our_loss, theirs, their_loss, batches, args)
     mo, mt = statistics.median(t_ours[2:]), statistics.median(t_theirs[2:])
     print(
-        f"| batch {args.batch_size}, hidden {args.hidden}, width {args.width}, 100 knots, rk4 "
+        f"| batch {args.batch_size}, hidden {args.hidden}, width {args.width}, 100 knots, rk4, "
+        f"intensity {args.intensity} "
         f"| genmodels {mo * 1e3:.1f} ms | torchcde {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
         f"| max |logit diff| {diff:.1e} |"
     )
@@ -383,6 +389,7 @@ def main() -> None:
     c.add_argument("--batches", type=int, default=4)
     c.add_argument("--repeats", type=int, default=12)
     c.add_argument("--lr", type=float, default=3e-3)
+    c.add_argument("--intensity", action="store_true", help="observational intensity channels")
     c = sub.add_parser("latent-ode-step")
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--n-obs", type=int, default=30)
