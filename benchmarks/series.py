@@ -256,7 +256,14 @@ def _model_config(spec, sets=()):
 
 
 def _train_eval(
-    model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None, sets=()
+    model_name: str,
+    data_name: str,
+    opts: dict,
+    seed: int,
+    steps: int | None,
+    lr=None,
+    sets=(),
+    lr_schedule=None,
 ):
     from genmodels import data, registry
     from genmodels.evaluate.run import evaluate_model
@@ -271,6 +278,8 @@ def _train_eval(
         budget["steps"] = steps
     if lr is not None:
         budget["lr"] = lr
+    if lr_schedule is not None:
+        budget["lr_schedule"] = lr_schedule
     cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
     t0 = time.perf_counter()
     fit(model, tr, cfg)
@@ -283,12 +292,14 @@ def bench_cde(args) -> None:
     opts = dict(noise=args.noise, drop=args.drop)
     for seed in args.seeds:
         fit_s, m, cfg = _train_eval(
-            args.model, "spiral-chirality", opts, seed, args.steps, args.lr, args.set
-        )
+            args.model, "spiral-chirality", opts, seed, args.steps, args.lr, args.set,
+            args.lr_schedule,
+        )  # fmt: skip
         print(
             f"| {args.model} {' '.join(args.set)} | noise {args.noise} | drop {args.drop} "
             f"| seed {seed} | "
-            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {m['accuracy']:.3f} | "
+            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} {cfg.lr_schedule} | "
+            f"acc {m['accuracy']:.3f} | "
             f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
             flush=True,
         )
@@ -382,6 +393,7 @@ def main() -> None:
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--lr", type=float, default=None)
     c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
+    c.add_argument("--lr-schedule", default=None, help="constant or cosine")
     c = sub.add_parser("cde-step")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--hidden", type=int, default=16)
