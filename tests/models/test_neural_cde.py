@@ -41,7 +41,7 @@ def test_shapes_and_nan_anywhere(cls):
 def test_an_all_nan_channel_is_a_constant_path():
     """A channel never observed drives nothing: its values may be anything else."""
     torch.manual_seed(1)
-    model = NeuralCDE(2, 8, 2).double()
+    model = NeuralCDE(2, 8, 2, intensity=False).double()
     x = _inputs()
     x[:, :, 2] = NAN
     y = x.clone()
@@ -53,7 +53,7 @@ def test_missing_point_is_the_spline_of_the_others():
     """Dropping a point that lies on a straight line changes nothing: the natural spline
     through the remaining (collinear) points is that line."""
     torch.manual_seed(2)
-    model = NeuralCDE(1, 8, 2).double()
+    model = NeuralCDE(1, 8, 2, intensity=False).double()
     x = _inputs(b=2, c=1)
     x[..., 1] = 0.5 + 2.0 * x[..., 0]
     y = x.clone()
@@ -64,7 +64,7 @@ def test_missing_point_is_the_spline_of_the_others():
 def test_cde_solve_agrees_with_torchcde():
     torchcde = pytest.importorskip("torchcde")
     torch.manual_seed(3)
-    model = NeuralCDE(2, 6, 2).double()
+    model = NeuralCDE(2, 6, 2, intensity=False).double()
     x = _inputs(b=4, length=15, seed=3)
     x[0, [0, 3, 4], 1:] = NAN
     x[1, -2:, 2] = NAN
@@ -158,7 +158,7 @@ def test_observational_intensity_channels():
             for i in range(12):
                 seen += int(not math.isnan(float(x[b, i, 1 + c])))
                 counts[b, i, c] = seen / 12
-    plain = NeuralCDE(4, 8, 2).double()
+    plain = NeuralCDE(4, 8, 2, intensity=False).double()
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(
         model.logits(x), plain.logits(torch.cat([x, counts], -1)), rtol=0, atol=1e-12
