@@ -157,9 +157,9 @@ def test_latent_solve_backward_is_exact():
     z0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     grid = [0.0, 0.3, 0.35, 0.9, 0.2, -0.4]
     assert torch.autograd.gradcheck(
-        lambda z, *w: _MLPRK4.apply(z, grid, *w), (z0, *weights), atol=1e-7, rtol=1e-6
+        lambda z, *w: _MLPRK4.apply(z, grid, True, *w), (z0, *weights), atol=1e-7, rtol=1e-6
     )
-    one = _MLPRK4.apply(z0, [0.5], *weights)
+    one = _MLPRK4.apply(z0, [0.5], True, *weights)
     assert one.shape == (1, 4, 3) and torch.equal(one[0], z0)
     (g,) = torch.autograd.grad(one.sum(), z0)
     assert torch.equal(g, torch.ones_like(z0))

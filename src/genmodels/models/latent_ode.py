@@ -128,8 +128,8 @@ class _Field(nn.Module):
         (l1, _, l2, _, l3) = self.net
         shape = z.shape
         zs = _MLPRK4.apply(
-            z.reshape(-1, shape[-1]), grid, l1.weight, l1.bias, l2.weight, l2.bias,
-            l3.weight, l3.bias,
+            z.reshape(-1, shape[-1]), grid, torch.is_grad_enabled(), l1.weight, l1.bias,
+            l2.weight, l2.bias, l3.weight, l3.bias,
         )  # fmt: skip
         return zs.view(len(grid), *shape)
 
@@ -162,10 +162,10 @@ class _MLPRK4(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, grid, w1, b1, w2, b2, w3, b3):
+    def forward(ctx, z, grid, grad_enabled, w1, b1, w2, b2, w3, b3):
         w1t, w2t, w3t = w1.t(), w2.t(), w3.t()
         elu = F.elu
-        keep = any(ctx.needs_input_grad)
+        keep = grad_enabled and any(ctx.needs_input_grad)  # else nothing is kept
         ys, h1s, h2s = [], [], []
 
         def f(y: Tensor) -> Tensor:
@@ -203,7 +203,7 @@ class _MLPRK4(torch.autograd.Function):
         grid = ctx.grid
         n_steps = len(grid) - 1
         if n_steps == 0:
-            return grad[0], None, None, None, None, None, None, None
+            return grad[0], None, None, None, None, None, None, None, None
         d1 = h1s.add(1.0).clamp_(max=1.0)  # elu'(x) = min(elu(x) + 1, 1), every stage at once
         d2 = h2s.add(1.0).clamp_(max=1.0)
         g_k = [None] * (4 * n_steps)  # dL/dk for each stage (for W3, b3)
@@ -233,7 +233,7 @@ class _MLPRK4(torch.autograd.Function):
         dw3 = gk.t().mm(h2s.view(flat, -1))
         dw2 = gp2.t().mm(h1s.view(flat, -1))
         dw1 = gp1.t().mm(ys.view(flat, -1))
-        return a, None, dw1, gp1.sum(0), dw2, gp2.sum(0), dw3, gk.sum(0)
+        return a, None, None, dw1, gp1.sum(0), dw2, gp2.sum(0), dw3, gk.sum(0)
 
 
 def _rk4(g, h: Tensor, dt: Tensor) -> Tensor:
