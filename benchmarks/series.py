@@ -239,6 +239,26 @@ def bench_latent_ode_step(args) -> None:
         + " | ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in med.items())
         + f" | sum {total:.1f} ms |"
     )
+    # the two big parts alone, forward and backward: the encoder and the latent solve
+    split = {k: [] for k in ("encoder fwd", "encoder bwd", "solve fwd", "solve bwd")}
+    batch = tr.batch(args.batch_size, g)
+    times, values, mask = split_series(batch, 2)
+    for _ in range(args.repeats):
+        t0 = time.thread_time()
+        q = model.posterior(times, values, mask)
+        t1 = time.thread_time()
+        (q.loc.sum() + q.scale.sum()).backward()
+        t2 = time.thread_time()
+        z0 = torch.randn(1, args.batch_size, model.latent_dim, requires_grad=True)
+        t3 = time.thread_time()
+        zt = model.trajectory(z0, times)
+        t4 = time.thread_time()
+        zt.sum().backward()
+        t5 = time.thread_time()
+        for k, v in zip(split, (t1 - t0, t2 - t1, t4 - t3, t5 - t4)):
+            split[k].append(v)
+    print("| " + " | ".join(f"{k} {statistics.median(v[2:]) * 1e3:.1f} ms"
+                            for k, v in split.items()) + " |")  # fmt: skip
 
 
 def _model_config(spec, sets=()):
