@@ -95,7 +95,8 @@ def bench_cde_step(args) -> None:
     compute them once for the data set; its NaN path takes seconds per batch) from ours,
     converted to its ``[a, b, 2c, 3d]`` layout (the two agree to round-off:
     tests/integrate/test_spline.py); ours are computed inside every step, from the NaN-coded
-    batch, and still counted."""
+    batch, and still counted. ``--intensity``: both models with the observational intensity
+    channels (torchcde's precomputed with its coefficients, ours in every step)."""
     import torchcde
 
     from genmodels import data
@@ -108,12 +109,16 @@ def bench_cde_step(args) -> None:
         idx = torch.randperm(tr.x.shape[0], generator=g)[: args.batch_size]
         x, y = tr.x[idx], tr.y[idx]
         knots = x[0, :, 0].contiguous()
-        a, b, c, d = natural_cubic_coeffs(knots, x)
+        xc = x
+        if args.intensity:  # torchcde's input gets the same count channels, precomputed
+            seen = (~torch.isnan(x[..., 1:])).to(x.dtype).cumsum(1) / x.shape[1]
+            xc = torch.cat([x, seen], -1)
+        a, b, c, d = natural_cubic_coeffs(knots, xc)
         batches.append((x, y, knots, torch.cat([a, b, 2 * c, 3 * d], -1)))
 
     torch.manual_seed(0)
-    ours = NeuralCDE(2, args.hidden, 2, width=args.width)
-    theirs = NeuralCDE(2, args.hidden, 2, width=args.width)
+    ours = NeuralCDE(2, args.hidden, 2, width=args.width, intensity=args.intensity)
+    theirs = NeuralCDE(2, args.hidden, 2, width=args.width, intensity=args.intensity)
     theirs.load_state_dict(ours.state_dict())
 
     def their_logits(coeffs, knots):
@@ -141,7 +146,8 @@ def bench_cde_step(args) -> None:
     t_ours, t_theirs = _interleaved_steps(ours, our_loss, theirs, their_loss, batches, args)
     mo, mt = statistics.median(t_ours[2:]), statistics.median(t_theirs[2:])
     print(
-        f"| batch {args.batch_size}, hidden {args.hidden}, width {args.width}, 100 knots, rk4 "
+        f"| batch {args.batch_size}, hidden {args.hidden}, width {args.width}, 100 knots, rk4, "
+        f"intensity {args.intensity} "
         f"| genmodels {mo * 1e3:.1f} ms | torchcde {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
         f"| max |logit diff| {diff:.1e} |"
     )
@@ -238,10 +244,53 @@ def bench_latent_ode_step(args) -> None:
         + " | ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in med.items())
         + f" | sum {total:.1f} ms |"
     )
+    # the two big parts alone, forward and backward: the encoder and the latent solve
+    split = {k: [] for k in ("encoder fwd", "encoder bwd", "solve fwd", "solve bwd")}
+    batch = tr.batch(args.batch_size, g)
+    times, values, mask = split_series(batch, 2)
+    for _ in range(args.repeats):
+        t0 = time.thread_time()
+        q = model.posterior(times, values, mask)
+        t1 = time.thread_time()
+        (q.loc.sum() + q.scale.sum()).backward()
+        t2 = time.thread_time()
+        z0 = torch.randn(1, args.batch_size, model.latent_dim, requires_grad=True)
+        t3 = time.thread_time()
+        zt = model.trajectory(z0, times)
+        t4 = time.thread_time()
+        zt.sum().backward()
+        t5 = time.thread_time()
+        for k, v in zip(split, (t1 - t0, t2 - t1, t4 - t3, t5 - t4)):
+            split[k].append(v)
+    print("| " + " | ".join(f"{k} {statistics.median(v[2:]) * 1e3:.1f} ms"
+                            for k, v in split.items()) + " |")  # fmt: skip
     return result
 
 
-def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None):
+def _model_config(spec, sets=()):
+    """The registered model config with ``KEY=VALUE`` overrides (values as JSON, else text)."""
+    import json
+
+    overrides = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return spec.make_config(overrides)
+
+
+def _train_eval(
+    model_name: str,
+    data_name: str,
+    opts: dict,
+    seed: int,
+    steps: int | None,
+    lr=None,
+    sets=(),
+    lr_schedule=None,
+):
     from genmodels import data, registry
     from genmodels.evaluate.run import evaluate_model
     from genmodels.train import TrainConfig, fit
@@ -249,12 +298,14 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
     tr = data.load(data_name, **opts)
     spec = registry.get(model_name)
     torch.manual_seed(seed)
-    model = spec.build(spec.make_config(), tr.info)
+    model = spec.build(_model_config(spec, sets), tr.info)
     budget = dict(model.train_defaults)
     if steps is not None:
         budget["steps"] = steps
     if lr is not None:
         budget["lr"] = lr
+    if lr_schedule is not None:
+        budget["lr_schedule"] = lr_schedule
     cfg = TrainConfig(**{**budget, "seed": seed, "progress": False, "grad_clip": 1.0})
     t0 = time.perf_counter()
     fit(model, tr, cfg)
@@ -266,10 +317,15 @@ def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: i
 def bench_cde(args) -> None:
     opts = dict(noise=args.noise, drop=args.drop)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spiral-chirality", opts, seed, args.steps, args.lr)
+        fit_s, m, cfg = _train_eval(
+            args.model, "spiral-chirality", opts, seed, args.steps, args.lr, args.set,
+            args.lr_schedule,
+        )  # fmt: skip
         print(
-            f"| {args.model} | noise {args.noise} | drop {args.drop} | seed {seed} | "
-            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} | acc {m['accuracy']:.3f} | "
+            f"| {args.model} {' '.join(args.set)} | noise {args.noise} | drop {args.drop} "
+            f"| seed {seed} | "
+            f"{cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} {cfg.lr_schedule} | "
+            f"acc {m['accuracy']:.3f} | "
             f"nll {m['nll_nats']:.3f} | fit {fit_s:.1f} s |",
             flush=True,
         )
@@ -435,6 +491,8 @@ def main() -> None:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--lr", type=float, default=None)
+    c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
+    c.add_argument("--lr-schedule", default=None, help="constant or cosine")
     c = sub.add_parser("cde-step")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--hidden", type=int, default=16)
@@ -442,6 +500,7 @@ def main() -> None:
     c.add_argument("--batches", type=int, default=4)
     c.add_argument("--repeats", type=int, default=12)
     c.add_argument("--lr", type=float, default=3e-3)
+    c.add_argument("--intensity", action="store_true", help="observational intensity channels")
     c = sub.add_parser("latent-ode-step")
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--n-obs", type=int, default=30)

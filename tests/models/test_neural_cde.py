@@ -41,7 +41,7 @@ def test_shapes_and_nan_anywhere(cls):
 def test_an_all_nan_channel_is_a_constant_path():
     """A channel never observed drives nothing: its values may be anything else."""
     torch.manual_seed(1)
-    model = NeuralCDE(2, 8, 2).double()
+    model = NeuralCDE(2, 8, 2, intensity=False).double()
     x = _inputs()
     x[:, :, 2] = NAN
     y = x.clone()
@@ -53,7 +53,7 @@ def test_missing_point_is_the_spline_of_the_others():
     """Dropping a point that lies on a straight line changes nothing: the natural spline
     through the remaining (collinear) points is that line."""
     torch.manual_seed(2)
-    model = NeuralCDE(1, 8, 2).double()
+    model = NeuralCDE(1, 8, 2, intensity=False).double()
     x = _inputs(b=2, c=1)
     x[..., 1] = 0.5 + 2.0 * x[..., 0]
     y = x.clone()
@@ -64,7 +64,7 @@ def test_missing_point_is_the_spline_of_the_others():
 def test_cde_solve_agrees_with_torchcde():
     torchcde = pytest.importorskip("torchcde")
     torch.manual_seed(3)
-    model = NeuralCDE(2, 6, 2).double()
+    model = NeuralCDE(2, 6, 2, intensity=False).double()
     x = _inputs(b=4, length=15, seed=3)
     x[0, [0, 3, 4], 1:] = NAN
     x[1, -2:, 2] = NAN
@@ -138,3 +138,40 @@ def test_registered_cde_separates_the_classes_at_low_noise():
     acc = float((model.predict(te.x).probs.argmax(1) == te.y).float().mean())
     assert acc > 0.9, acc
     assert math.isfinite(float(model.loss((te.x, te.y)).detach()))
+
+
+def test_observational_intensity_channels():
+    """``intensity=True`` appends each value channel's count of observations so far over the
+    number of points (Kidger et al. 2020, §3.5): the same as a plain CDE fed those counts as
+    extra channels (counted here point by point), and a dropped point now changes the path
+    even where the spline would fill it in exactly."""
+    torch.manual_seed(4)
+    model = NeuralCDE(2, 8, 2, intensity=True).double()
+    x = _inputs()
+    x[0, 0, 1:] = NAN
+    x[1, 3:6, 1] = NAN
+    x[2, :, 2] = NAN
+    counts = torch.zeros(5, 12, 2, dtype=torch.float64)
+    for b in range(5):
+        for c in range(2):
+            seen = 0
+            for i in range(12):
+                seen += int(not math.isnan(float(x[b, i, 1 + c])))
+                counts[b, i, c] = seen / 12
+    plain = NeuralCDE(4, 8, 2, intensity=False).double()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(
+        model.logits(x), plain.logits(torch.cat([x, counts], -1)), rtol=0, atol=1e-12
+    )
+    # a point on a straight line: without the count its removal is invisible
+    line = _inputs(b=1, c=1)
+    line[..., 1] = 0.5 + 2.0 * line[..., 0]
+    gap = line.clone()
+    gap[:, 5, 1] = NAN
+    counted = NeuralCDE(1, 8, 2, intensity=True).double()
+    with torch.no_grad():
+        assert float((counted.logits(line) - counted.logits(gap)).abs().max()) > 1e-6
+    spec = registry.get("neural-cde")
+    info = data.load("spiral-chirality", n_train=8, n_test=8).info
+    cfg = spec.make_config()
+    assert spec.build(cfg, info).intensity == cfg.intensity
