@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ._flat import FlatState, State, make_norm
+from .events import EventTime, combined_event_fn
 from .odeint import (
     NonFiniteSolutionError,
     SolverStats,
@@ -47,12 +48,16 @@ from .odeint import (
     check_tolerance,
     checked_field,
     error_norm,
+    find_callbacks,
+    integrate_event,
     integrate_flat,
     make_grid,
     parse_options,
+    resolve_method,
     setup_problem,
+    valid_callbacks,
+    warn_unused_callbacks,
 )
-from .tableaus import get_tableau
 
 __all__ = ["odeint_adjoint"]
 
@@ -117,10 +122,19 @@ class _Adjoint(torch.autograd.Function):
     def forward(ctx, setup: dict, y0f: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         s = setup
         with torch.no_grad():
-            out = integrate_flat(
-                s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
-                s["stats"], False, s["grid"], s["f_first"],
-            )  # fmt: skip
+            if s["event"] is not None:
+                # integrate to the event, then differentiate as a solve on [t0, t_event]
+                t_ev, out = integrate_event(
+                    s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
+                    s["stats"], False, s["f_first"], s["callbacks"], s["event"],
+                )  # fmt: skip
+                s["t_event"] = t_ev
+                s["ts"] = [s["ts"][0], t_ev]
+            else:
+                out = integrate_flat(
+                    s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
+                    s["stats"], False, s["grid"], s["f_first"], s["callbacks"],
+                )  # fmt: skip
             ys = torch.stack(out)
         ctx.setup = setup
         ctx.save_for_backward(ys, *params)
@@ -149,16 +163,21 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
     a = grad_ys[-1]
     g = ys.new_zeros(sum(sizes))
     for i in range(len(ts) - 1, 0, -1):
-        if need_t:
+        if need_t and not (s["event"] is not None and i == len(ts) - 1):
+            # (with an event the last time is the event's, not one of t: no gradient to t[1])
             with torch.no_grad():
                 grad_t[i] = torch.dot(f_state(ts[i], ys[i]), grad_ys[i])
             stats.nfe += 1
+        if ts[i] == ts[i - 1]:  # an event at t0: nothing to integrate
+            a = a + grad_ys[i - 1]
+            continue
         state = torch.cat([ys[i], a, g])
         # [z(t0), dL/dz(t0), dL/dtheta] = ODESolve(s0, aug_dynamics, t1, t0, theta)
         with torch.no_grad():
             end = integrate_flat(
                 aug, state, [ts[i], ts[i - 1]], s["adj_tab"], s["adj_rtol"], s["adj_atol"],
                 s["adj_norm"], s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
+                callbacks=s["adj_callbacks"],
             )[-1]  # fmt: skip
         a, g = end[n : 2 * n], end[2 * n :]
         if not bool(torch.isfinite(end).all()):
@@ -236,13 +255,31 @@ def odeint_adjoint(
         raise ValueError(
             "adjoint_method differs from method and options were given: pass adjoint_options too"
         )
-    adj_tab = tab if adjoint_method is None else get_tableau(adjoint_method)
+    adj_tab = tab if adjoint_method is None else resolve_method(adjoint_method)
     tol = check_tolerance
     adj_rtol = rtol if adjoint_rtol is None else tol("adjoint_rtol", adjoint_rtol, True)
     adj_atol = atol if adjoint_atol is None else tol("adjoint_atol", adjoint_atol, False)
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-    adj_o = parse_options(adjoint_options)
+    adj_o = parse_options(adjoint_options, frozenset(getattr(adj_tab, "option_keys", frozenset())))
+    callbacks = find_callbacks(func, flat.unflatten)
+    grid = None if event_fn is not None else make_grid(o, func, y0, t, ts)
+    warn_unused_callbacks(callbacks, method or "dopri5", valid_callbacks(tab, grid is not None))
+    sizes = [p.numel() for p in params]
+
+    def aug_structure(s: Tensor) -> tuple:
+        """The backward state ``[z, a, g]`` as ``(z, a, *dL/dtheta)`` for adjoint callbacks."""
+        n = flat.numel
+        gs = torch.split(s[2 * n :], sizes) if sizes else ()
+        return (flat.unflatten(s[:n]), flat.unflatten(s[n : 2 * n]),
+                *(gi.view_as(p) for gi, p in zip(gs, params)))  # fmt: skip
+
+    adj_callbacks = find_callbacks(func, aug_structure, suffix="_adjoint")
+    adj_fixed = adj_o.grid_constructor is not None or adj_o.step_size is not None
+    warn_unused_callbacks(
+        adj_callbacks, adjoint_method or method or "dopri5",
+        valid_callbacks(adj_tab, adj_fixed), suffix="_adjoint",
+    )  # fmt: skip
     stats = SolverStats() if stats is None else stats
     f = flat.wrap(func)
     n, p_sizes = flat.numel, [p.numel() for p in params]
@@ -274,14 +311,24 @@ def odeint_adjoint(
         tt = torch.tensor([t1, t0], dtype=torch.float64)
         return make_grid(adj_o, None, None, tt, [t1, t0])
 
+    event = None
+    if event_fn is not None:
+        event = combined_event_fn(event_fn, flat.unflatten, ts[0], y0f, flat.dtype, flat.device)
     setup = dict(
         func=func, flat=flat, f=f, f_first=checked_field(f, func, flat), ts=ts, tab=tab,
         rtol=rtol, atol=atol, norm=error_norm(o, flat), o=o,
-        grid=make_grid(o, func, y0, t, ts), stats=stats,
+        grid=grid, stats=stats, callbacks=callbacks, adj_callbacks=adj_callbacks, event=event,
         adj_tab=adj_tab, adj_rtol=adj_rtol, adj_atol=adj_atol, adj_o=adj_o, adj_norm=adj_norm,
         adj_grid=adj_grid, t_requires_grad=bool(t.requires_grad),
         adj_params_in_norm=callable(adj_o.norm) or adj_o.norm != "seminorm",
     )  # fmt: skip
     ys = _Adjoint.apply(setup, y0f, t, *params)
-    check_finite(ys, ts)
-    return flat.unflatten(ys)
+    if event is None:
+        check_finite(ys, ts)
+        return flat.unflatten(ys)
+    check_finite(ys, setup["ts"])
+    event_t = torch.tensor(setup["t_event"], dtype=t.dtype, device=t.device)
+    if ys.requires_grad:
+        link = {"f": lambda tt, y: f(float(tt), y), "g": event}
+        event_t = EventTime.apply(link, ys[-1], event_t)
+    return event_t, flat.unflatten(ys)
