@@ -61,7 +61,8 @@ def test_backwards_in_time_gives_signed_steps_and_tuple_states():
     f.callback_accept_step = lambda t0, y0, dt: calls.append((t0.item(), y0, dt.item()))
     odeint(f, (torch.ones(()), torch.ones(3)), torch.tensor([1.0, 0.0]))
     assert calls and all(dt < 0 for _, _, dt in calls)
-    assert isinstance(calls[0][1], tuple) and calls[0][1][0].shape == () and calls[0][1][1].shape == (3,)
+    y0 = calls[0][1]
+    assert isinstance(y0, tuple) and y0[0].shape == () and y0[1].shape == (3,)
     assert calls[0][0] == 1.0
 
 
@@ -90,8 +91,11 @@ def test_adjoint_fixed_grid_step_callback_count():
 
 @pytest.mark.parametrize(
     "method,name",
-    [("rk4", "callback_accept_step"), ("euler", "callback_reject_step"),
-     ("scipy_solver", "callback_step")],  # fmt: skip
+    [
+        ("rk4", "callback_accept_step"),
+        ("euler", "callback_reject_step"),
+        ("scipy_solver", "callback_step"),
+    ],  # fmt: skip
 )
 def test_a_callback_the_method_never_calls_warns(method, name):
     f = Field(adaptive=False)

@@ -74,7 +74,7 @@ class Oscillator(torch.nn.Module):
 
     def forward(self, t, y):
         x, v = y[..., 0], y[..., 1]
-        return torch.stack([v, -self.w**2 * torch.sin(x) - self.c * v], -1)
+        return torch.stack([v, -(self.w**2) * torch.sin(x) - self.c * v], -1)
 
 
 def _loss(te, ys):

@@ -59,7 +59,8 @@ def test_scalar_state_gradients_backprop_and_adjoint(method):
 
 def test_scalar_states_in_a_tuple():
     t = torch.linspace(0, 1, 3, dtype=F64)
-    a, b = odeint(lambda t, y: (-y[0], y[1]), (torch.tensor(1.0, dtype=F64), torch.ones(2, dtype=F64)), t)
+    y0 = (torch.tensor(1.0, dtype=F64), torch.ones(2, dtype=F64))
+    a, b = odeint(lambda t, y: (-y[0], y[1]), y0, t)
     assert a.shape == (3,) and b.shape == (3, 2)
     assert abs(a[-1].item() - math.exp(-1)) < 1e-7 and abs(b[-1, 0].item() - math.e) < 1e-6
 
@@ -104,7 +105,7 @@ def test_perturb_moves_the_field_off_the_grid_times(dtype, method):
     for perturb in (True, False):
         seen = []
 
-        def f(t, x):
+        def f(t, x, seen=seen):
             assert t.dtype == dtype
             seen.append(t.item())
             return -x
