@@ -137,12 +137,18 @@ class _Adjoint(torch.autograd.Function):
                 )  # fmt: skip
             ys = torch.stack(out)
         ctx.setup = setup
+        # torchdiffeq exposes the backward's options on the graph node: xs.grad_fn.adjoint_options
+        ctx.adjoint_options = setup["adjoint_options"]
         ctx.save_for_backward(ys, *params)
+        flat = setup["flat"]
+        if not flat.is_tuple:  # the state's own shape, so the node is the output's grad_fn
+            return ys.view((len(out), *flat.shapes[0]))
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
         ys, *params = ctx.saved_tensors
+        grad_ys = grad_ys.reshape(ys.shape)
         grad_y0, grad_t, grad_params = _backward(ctx.setup, ys, grad_ys, tuple(params))
         t_needs = ctx.needs_input_grad[2]
         return (None, grad_y0, grad_t if t_needs else None, *grad_params)
@@ -155,6 +161,12 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
     sizes = [p.numel() for p in params]
     grad_ys = grad_ys.to(ys.dtype)
     aug = _AugmentedDynamics(s["func"], flat, params, s["adj_params_in_norm"])
+    adj_norm = s["adj_norm"]
+    if s["adjoint_options"]["norm"] is not s["exposed_norm"]:
+        # replaced on the graph node (torchdiffeq's xs.grad_fn.adjoint_options["norm"]): it
+        # takes torchdiffeq's tuple (t, y, adj_y, *adj_params), y flat for a tuple state
+        replaced = s["adjoint_options"]["norm"]
+        adj_norm = _tuple_norm_caller(replaced, flat, params)
     stats = SolverStats()
     f_state = s["f"]
     need_t = s["t_requires_grad"]
@@ -176,7 +188,7 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
         with torch.no_grad():
             end = integrate_flat(
                 aug, state, [ts[i], ts[i - 1]], s["adj_tab"], s["adj_rtol"], s["adj_atol"],
-                s["adj_norm"], s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
+                adj_norm, s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
                 callbacks=s["adj_callbacks"],
             )[-1]  # fmt: skip
         a, g = end[n : 2 * n], end[2 * n :]
@@ -198,6 +210,43 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
         c.view_as(p) for c, p in zip(torch.split(g, sizes), params)
     ]  # return dL/dz(t0), dL/dtheta
     return a, grad_t, grad_params
+
+
+def _tuple_norm_caller(norm: Callable, flat: FlatState, params) -> Callable[[Tensor], float]:
+    """A norm of torchdiffeq's backward tuple ``(t, y, adj_y, *adj_params)`` (``y``, ``adj_y``
+    in the state's shape, flat for a tuple state) as a norm of the flat ``[z, a, g]``."""
+    n = flat.numel
+    sizes = [p.numel() for p in params]
+    shape = (n,) if flat.is_tuple else tuple(flat.shapes[0])
+
+    def f(r: Tensor) -> float:
+        t = r.new_zeros(())
+        gs = torch.split(r[2 * n :], sizes) if sizes else ()
+        ps = [g.view_as(p) for g, p in zip(gs, params)]
+        return float(norm((t, r[:n].view(shape), r[n : 2 * n].view(shape), *ps)))
+
+    return f
+
+
+def _exposed_default_norm(flat: FlatState, seminorm: bool) -> Callable:
+    """The default (or seminorm) backward norm written on torchdiffeq's tuple
+    ``(t, y, adj_y, *adj_params)``: max of ``|t|``, the RMS of each state component and of its
+    adjoint, and (unless ``seminorm``) the RMS of each parameter's adjoint."""
+
+    def rms(x: Tensor) -> Tensor:
+        return x.pow(2).mean().sqrt() if x.numel() else x.new_zeros(())
+
+    def parts(y: Tensor) -> list[Tensor]:
+        return list(flat.unflatten(y.reshape(-1))) if flat.is_tuple else [y]
+
+    def norm(tensors) -> Tensor:
+        t, y, a, *ps = tensors
+        vals = [t.abs(), *map(rms, parts(y)), *map(rms, parts(a))]
+        if not seminorm:
+            vals += [rms(p) for p in ps]
+        return torch.stack([v.reshape(()) for v in vals]).max()
+
+    return norm
 
 
 def odeint_adjoint(
@@ -224,8 +273,15 @@ def odeint_adjoint(
     ``t`` (when it requires grad) and ``adjoint_params`` (default: ``func.parameters()`` that
     require grad).  Every ``adjoint_*`` setting defaults to its forward counterpart;
     ``adjoint_options=dict(norm="seminorm")`` measures the backward error on ``z`` and ``a``
-    only (Kidger, Chen & Lyons 2021), a custom callable norm receives the tuple
-    ``(z, a, g_1, .., g_P)`` flattened per component.
+    only (Kidger, Chen & Lyons 2021), a custom callable norm receives torchdiffeq's tuple
+    ``(t, *z, *a, g_1, .., g_P)``: the state and its adjoint in the state's shapes (each
+    component of a tuple state), the parameters' adjoints in their shapes, and ``t`` a 0-d zero
+    (the adjoint of time is not integrated here).
+
+    Step callbacks (see :func:`~genmodels.integrate.odeint`): ``func.callback_*`` run in the
+    forward solve, ``func.callback_*_adjoint`` in the backward one, where ``y0`` is the tuple
+    ``(z, a, *dL/dtheta)``.  With ``event_fn`` the forward solve stops at the event (as
+    ``odeint``) and the backward pass integrates from the event time back to ``t[0]``.
 
     Args: as :func:`genmodels.integrate.odeint`; ``func`` must be an ``nn.Module`` unless
         ``adjoint_params`` is given.  ``stats`` gets ``nfe`` in the forward pass and
@@ -290,15 +346,16 @@ def odeint_adjoint(
         param_segs.append((off, off + size))
         off += size
     if callable(adj_o.norm):
+        # torchdiffeq's layout: (t, *y, *a, *dL/dtheta) in their shapes; t is the adjoint of
+        # time, which this backward pass does not integrate (dL/dt comes from f at the
+        # output times): a 0-d zero
         unorm = adj_o.norm
-        parts = FlatState(
-            tuple(torch.empty(b - a) for a, b in state_segs + adj_segs + param_segs)
-            if off > 0
-            else (torch.empty(0),)
-        )
+        shapes = [*flat.shapes, *flat.shapes, *(p.shape for p in params)]
+        parts = FlatState(tuple(torch.empty(sh) for sh in shapes))
+        t_adj = torch.zeros((), dtype=flat.dtype, device=flat.device)
 
-        def adj_norm(r: Tensor, _u=unorm, _p=parts) -> float:
-            return float(_u(_p.unflatten(r)))
+        def adj_norm(r: Tensor, _u=unorm, _p=parts, _t=t_adj) -> float:
+            return float(_u((_t, *_p.unflatten(r))))
 
     elif adj_o.norm == "seminorm":
         adj_norm = _seg_norm(state_segs + adj_segs, off)
@@ -314,7 +371,12 @@ def odeint_adjoint(
     event = None
     if event_fn is not None:
         event = combined_event_fn(event_fn, flat.unflatten, ts[0], y0f, flat.dtype, flat.device)
+    if callable(adj_o.norm):
+        exposed = adj_o.norm
+    else:
+        exposed = _exposed_default_norm(flat, adj_o.norm == "seminorm")
     setup = dict(
+        adjoint_options={**(adjoint_options or {}), "norm": exposed}, exposed_norm=exposed,
         func=func, flat=flat, f=f, f_first=checked_field(f, func, flat), ts=ts, tab=tab,
         rtol=rtol, atol=atol, norm=error_norm(o, flat), o=o,
         grid=grid, stats=stats, callbacks=callbacks, adj_callbacks=adj_callbacks, event=event,
@@ -323,12 +385,13 @@ def odeint_adjoint(
         adj_params_in_norm=callable(adj_o.norm) or adj_o.norm != "seminorm",
     )  # fmt: skip
     ys = _Adjoint.apply(setup, y0f, t, *params)
+    out = flat.unflatten(ys) if flat.is_tuple else ys  # (_Adjoint returns a tensor state shaped)
     if event is None:
         check_finite(ys, ts)
-        return flat.unflatten(ys)
+        return out
     check_finite(ys, setup["ts"])
     event_t = torch.tensor(setup["t_event"], dtype=t.dtype, device=t.device)
     if ys.requires_grad:
         link = {"f": lambda tt, y: f(float(tt), y), "g": event}
-        event_t = EventTime.apply(link, ys[-1], event_t)
-    return event_t, flat.unflatten(ys)
+        event_t = EventTime.apply(link, ys[-1].reshape(-1), event_t)
+    return event_t, out

@@ -1135,20 +1135,37 @@ def odeint(
             the maximum of the components' RMS).
         method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
             ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
-            or any :class:`~genmodels.integrate.ButcherTableau`.
+            or any :class:`~genmodels.integrate.ButcherTableau`; or a name of
+            :data:`EXTRA_SOLVERS` (``"scipy_solver"``: scipy's ``solve_ivp``, not differentiable,
+            see :mod:`genmodels.integrate.scipy_solver`).
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,
             ``safety`` (0.9), ``ifactor`` (10), ``dfactor`` (0.2), ``step_t`` (times to step
             onto), ``jump_t`` (discontinuities: step onto them and re-evaluate ``func``),
-            ``dtype`` (accepted; time is always float64).  ``step_size`` or
-            ``grid_constructor`` with an adaptive method runs its tableau at fixed steps.
-        event_fn: not supported (NotImplementedError).
+            ``min_step``/``max_step`` (bounds on the step size; a step of at most
+            ``min_step`` is accepted whatever its error), ``dtype`` (accepted; time is always
+            float64).  ``step_size`` or ``grid_constructor`` with an adaptive method runs its
+            tableau at fixed steps.  ``perturb`` and ``jump_t`` shift time by one ulp of the
+            state's dtype (the precision in which ``func`` sees time).
+        event_fn: ``event_fn(t, y) -> tensor``: solve from ``t[0]`` (``t`` holds 2 times; the
+            second only gives the direction) until it crosses zero and return
+            ``(event_t, solution at [t[0], event_t])`` (see :mod:`genmodels.integrate.events`;
+            the event time is differentiable, the state at the event is differentiated at the
+            fixed event time: :func:`~genmodels.integrate.odeint_event` gives the total
+            derivative).  Fixed-step methods need ``options['step_size']``.
         stats: a :class:`SolverStats` whose counters (``nfe``, steps) this solve adds to.
+
+    Step callbacks: when ``func`` has ``callback_step(t0, y0, dt)`` (called before each step),
+    ``callback_accept_step`` / ``callback_reject_step`` (after the error test of an adaptive
+    step), they are called with ``t0``, ``dt`` as float64 0-d tensors (``dt`` signed: the step
+    ends at ``t0 + dt``) and ``y0`` in the state's structure; a callback the method never calls
+    warns (torchdiffeq's rule).  Without callbacks the loop pays one ``is None`` test per step.
 
     Returns:
         ``(T, *S)`` tensor, or a tuple of ``(T, *S_i)`` for a tuple ``y0``; differentiable by
         backpropagation through the solver's operations (see ``odeint_adjoint`` for O(1) memory).
+        With ``event_fn``: ``(event_t, solution)``, ``solution`` of 2 times.
 
     Raises:
         ValueError/TypeError for bad input, :class:`StepSizeUnderflowError`,
