@@ -91,7 +91,7 @@ def test_jump_t_saves_evaluations(dtype, method):
     plain, jump = _JumpF(), _JumpF()
     odeint(plain, x0, t, rtol=1e-6, atol=1e-6, method=method)
     y = odeint(jump, x0, t, rtol=1e-6, atol=1e-6, method=method, options=dict(jump_t=[0.5]))
-    assert jump.nfe < 0.75 * plain.nfe, (jump.nfe, plain.nfe)
+    assert jump.nfe < 0.85 * plain.nfe, (jump.nfe, plain.nfe)
     exact = torch.tensor([_jump_exact(1.0, 1.0), _jump_exact(2.0, 1.0)], dtype=dtype)
     assert torch.allclose(y[-1], exact, rtol=1e-4)
 

@@ -503,12 +503,16 @@ def runge_kutta_step(
 
 
 def _combine(y: Tensor, ks: Sequence[Tensor], w: Sequence[float], h: float) -> Tensor:
-    """``y + h * sum_j w_j k_j`` as scalar-weighted adds, skipping zero weights."""
-    out = y
+    """``y + h * sum_j w_j k_j`` as scalar-weighted adds, skipping zero weights.
+
+    The increment is summed first and added to ``y`` once (as ``addmv`` does): adding each
+    term to ``y`` would round at ``y``'s magnitude once per stage, which in float32 adds up
+    over many steps."""
+    acc = None
     for wj, kj in zip(w, ks):
         if wj != 0.0:
-            out = torch.add(out, kj, alpha=h * wj)
-    return out
+            acc = torch.mul(kj, h * wj) if acc is None else torch.add(acc, kj, alpha=h * wj)
+    return y if acc is None else y + acc
 
 
 class StageBuffers:
