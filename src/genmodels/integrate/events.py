@@ -62,8 +62,11 @@ class EventSearch:
     Called as ``search(t0, t1, y0, y1, interp)`` after each accepted step (``interp(t)`` is the
     step's dense output); returns True, with ``t_event`` and ``y_event`` set, when
     ``g(t1, y1) <= 0``: ``t_event`` is located by bisection of ``g(t, interp(t))`` on
-    ``[t0, t1]`` to ``tol`` (``ceil(log2(|t1 - t0| / tol))`` halvings, as torchdiffeq), and
-    ``y_event = interp(t_event)`` (differentiable when the solve records a graph).
+    ``[t0, t1]`` to ``tol`` (``ceil(log2(|t1 - t0| / tol))`` halvings, as torchdiffeq), then,
+    when ``interp.restep(t)`` (a fresh step of the method from ``t0`` to ``t``) is given,
+    polished by a few secant iterations on ``g(t, restep(t))``, so the event is as accurate
+    as the method's steps rather than its interpolant; ``y_event`` is ``restep(t_event)``
+    (else ``interp(t_event)``), differentiable when the solve records a graph.
     """
 
     def __init__(self, g: Callable, tol: float):
@@ -85,8 +88,38 @@ class EventSearch:
                     a = m
                 else:
                     b = m
-        self.t_event = 0.5 * (a + b)
-        self.y_event = interp(self.t_event)
+        te = 0.5 * (a + b)
+        restep = getattr(interp, "restep", None)
+        if restep is None:
+            self.t_event, self.y_event = te, interp(te)
+            return True
+        # The interpolant may be less accurate than the method's steps (a cubic Hermite over
+        # dopri8's long steps): polish the zero of G(t) = g(t, step(t0 -> t)), the method's
+        # own step, by secant iterations from the interpolant's zero.
+        lo, hi = min(t0, t1), max(t0, t1)
+        with torch.no_grad():
+            ta, ga = te, float(g(te, restep(te)))
+            best_t, best_g = ta, abs(ga)
+            d = 1e-3 * (hi - lo)
+            tb = te + d if te + d <= hi else te - d
+            gb = float(g(tb, restep(tb)))
+            for _ in range(6):
+                if not math.isfinite(gb):
+                    break
+                if abs(gb) < best_g:  # keep the point of least residual: never worse
+                    best_t, best_g = tb, abs(gb)
+                if gb == ga or abs(tb - ta) <= 1e-3 * self.tol:
+                    break
+                tc = tb - gb * (tb - ta) / (gb - ga)
+                if not lo <= tc <= hi:
+                    break
+                ta, ga, tb = tb, gb, tc
+                gb = float(g(tb, restep(tb)))
+            if math.isfinite(gb) and abs(gb) < best_g:
+                best_t = tb
+            te = best_t
+        self.t_event = te
+        self.y_event = restep(te)
         return True
 
 

@@ -868,7 +868,10 @@ def _adaptive(
                     check_at = mon.check(n_acc, t1, h, y, y1, K, A)
             if observer is not None:
                 # the stage buffer is reused by the next step: the observer keeps a copy
-                interp = _step_interpolant(P, t, h, y, K if grad else K.clone(), grad)
+                Kc = K if grad else K.clone()
+                interp = _step_interpolant(P, t, h, y, Kc, grad)
+                # a fresh step of the method from (t, y) to any time inside this one (events)
+                interp.restep = _restep(f, t, y, Kc[0] if grad else Kc[:, 0], tab, work)
                 if observer(t, t1, y, y1, interp):
                     out.append(observer.y_event)
                     return out
@@ -912,6 +915,17 @@ def _adaptive(
         if clamp:
             h = direction * min(max(abs(h), min_step), max_step)
     return out
+
+
+def _restep(f, t0: float, y: Tensor, k0: Tensor, tab: ButcherTableau, work) -> Callable:
+    """``restep(t)``: the method's own step from ``(t0, y)`` to ``t`` (for events: its accuracy
+    does not depend on the interpolant's; reuses the stage buffers, so only once the loop
+    is done with them)."""
+
+    def restep(tm: float) -> Tensor:
+        return runge_kutta_step(f, t0, y, tm - t0, k0, tab, work=work)[0]
+
+    return restep
 
 
 def _step_interpolant(P, t0: float, h: float, y: Tensor, K, grad: bool) -> Callable:
@@ -1066,6 +1080,8 @@ def _fixed_event(f, y0, t0, direction, tab, o, stats, grad, f_first, callbacks, 
                 f1.append(f(t1, y1))
                 stats.nfe += 1
             return _hermite(y, k_first, y1, f1[0], t, h, tj)
+
+        interp.restep = _restep(f, t, y, k_first, tab, work)
 
         if search(t, t1, y, y1, interp):
             return [y0, search.y_event]
