@@ -871,7 +871,7 @@ def _adaptive(
                 Kc = K if grad else K.clone()
                 interp = _step_interpolant(P, t, h, y, Kc, grad)
                 # a fresh step of the method from (t, y) to any time inside this one (events)
-                interp.restep = _restep(f, t, y, Kc[0] if grad else Kc[:, 0], tab, work)
+                interp.restep = _restep(f, t, y, Kc[0] if grad else Kc[:, 0], tab, work, stats)
                 if observer(t, t1, y, y1, interp):
                     out.append(observer.y_event)
                     return out
@@ -917,12 +917,13 @@ def _adaptive(
     return out
 
 
-def _restep(f, t0: float, y: Tensor, k0: Tensor, tab: ButcherTableau, work) -> Callable:
+def _restep(f, t0: float, y: Tensor, k0: Tensor, tab: ButcherTableau, work, stats) -> Callable:
     """``restep(t)``: the method's own step from ``(t0, y)`` to ``t`` (for events: its accuracy
     does not depend on the interpolant's; reuses the stage buffers, so only once the loop
     is done with them)."""
 
     def restep(tm: float) -> Tensor:
+        stats.nfe += tab.stages - 1
         return runge_kutta_step(f, t0, y, tm - t0, k0, tab, work=work)[0]
 
     return restep
@@ -1081,7 +1082,7 @@ def _fixed_event(f, y0, t0, direction, tab, o, stats, grad, f_first, callbacks, 
                 stats.nfe += 1
             return _hermite(y, k_first, y1, f1[0], t, h, tj)
 
-        interp.restep = _restep(f, t, y, k_first, tab, work)
+        interp.restep = _restep(f, t, y, k_first, tab, work, stats)
 
         if search(t, t1, y, y1, interp):
             return [y0, search.y_event]
