@@ -508,11 +508,13 @@ def _combine(y: Tensor, ks: Sequence[Tensor], w: Sequence[float], h: float) -> T
     The increment is summed first and added to ``y`` once (as ``addmv`` does): adding each
     term to ``y`` would round at ``y``'s magnitude once per stage, which in float32 adds up
     over many steps."""
-    acc = None
-    for wj, kj in zip(w, ks):
-        if wj != 0.0:
-            acc = torch.mul(kj, h * wj) if acc is None else torch.add(acc, kj, alpha=h * wj)
-    return y if acc is None else y + acc
+    terms = [(wj, kj) for wj, kj in zip(w, ks) if wj != 0.0]
+    if not terms:
+        return y
+    w0, acc = terms[0]  # y + h w0 (k0 + sum_j (w_j / w0) k_j): one op per term, as before
+    for wj, kj in terms[1:]:
+        acc = torch.add(acc, kj, alpha=wj / w0)
+    return torch.add(y, acc, alpha=h * w0)
 
 
 class StageBuffers:
