@@ -2,11 +2,19 @@
 
     PYTHONPATH=src python benchmarks/sde_speed.py [--batch 1024] [--dim 8] [--steps 1000]
                                                    [--threads 1] [--repeats 3]
+                                                   [--adjoint-batch 256] [--adjoint-steps 200]
+                                                   [--only-adjoint]
 
 Prints a Markdown table (median seconds over repeats). Each solve integrates over [0, 1]
 with dt = 1/steps and returns y at 11 times. torchsde uses its defaults (BrownianInterval
 for the noise); genmodels uses its default (increments drawn from a generator on the grid)
 and, separately, its BrownianMotion tree (the like-for-like comparison: a queryable path).
+
+The second table times forward + backward of ``sdeint_adjoint`` against
+``torchsde.sdeint_adjoint`` (loss ys[-1].sum(), gradients wrt y0 and the SDE's parameters) in
+thread CPU time (``time.thread_time``), the variants interleaved (order alternating); the ratio
+column is ours (default noise) / torchsde (default noise). "ours (their BI)" drives our solver
+with torchsde's BrownianInterval: the solver alone, on the same kind of path.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import time
 import torch
 
 from genmodels.integrate.brownian import BrownianMotion
+from genmodels.integrate.sde_adjoint import sdeint_adjoint
 from genmodels.integrate.sdeint import sdeint
 
 
@@ -71,6 +80,70 @@ def _case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
     return name, _time(ours, repeats), _time(ours_tree, repeats), _time(theirs, repeats)
 
 
+def _adjoint_solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
+    """Forward + backward (loss ys[-1].sum(), gradients wrt y0 and the parameters) of
+    sdeint_adjoint with its default noise, on our BrownianMotion, on torchsde's
+    BrownianInterval, and of torchsde.sdeint_adjoint with its defaults."""
+    levy = method == "srk"
+
+    def run(solver, make_bm=None):
+        def go():
+            y = y0.clone().requires_grad_()
+            bm = None if make_bm is None else make_bm()
+            solver(sde, y, ts, bm=bm, method=method, dt=dt)[-1].sum().backward()
+            sde.zero_grad(set_to_none=True)
+
+        return go
+
+    approx = "space-time" if levy else "none"
+    return {
+        "ours": run(sdeint_adjoint),
+        "tree": run(
+            sdeint_adjoint, lambda: BrownianMotion(0.0, 1.0, size=size, seed=0, levy_area=levy)
+        ),
+        "bi": run(
+            sdeint_adjoint,
+            lambda: torchsde.BrownianInterval(0.0, 1.0, size=size, levy_area_approximation=approx),
+        ),
+        "theirs": run(torchsde.sdeint_adjoint),
+    }
+
+
+ADJOINT_CASES = [
+    ("ito", "diagonal", "milstein"),  # adjoint: milstein (both libraries' default)
+    ("ito", "additive", "srk"),  # adjoint: euler
+    ("stratonovich", "diagonal", "midpoint"),  # adjoint: midpoint
+    ("stratonovich", "diagonal", "reversible_heun"),  # adjoint: adjoint_reversible_heun
+]
+
+
+def _adjoint_rows(torchsde, b, d, steps, repeats):
+    ts = torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d)
+    out = []
+    for sde_type, noise_type, method in ADJOINT_CASES:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, 1.0 / steps, size), repeats)
+        med = [t["ours"], t["tree"], t["bi"], t["theirs"]]
+        out.append((f"sdeint_adjoint {sde_type}/{noise_type}/{method}", *med, med[0] / med[3]))
+    return out
+
+
+def _adjoint_table(torchsde, args) -> None:
+    table = _adjoint_rows(torchsde, args.adjoint_batch, args.dim, args.adjoint_steps, args.repeats)
+    print(
+        f"\nsdeint_adjoint, forward + backward: batch={args.adjoint_batch} dim={args.dim} "
+        f"steps={args.adjoint_steps} threads={args.threads} (median of {args.repeats}, thread "
+        "CPU seconds)\n"
+    )
+    print("| case | ours (default) | ours (BrownianMotion) | ours (their BI) | torchsde | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, *vals, ratio in table:
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {ratio:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1024)
@@ -78,10 +151,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--adjoint-batch", type=int, default=256)
+    ap.add_argument("--adjoint-steps", type=int, default=200)
+    ap.add_argument("--only-adjoint", action="store_true", help="skip the sdeint table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import torchsde
 
+    if args.only_adjoint:
+        return _adjoint_table(torchsde, args)
     b, d, dt = args.batch, args.dim, 1.0 / args.steps
     ts = torch.linspace(0, 1, 11)
     y0 = torch.randn(b, d)
@@ -127,6 +205,139 @@ def main() -> None:
     fmt = lambda x: "-" if x is None else f"{x:.3f}"
     for name, a, c, r in rows:
         print(f"| {name} | {fmt(a)} | {fmt(c)} | {fmt(r)} |")
+    _adjoint_table(torchsde, args)
+
+
+def _paired(fns: dict, pairs: int) -> dict:
+    """Median thread CPU seconds of each function over ``pairs`` interleaved rounds (the order
+    alternating), after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for r in range(pairs):
+        for k in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            t0 = time.thread_time()
+            fns[k]()
+            times[k].append(time.thread_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
+    """The three solves of one case: ours with drawn increments, ours on a BrownianMotion tree,
+    torchsde's with its defaults."""
+    gen = torch.Generator().manual_seed(0)
+    levy = method == "srk"
+    return {
+        "ours": lambda: sdeint(sde, y0, ts, method=method, dt=dt, generator=gen),
+        "tree": lambda: sdeint(
+            sde,
+            y0,
+            ts,
+            method=method,
+            dt=dt,
+            bm=BrownianMotion(0.0, 1.0, size=size, seed=0, levy_area=levy),
+        ),
+        "theirs": lambda: torchsde.sdeint(sde, y0, ts, method=method, dt=dt),
+    }
+
+
+def rows(quick: bool, tiny: bool = False) -> list[dict]:
+    """``genmodels bench`` rows: each method's sdeint (drawn increments and, like for like, a
+    queryable BrownianMotion) against torchsde.sdeint, and sequential Brownian queries against
+    torchsde's BrownianInterval; thread CPU time, interleaved, one thread. Target (#20): every
+    method at most 0.7x torchsde's time; the Brownian path at most torchsde's."""
+    import torchsde
+
+    from genmodels.bench import peer_version, row
+
+    torch.set_num_threads(1)
+    b, d, steps, pairs = (
+        (16, 2, 20, 1) if tiny else (256, 8, 200, 3) if quick else (1024, 8, 1000, 5)
+    )
+    dt, ts = 1.0 / steps, torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d, generator=torch.Generator().manual_seed(0))
+    peer = peer_version("torchsde")
+    cases = [("ito", "diagonal", "euler")]
+    if not tiny:
+        cases += [
+            ("ito", "diagonal", "milstein"),
+            ("ito", "additive", "srk"),
+            ("stratonovich", "diagonal", "heun"),
+        ]
+    out = []
+    with torch.no_grad():
+        for sde_type, noise_type, method in cases:
+            torch.manual_seed(0)
+            sde = MLPSDE(d, noise_type, sde_type)
+            m = d if noise_type == "diagonal" else 1
+            t = _paired(_solvers(torchsde, sde, y0, ts, method, dt, (b, m)), pairs)
+            name = f"sdeint {sde_type}/{noise_type}/{method} {b}x{d}, {steps} steps"
+            out.append(
+                row(
+                    "sde",
+                    name,
+                    t["ours"],
+                    t["theirs"],
+                    peer,
+                    limit=0.7,
+                    note="drawn increments; target #20",
+                )
+            )
+            out.append(
+                row(
+                    "sde",
+                    name + ", BrownianMotion",
+                    t["tree"],
+                    t["theirs"],
+                    peer,
+                    limit=0.7,
+                    note="queryable path, like for like; target #20",
+                )
+            )
+        grid = torch.linspace(0, 1, steps + 1).tolist()
+
+        def queries(bm):
+            for a, c in zip(grid[:-1], grid[1:]):
+                bm(a, c)
+
+        t = _paired(
+            {
+                "ours": lambda: queries(BrownianMotion(0.0, 1.0, size=(b, d), seed=0)),
+                "theirs": lambda: queries(torchsde.BrownianInterval(0.0, 1.0, size=(b, d))),
+            },
+            pairs,
+        )
+        out.append(
+            row(
+                "sde",
+                f"{steps} sequential Brownian queries {b}x{d}",
+                t["ours"],
+                t["theirs"],
+                f"{peer} BrownianInterval",
+                limit=1.0,
+                note="no target set; not slower",
+            )
+        )
+    for sde_type, noise_type, method in ADJOINT_CASES[: 1 if tiny else None]:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, dt, size), pairs)
+        name = f"sdeint_adjoint {sde_type}/{noise_type}/{method} {b}x{d}, {steps} steps"
+        note = "forward + backward; target #20"
+        out.append(row("sde", name, t["ours"], t["theirs"], peer, limit=0.7, note=note))
+        out.append(
+            row(
+                "sde",
+                name + ", BrownianMotion",
+                t["tree"],
+                t["theirs"],
+                peer,
+                limit=0.7,
+                note="queryable path, like for like; " + note,
+            )  # fmt: skip
+        )
+    return out
 
 
 if __name__ == "__main__":

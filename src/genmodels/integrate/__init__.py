@@ -1,6 +1,7 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion,
 trace estimators."""
 
+from . import implicit, multistep  # noqa: F401  (register the Adams and implicit methods)
 from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
@@ -23,6 +24,7 @@ from .odeint import (
     runge_kutta_step,
 )
 from .scipy_solver import SCIPY_SOLVERS
+from .sde_adjoint import sdeint_adjoint
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
 from .spline import NaturalCubicSpline, SplineCoeffs, natural_cubic_coeffs
@@ -57,6 +59,7 @@ __all__ = [
     "TABLEAUS",
     "get_tableau",
     "sdeint",
+    "sdeint_adjoint",
     "SDEProtocol",
     "SDE_METHODS",
     "BrownianMotion",

@@ -49,11 +49,11 @@ from .odeint import (
     checked_field,
     error_norm,
     find_callbacks,
+    get_method,
     integrate_event,
     integrate_flat,
     make_grid,
     parse_options,
-    resolve_method,
     setup_problem,
     valid_callbacks,
     warn_unused_callbacks,
@@ -311,13 +311,13 @@ def odeint_adjoint(
         raise ValueError(
             "adjoint_method differs from method and options were given: pass adjoint_options too"
         )
-    adj_tab = tab if adjoint_method is None else resolve_method(adjoint_method)
+    adj_tab = tab if adjoint_method is None else get_method(adjoint_method)
     tol = check_tolerance
     adj_rtol = rtol if adjoint_rtol is None else tol("adjoint_rtol", adjoint_rtol, True)
     adj_atol = atol if adjoint_atol is None else tol("adjoint_atol", adjoint_atol, False)
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-    adj_o = parse_options(adjoint_options, frozenset(getattr(adj_tab, "option_keys", frozenset())))
+    adj_o = parse_options(adjoint_options)
     callbacks = find_callbacks(func, flat.unflatten)
     grid = None if event_fn is not None else make_grid(o, func, y0, t, ts)
     warn_unused_callbacks(callbacks, method or "dopri5", valid_callbacks(tab, grid is not None))

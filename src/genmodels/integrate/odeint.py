@@ -32,7 +32,7 @@ from .checks import (
     check_times,
 )
 from .events import EventSearch, EventTime, combined_event_fn
-from .tableaus import ButcherTableau, get_tableau
+from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = [
     "odeint",
@@ -62,10 +62,25 @@ OPTION_KEYS = frozenset(
         "jump_t",
         "min_step",
         "max_step",
+        # multistep.py (Adams) and implicit.py (Newton): read from _Options.extra
+        "max_order",
+        "max_iters",
+        "implicit",
+        "jacobian",
+        "newton_tol",
+        # scipy_solver.py: read from _Options.extra
+        "solver",
+        "jac",
     }
 )
 
 CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+# Solvers that are not a Butcher tableau on the explicit stepping loop: name -> solve function
+# ``solve(f, y0, ts, rtol, atol, norm, options, stats, grad, grid, f_first) -> list[Tensor]``
+# with integrate_flat's arguments (filled by multistep.py, implicit.py and scipy_solver.py on
+# import); the contract is spelled out in integrate_flat's docstring.
+EXTRA_SOLVERS: dict[str, Callable] = {}
 
 
 class StiffnessWarning(UserWarning):
@@ -122,7 +137,7 @@ class _Options:
     min_step: float = 0.0
     max_step: float = math.inf
     max_num_steps_given: bool = False
-    extra: dict = field(default_factory=dict)  # keys a solver of EXTRA_SOLVERS declared
+    extra: dict = field(default_factory=dict)  # options only some solvers read
 
 
 def _floats(name: str, v) -> list[float]:
@@ -141,27 +156,23 @@ def _positive(name: str, v) -> float:
     return x
 
 
-def parse_options(options: dict | None, extra_keys: frozenset = frozenset()) -> _Options:
+def parse_options(options: dict | None) -> _Options:
     """torchdiffeq's ``options`` dict checked and parsed (unknown keys and bad values raise).
 
-    ``extra_keys`` are the options a solver of :data:`EXTRA_SOLVERS` reads itself (e.g.
-    ``"solver"`` of ``scipy_solver``); they are passed through unchecked in ``_Options.extra``.
-    """
+    Options only some solvers read (Adams, implicit, scipy) are kept unchecked in
+    ``_Options.extra`` for the solver to check."""
     o = _Options()
     if options is None:
         return o
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    known = OPTION_KEYS | extra_keys
+    known = OPTION_KEYS
     unknown = set(options) - known
     if unknown:
         raise ValueError(
             f"unknown option(s) {sorted(unknown)}; known options: {', '.join(sorted(known))}"
         )
     for k, v in options.items():
-        if k in extra_keys:
-            o.extra[k] = v
-            continue
         if v is None:
             continue
         if k == "step_size":
@@ -205,6 +216,8 @@ def parse_options(options: dict | None, extra_keys: frozenset = frozenset()) -> 
             setattr(o, k, _positive(k, v))
         elif k in ("step_t", "jump_t"):
             setattr(o, k, _floats(k, v))
+        else:
+            o.extra[k] = v  # checked by the solver that reads it
     if o.min_step > o.max_step:
         raise ValueError(
             f"options['min_step']={o.min_step!r} must not exceed options['max_step']={o.max_step!r}"
@@ -316,58 +329,6 @@ def valid_callbacks(solver, fixed_grid: bool) -> frozenset:
     return frozenset(getattr(solver, "valid_callbacks", frozenset()))
 
 
-EXTRA_SOLVERS: dict[str, Callable[..., list[Tensor]]] = {}
-"""Methods that are not explicit Runge–Kutta tableaus, by name: checked before
-:func:`~genmodels.integrate.get_tableau`.  ``scipy_solver`` registers here; so may implicit or
-multistep methods.
-
-The contract of a solve function ``solve`` registered as ``EXTRA_SOLVERS[name] = solve``::
-
-    solve(f, y0, ts, *, rtol, atol, norm, options, stats, grad, grid, callbacks,
-          f_first) -> list[Tensor]
-
-- ``f(t, y, out=None) -> Tensor``: the vector field on the flat state ``y`` (N,), ``t`` a Python
-  float (the field casts it to the state's dtype); writes into ``out`` when given.
-  ``f_first`` is the same field, to be used for the first evaluation (it checks ``func``'s
-  output once).
-- ``y0``: the flat initial state (N,), possibly requiring grad; ``ts``: the output times as
-  Python floats, strictly monotone, ``len(ts) >= 2`` (``ts[0]`` is the initial time, which may
-  be greater than ``ts[-1]``: integrate backwards).
-- ``rtol``, ``atol``: floats; ``norm(r) -> float``: the error norm of a flat ``(N,)`` ratio
-  ``err / (atol + rtol |y|)`` (RMS, or the user's ``options['norm']``).
-- ``options``: the parsed options (``_Options``: ``first_step``, ``max_num_steps``,
-  ``min_step``, ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``step_t``, ``jump_t``,
-  ``perturb``, ``interp``, ...); the option names the solver reads itself are declared in the
-  attribute ``solve.option_keys`` (a frozenset) and arrive unchecked in ``options.extra``.
-- ``stats``: a :class:`SolverStats` to add ``nfe``/steps to; ``grad``: whether autograd
-  records the solve (build the states from differentiable operations);
-  ``grid``: the fixed-step grid (floats) from ``step_size``/``grid_constructor``, or ``None``.
-- ``callbacks``: a :class:`Callbacks` or ``None``; call ``callbacks.step(t0, y0, dt)`` etc.
-  where defined, and list the names called in ``solve.valid_callbacks`` (a frozenset; default
-  none), so ``odeint`` warns about the others as torchdiffeq does.
-- Returns one ``(N,)`` state per time of ``ts``, the first being ``y0``.
-
-Optional attribute ``solve.differentiable = False`` says the solve cannot be differentiated
-(``scipy_solver``): ``odeint`` then detaches its inputs and output (no gradient flows, as in
-torchdiffeq); ``odeint_adjoint`` still works, solving the adjoint ODE with the same solver.
-Events (``event_fn``) and ``odeint_dense`` need a Runge–Kutta tableau.
-"""
-
-
-def resolve_method(method) -> ButcherTableau | Callable:
-    """``method`` as a tableau or an :data:`EXTRA_SOLVERS` solve function (``None``: dopri5)."""
-    if method is None:
-        method = "dopri5"
-    if isinstance(method, str) and method in EXTRA_SOLVERS:
-        return EXTRA_SOLVERS[method]
-    try:
-        return get_tableau(method)
-    except ValueError as e:
-        if EXTRA_SOLVERS:
-            raise ValueError(f"{e}; or one of {sorted(EXTRA_SOLVERS)}") from None
-        raise
-
-
 def _stage_time(t: float, ci: float, h: float, t1: float) -> float:
     return t1 if ci == 1.0 else t + ci * h
 
@@ -415,15 +376,28 @@ def integrate_flat(
     ``callbacks`` are the user's step callbacks; ``observer(t0, t1, y0, y1, interp) -> bool``
     (adaptive tableaus only) sees every accepted step with its dense output ``interp(t)`` and
     stops the solve by returning True (events, ``odeint_dense``).
+
+    The contract of an :data:`EXTRA_SOLVERS` solve function, called with the same positional
+    arguments ``solve(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)``: ``f(t, y,
+    out=None)`` the field on the flat state (``t`` a Python float), ``y0`` (N,), ``ts`` the
+    output times (floats, strictly monotone, ``len >= 2``), ``norm`` of a flat ratio vector,
+    ``o`` the parsed options (solver-specific ones, listed in ``OPTION_KEYS``, in ``o.extra``),
+    ``grid`` from ``step_size``/``grid_constructor`` or ``None``; returns one (N,) state per
+    time of ``ts``, the first ``y0``.  Optional attributes: ``valid_callbacks`` (the
+    callback names it calls; default none, and ``odeint`` warns about the others),
+    ``differentiable = False`` (``odeint`` detaches; ``odeint_adjoint`` still works).  Events
+    and ``odeint_dense`` need a tableau.
     """
     if len(ts) == 1:
         return [y0]
     f_first = f if f_first is None else f_first
-    if not isinstance(tab, ButcherTableau):
-        return tab(
-            f, y0, ts, rtol=rtol, atol=atol, norm=norm, options=o, stats=stats, grad=grad,
-            grid=grid, callbacks=callbacks, f_first=f_first,
-        )  # fmt: skip
+    if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS solve function
+        return tab(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)
+    if o.extra:
+        raise ValueError(
+            f"option(s) {sorted(o.extra)} do not apply to the Runge–Kutta method {tab.name!r} "
+            "(they are options of the Adams, implicit or scipy methods)"
+        )
     if grid is not None or not tab.adaptive:
         g = grid if grid is not None else list(ts)
         return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first, callbacks)
@@ -726,9 +700,10 @@ class _Monitor:
 
     def _remedies(self) -> str:
         return (
-            ". Remedies: an implicit method for stiff problems (genmodels.integrate has none "
-            "yet; torchdiffeq's method='implicit_adams', or scipy.integrate.solve_ivp(..., "
-            "method='Radau' or 'BDF')); larger rtol/atol where accuracy rather than stability "
+            ". Remedies: an implicit method for stiff problems (method='radauIIA5', "
+            "'radauIIA3', 'trbdf2', 'sdirk2' or 'implicit_euler', or "
+            "scipy.integrate.solve_ivp(..., method='Radau' or 'BDF')); larger rtol/atol where "
+            "accuracy rather than stability "
             f"limits the step; {self._budget()}."
         )
 
@@ -781,7 +756,7 @@ def _adaptive(
     stage is evaluated one ulp (in the state's dtype) before the discontinuity and the next
     step starts from the field one ulp after it."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
-    if not tab.fsal:
+    if not (tab.fsal or tab.reuse_last):
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
     A = _coefficients(tab, dtype, device)[0]
     P = _dense(tab)
@@ -1002,8 +977,8 @@ def setup_problem(func, y0, t, rtol, atol, method, options, event_fn):
     ts = check_times(t)
     rtol = check_tolerance("rtol", rtol, strict=True)
     atol = check_tolerance("atol", atol, strict=False)
-    solver = resolve_method(method)
-    o = parse_options(options, frozenset(getattr(solver, "option_keys", frozenset())))
+    solver = get_method("dopri5" if method is None else method)
+    o = parse_options(options)
     if event_fn is not None:
         _check_event_setup(event_fn, ts, solver, o, method)
     y0f = flat.flatten(y0)
@@ -1098,6 +1073,17 @@ def _fixed_event(f, y0, t0, direction, tab, o, stats, grad, f_first, callbacks, 
     )
 
 
+def get_method(method):
+    """A solve function of ``EXTRA_SOLVERS`` or a tableau (:func:`get_tableau`) for ``method``."""
+    if isinstance(method, str) and method in EXTRA_SOLVERS:
+        return EXTRA_SOLVERS[method]
+    try:
+        return get_tableau(method)
+    except ValueError:
+        names = ", ".join(sorted([*TABLEAUS, *EXTRA_SOLVERS]))
+        raise ValueError(f"unknown method {method!r}; available: {names}") from None
+
+
 def make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
     """The fixed-step grid from ``step_size`` or ``grid_constructor``; ``None`` for adaptive."""
     if o.grid_constructor is not None:
@@ -1158,9 +1144,15 @@ def odeint(
             the maximum of the components' RMS).
         method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
             ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
-            or any :class:`~genmodels.integrate.ButcherTableau`; or a name of
-            :data:`EXTRA_SOLVERS` (``"scipy_solver"``: scipy's ``solve_ivp``, not differentiable,
-            see :mod:`genmodels.integrate.scipy_solver`).
+            or any :class:`~genmodels.integrate.ButcherTableau`; also ``"heun2"``, ``"heun3"``,
+            ``"adaptive_heun"``, ``"fehlberg2"``, the Adams methods ``"explicit_adams"``,
+            ``"implicit_adams"`` (= ``"fixed_adams"``; options ``max_order``, ``max_iters``) and,
+            for stiff problems, ``"radauIIA5"``, ``"radauIIA3"``, ``"trbdf2"``, ``"sdirk2"``,
+            ``"implicit_euler"``, ``"trapezoid"``, ``"implicit_midpoint"``, ``"gl4"``,
+            ``"gl6"`` (options ``jacobian``, ``newton_tol``, ``max_iters``; see
+            :mod:`genmodels.integrate.implicit`); ``"scipy_solver"`` (scipy's ``solve_ivp``,
+            options ``solver``, ``jac``; not differentiable, see
+            :mod:`genmodels.integrate.scipy_solver`).
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,

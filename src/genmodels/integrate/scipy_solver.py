@@ -39,7 +39,6 @@ def solve_scipy(
     f: Callable,
     y0: Tensor,
     ts: Sequence[float],
-    *,
     rtol: float,
     atol: float,
     norm: Callable,
@@ -47,14 +46,13 @@ def solve_scipy(
     stats: SolverStats,
     grad: bool,
     grid: list[float] | None,
-    callbacks,
     f_first: Callable,
 ) -> list[Tensor]:
     """Solve on the flat state with ``solve_ivp`` (the :data:`EXTRA_SOLVERS` contract).
 
-    ``norm`` (scipy uses its own RMS norm), ``grid`` and callbacks have no effect; ``grad`` is
-    ignored (the solve is not differentiable).  Raises :class:`ODESolverError` when scipy's
-    solver fails (its message and the time reached).
+    ``norm`` (scipy uses its own RMS norm) and ``grid`` have no effect, no step callback is
+    called; ``grad`` is ignored (the solve is not differentiable).  Raises
+    :class:`ODESolverError` when scipy's solver fails (its message and the time reached).
     """
     solver = options.extra.get("solver", "LSODA")
     if solver not in SCIPY_SOLVERS:
@@ -105,7 +103,6 @@ def solve_scipy(
     return out
 
 
-solve_scipy.option_keys = frozenset({"solver", "jac"})
 solve_scipy.valid_callbacks = frozenset()
 solve_scipy.differentiable = False
 EXTRA_SOLVERS["scipy_solver"] = solve_scipy

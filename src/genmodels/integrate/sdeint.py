@@ -31,6 +31,7 @@ milstein   Itô or Strat.    diagonal, scalar, additive          1.0
 heun       Stratonovich     any                                 1.0 commutative, else 0.5
 midpoint   Stratonovich     any                                 1.0 commutative, else 0.5
 srk        Itô or Strat.    additive (Rößler's SRA1)            1.5
+rev. Heun  Stratonovich     any (``reversible_heun``)           0.5 (1.0 additive)
 =========  ===============  ==================================  =========================
 
 (For additive noise the Itô and Stratonovich SDEs coincide, so every method accepts it.)
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -113,6 +114,7 @@ class _Problem:
     noise_type: str
     ito: bool
     grad_free: bool
+    carry: dict = field(default_factory=dict)  # state a method keeps between steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,14 +176,21 @@ def _g_and_derivative(p: _Problem, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor
         if not gy.requires_grad:  # g does not depend on y at all
             return gy, torch.zeros_like(gy)
     with torch.enable_grad():
+        # allow_unused: g may depend on parameters but not on y (then ∂g/∂y · g = 0)
         if p.noise_type == "diagonal":
-            (diag,) = torch.autograd.grad(gy, yy, torch.ones_like(gy), create_graph=training)
-            dgg = diag * gy
+            (diag,) = torch.autograd.grad(
+                gy, yy, torch.ones_like(gy), create_graph=training, allow_unused=True
+            )
+            dgg = torch.zeros_like(gy) if diag is None else diag * gy
         else:
             u = torch.zeros_like(gy, requires_grad=True)
-            (vjp,) = torch.autograd.grad(gy, yy, u, create_graph=True)
+            (vjp,) = torch.autograd.grad(gy, yy, u, create_graph=True, allow_unused=True)
             v = gy if training else gy.detach()
-            (dgg,) = torch.autograd.grad(vjp, u, v, create_graph=training)
+            dgg = (
+                torch.zeros_like(gy)
+                if vjp is None
+                else torch.autograd.grad(vjp, u, v, create_graph=training)[0]
+            )
     if not training:
         gy, dgg = gy.detach(), dgg.detach()
     return gy, dgg
@@ -226,6 +235,35 @@ def _sra1_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
     return y + h * (f0 / 3.0 + (2.0 / 3.0) * f2) + p.noise(g1, dw - j) + p.noise(p.g(t, y), j)
 
 
+def reversible_heun_step(f, g, noise, t1, h, y, z, f0, g0, dw):
+    """One step of the reversible Heun method (Kidger, Foster, Li & Lyons 2021, "Efficient
+    and accurate gradients for neural SDEs", Algorithm 1), Stratonovich, any noise. The state
+    is (y, z) with f0 = f(t, z), g0 = g(t, z) carried from the previous step (z₀ = y₀):
+
+        z₁ = 2 y - z + f(t, z) h + G(t, z) ΔW
+        y₁ = y + ½ [f(t, z) + f(t₁, z₁)] h + ½ [G(t, z) + G(t₁, z₁)] ΔW
+
+    One evaluation of f and g per step, and algebraically reversible: given (y₁, z₁) and
+    f(t₁, z₁), g(t₁, z₁), z = 2 y₁ - z₁ - f(t₁, z₁) h - G(t₁, z₁) ΔW and then y, exactly
+    (what ``sdeint_adjoint``'s ``adjoint_reversible_heun`` inverts). Returns (y₁, z₁, f₁, g₁).
+    """
+    z1 = 2.0 * y - z + f0 * h + noise(g0, dw)
+    f1, g1 = f(t1, z1), g(t1, z1)
+    y1 = y + (0.5 * h) * (f0 + f1) + 0.5 * noise(g0 + g1, dw)
+    return y1, z1, f1, g1
+
+
+def _reversible_heun_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+    """:func:`reversible_heun_step`, with (z, f(t, z), g(t, z)) carried in ``p.carry``."""
+    c = p.carry
+    if not c:
+        c["z"], c["f"], c["g"] = y, p.f(t, y), p.g(t, y)
+    y1, c["z"], c["f"], c["g"] = reversible_heun_step(
+        p.f, p.g, p.noise, t1, h, y, c["z"], c["f"], c["g"], dw
+    )
+    return y1
+
+
 @dataclass(frozen=True)
 class _Method:
     step: Callable[..., Tensor]
@@ -241,6 +279,7 @@ METHODS: dict[str, _Method] = {
     "heun": _Method(_heun_step, ("stratonovich",), NOISE_TYPES),
     "midpoint": _Method(_midpoint_step, ("stratonovich",), NOISE_TYPES, stage=0.5),
     "srk": _Method(_sra1_step, SDE_TYPES, ("additive",), stage=0.75, levy_area=True),
+    "reversible_heun": _Method(_reversible_heun_step, ("stratonovich",), NOISE_TYPES),
 }
 
 
@@ -404,7 +443,8 @@ def sdeint(
             (much faster than a tree, and reproducible: the same generator state, ts and dt
             give the same path; with ``generator=None`` torch's global generator is used,
             as ``torch.randn`` does).
-        method: "euler", "milstein", "heun", "midpoint" or "srk"; default by the SDE's type
+        method: "euler", "milstein", "heun", "midpoint", "srk" or "reversible_heun"; default by
+            the SDE's type
             (module docstring).
         dt: largest step. Between consecutive ``ts`` the solver takes the fewest equal steps
             of at most ``dt`` and lands on every output time exactly (torchsde instead steps
