@@ -29,9 +29,11 @@ class Field(torch.nn.Module):
         return torch.tanh(self.lin(y)) * torch.sin(20 * t)
 
 
-def test_fixed_grid_calls_step_once_per_step_with_the_grid():
+@pytest.mark.filterwarnings("ignore:implicit_adams")  # its corrector on this oscillating field
+@pytest.mark.parametrize("method", ["rk4", "explicit_adams", "implicit_adams"])
+def test_fixed_grid_calls_step_once_per_step_with_the_grid(method):
     f = Field(adaptive=False)
-    odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method="rk4", options=dict(step_size=0.1))
+    odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method=method, options=dict(step_size=0.1))
     steps = f.calls["step"]
     assert len(steps) == 10
     t0s = [c[0].item() for c in steps]

@@ -137,6 +137,7 @@ class _Options:
     min_step: float = 0.0
     max_step: float = math.inf
     max_num_steps_given: bool = False
+    callbacks: Callbacks | None = None  # the user's step callbacks, for EXTRA_SOLVERS to call
     extra: dict = field(default_factory=dict)  # options only some solvers read
 
 
@@ -383,7 +384,8 @@ def integrate_flat(
     output times (floats, strictly monotone, ``len >= 2``), ``norm`` of a flat ratio vector,
     ``o`` the parsed options (solver-specific ones, listed in ``OPTION_KEYS``, in ``o.extra``),
     ``grid`` from ``step_size``/``grid_constructor`` or ``None``; returns one (N,) state per
-    time of ``ts``, the first ``y0``.  Optional attributes: ``valid_callbacks`` (the
+    time of ``ts``, the first ``y0``.  The user's step callbacks are ``o.callbacks`` (a
+    :class:`Callbacks` or ``None``).  Optional attributes: ``valid_callbacks`` (the
     callback names it calls; default none, and ``odeint`` warns about the others),
     ``differentiable = False`` (``odeint`` detaches; ``odeint_adjoint`` still works).  Events
     and ``odeint_dense`` need a tableau.
@@ -392,6 +394,7 @@ def integrate_flat(
         return [y0]
     f_first = f if f_first is None else f_first
     if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS solve function
+        o.callbacks = callbacks
         return tab(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)
     if o.extra:
         raise ValueError(
