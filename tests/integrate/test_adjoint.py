@@ -143,3 +143,44 @@ def test_adjoint_tuple_state_float32_and_options():
 def test_adjoint_needs_parameters():
     with pytest.raises(TypeError, match="nn.Module"):
         odeint_adjoint(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]))
+
+
+def test_custom_adjoint_norm_gets_torchdiffeq_layout():
+    """A callable adjoint norm receives (t, *y, *a, *dL/dtheta) in their own shapes, t 0-d."""
+    seen = []
+
+    def norm(parts):
+        seen.append(tuple(p.shape for p in parts))
+        return max(p.abs().max() for p in parts if p.numel())
+
+    params = (torch.rand(7, requires_grad=True), torch.rand((), requires_grad=True))
+    y0 = (torch.tensor(1.0), torch.full((2, 2), 0.5))
+    ys = odeint_adjoint(lambda t, y: (-y[0], y[1] * params[1]), y0, torch.tensor([0.0, 1.0]),
+                        adjoint_params=params, adjoint_options=dict(norm=norm))  # fmt: skip
+    ys[0].sum().backward()
+    assert seen and seen[0] == ((), (), (2, 2), (), (2, 2), (7,), ())
+
+
+@pytest.mark.parametrize("seminorm", [False, True])
+def test_backward_norm_on_the_graph_node_like_torchdiffeq(seminorm):
+    """xs.grad_fn.adjoint_options['norm'] is the backward norm on (t, y, adj_y, *adj_params);
+    a replacement put there is the one the backward pass uses."""
+    params = (torch.rand(7, requires_grad=True), torch.rand((), requires_grad=True))
+    kw = dict(adjoint_options=dict(norm="seminorm")) if seminorm else {}
+    xs = odeint_adjoint(lambda t, x: x * params[1], torch.full((2, 2), 1.0),
+                        torch.tensor([0.0, 1.0]), adjoint_params=params, **kw)  # fmt: skip
+    default = xs.grad_fn.adjoint_options["norm"]
+    calls = []
+
+    def spy(parts):
+        t, y, a, p1, p2 = parts
+        want = max(t.abs(), y.pow(2).mean().sqrt(), a.pow(2).mean().sqrt())
+        if not seminorm:
+            want = max(want, p1.pow(2).mean().sqrt(), p2.abs())
+        got = default(parts)
+        calls.append(float((got - want).abs()))
+        return got
+
+    xs.grad_fn.adjoint_options["norm"] = spy
+    xs.sum().backward()
+    assert calls and max(calls) < 1e-6

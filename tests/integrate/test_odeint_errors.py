@@ -61,9 +61,15 @@ def test_unknown_method_and_option():
         odeint(decay, Y0, T, method="euler", options=dict(step_size=0.1, interp="quadratic"))
 
 
-def test_event_fn_not_supported():
-    with pytest.raises(NotImplementedError, match="event_fn"):
-        odeint(decay, Y0, T, event_fn=lambda t, y: y[0])
+def test_event_fn_bad_input():
+    with pytest.raises(ValueError, match="len\\(t\\)=3"):
+        odeint(decay, Y0, torch.tensor([0.0, 0.5, 1.0]), event_fn=lambda t, y: y[0])
+    with pytest.raises(TypeError, match="event_fn must be callable"):
+        odeint(decay, Y0, T, event_fn=1.0)
+    with pytest.raises(ValueError, match="step_size"):
+        odeint(decay, Y0, T, method="rk4", event_fn=lambda t, y: y[0])
+    with pytest.raises(ValueError, match="scipy_solver"):
+        odeint(decay, Y0, T, method="scipy_solver", event_fn=lambda t, y: y[0])
 
 
 def test_step_budget_runs_out():

@@ -12,7 +12,18 @@ from .checks import (
     StepSizeUnderflowError,
     check_times,
 )
-from .odeint import LongSolveWarning, SolverStats, StiffnessWarning, odeint, runge_kutta_step
+from .events import odeint_event
+from .odeint import (
+    EXTRA_SOLVERS,
+    Callbacks,
+    LongSolveWarning,
+    SolverStats,
+    StiffnessWarning,
+    odeint,
+    odeint_dense,
+    runge_kutta_step,
+)
+from .scipy_solver import SCIPY_SOLVERS
 from .sde_adjoint import sdeint_adjoint
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
@@ -28,6 +39,11 @@ from .trace import (
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
+    "odeint_dense",
+    "EXTRA_SOLVERS",
+    "SCIPY_SOLVERS",
+    "Callbacks",
     "runge_kutta_step",
     "check_times",
     "cdeint",

@@ -50,11 +50,12 @@ class FlatState:
 
     def unflatten(self, y: Tensor) -> State:
         """(..., numel) -> the original structure with leading dims (...)."""
-        lead = y.shape[:-1]
+        lead = tuple(y.shape[:-1])
+        # view((...)) with a tuple: a 0-d state with no leading dims is view(()), not view()
         if not self.is_tuple:
-            return y.view(*lead, *self.shapes[0])
+            return y.view((*lead, *self.shapes[0]))
         return tuple(
-            y[..., a:b].view(*lead, *s)
+            y[..., a:b].view((*lead, *s))
             for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
         )
 

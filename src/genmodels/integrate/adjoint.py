@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ._flat import FlatState, State, make_norm
+from .events import EventTime, combined_event_fn
 from .odeint import (
     NonFiniteSolutionError,
     SolverStats,
@@ -47,11 +48,15 @@ from .odeint import (
     check_tolerance,
     checked_field,
     error_norm,
+    find_callbacks,
     get_method,
+    integrate_event,
     integrate_flat,
     make_grid,
     parse_options,
     setup_problem,
+    valid_callbacks,
+    warn_unused_callbacks,
 )
 
 __all__ = ["odeint_adjoint"]
@@ -117,18 +122,33 @@ class _Adjoint(torch.autograd.Function):
     def forward(ctx, setup: dict, y0f: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         s = setup
         with torch.no_grad():
-            out = integrate_flat(
-                s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
-                s["stats"], False, s["grid"], s["f_first"],
-            )  # fmt: skip
+            if s["event"] is not None:
+                # integrate to the event, then differentiate as a solve on [t0, t_event]
+                t_ev, out = integrate_event(
+                    s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
+                    s["stats"], False, s["f_first"], s["callbacks"], s["event"],
+                )  # fmt: skip
+                s["t_event"] = t_ev
+                s["ts"] = [s["ts"][0], t_ev]
+            else:
+                out = integrate_flat(
+                    s["f"], y0f, s["ts"], s["tab"], s["rtol"], s["atol"], s["norm"], s["o"],
+                    s["stats"], False, s["grid"], s["f_first"], s["callbacks"],
+                )  # fmt: skip
             ys = torch.stack(out)
         ctx.setup = setup
+        # torchdiffeq exposes the backward's options on the graph node: xs.grad_fn.adjoint_options
+        ctx.adjoint_options = setup["adjoint_options"]
         ctx.save_for_backward(ys, *params)
+        flat = setup["flat"]
+        if not flat.is_tuple:  # the state's own shape, so the node is the output's grad_fn
+            return ys.view((len(out), *flat.shapes[0]))
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
         ys, *params = ctx.saved_tensors
+        grad_ys = grad_ys.reshape(ys.shape)
         grad_y0, grad_t, grad_params = _backward(ctx.setup, ys, grad_ys, tuple(params))
         t_needs = ctx.needs_input_grad[2]
         return (None, grad_y0, grad_t if t_needs else None, *grad_params)
@@ -141,6 +161,12 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
     sizes = [p.numel() for p in params]
     grad_ys = grad_ys.to(ys.dtype)
     aug = _AugmentedDynamics(s["func"], flat, params, s["adj_params_in_norm"])
+    adj_norm = s["adj_norm"]
+    if s["adjoint_options"]["norm"] is not s["exposed_norm"]:
+        # replaced on the graph node (torchdiffeq's xs.grad_fn.adjoint_options["norm"]): it
+        # takes torchdiffeq's tuple (t, y, adj_y, *adj_params), y flat for a tuple state
+        replaced = s["adjoint_options"]["norm"]
+        adj_norm = _tuple_norm_caller(replaced, flat, params)
     stats = SolverStats()
     f_state = s["f"]
     need_t = s["t_requires_grad"]
@@ -149,16 +175,21 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
     a = grad_ys[-1]
     g = ys.new_zeros(sum(sizes))
     for i in range(len(ts) - 1, 0, -1):
-        if need_t:
+        if need_t and not (s["event"] is not None and i == len(ts) - 1):
+            # (with an event the last time is the event's, not one of t: no gradient to t[1])
             with torch.no_grad():
                 grad_t[i] = torch.dot(f_state(ts[i], ys[i]), grad_ys[i])
             stats.nfe += 1
+        if ts[i] == ts[i - 1]:  # an event at t0: nothing to integrate
+            a = a + grad_ys[i - 1]
+            continue
         state = torch.cat([ys[i], a, g])
         # [z(t0), dL/dz(t0), dL/dtheta] = ODESolve(s0, aug_dynamics, t1, t0, theta)
         with torch.no_grad():
             end = integrate_flat(
                 aug, state, [ts[i], ts[i - 1]], s["adj_tab"], s["adj_rtol"], s["adj_atol"],
-                s["adj_norm"], s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
+                adj_norm, s["adj_o"], stats, False, s["adj_grid"](ts[i], ts[i - 1]),
+                callbacks=s["adj_callbacks"],
             )[-1]  # fmt: skip
         a, g = end[n : 2 * n], end[2 * n :]
         if not bool(torch.isfinite(end).all()):
@@ -179,6 +210,43 @@ def _backward(s: dict, ys: Tensor, grad_ys: Tensor, params: tuple[Tensor, ...]):
         c.view_as(p) for c, p in zip(torch.split(g, sizes), params)
     ]  # return dL/dz(t0), dL/dtheta
     return a, grad_t, grad_params
+
+
+def _tuple_norm_caller(norm: Callable, flat: FlatState, params) -> Callable[[Tensor], float]:
+    """A norm of torchdiffeq's backward tuple ``(t, y, adj_y, *adj_params)`` (``y``, ``adj_y``
+    in the state's shape, flat for a tuple state) as a norm of the flat ``[z, a, g]``."""
+    n = flat.numel
+    sizes = [p.numel() for p in params]
+    shape = (n,) if flat.is_tuple else tuple(flat.shapes[0])
+
+    def f(r: Tensor) -> float:
+        t = r.new_zeros(())
+        gs = torch.split(r[2 * n :], sizes) if sizes else ()
+        ps = [g.view_as(p) for g, p in zip(gs, params)]
+        return float(norm((t, r[:n].view(shape), r[n : 2 * n].view(shape), *ps)))
+
+    return f
+
+
+def _exposed_default_norm(flat: FlatState, seminorm: bool) -> Callable:
+    """The default (or seminorm) backward norm written on torchdiffeq's tuple
+    ``(t, y, adj_y, *adj_params)``: max of ``|t|``, the RMS of each state component and of its
+    adjoint, and (unless ``seminorm``) the RMS of each parameter's adjoint."""
+
+    def rms(x: Tensor) -> Tensor:
+        return x.pow(2).mean().sqrt() if x.numel() else x.new_zeros(())
+
+    def parts(y: Tensor) -> list[Tensor]:
+        return list(flat.unflatten(y.reshape(-1))) if flat.is_tuple else [y]
+
+    def norm(tensors) -> Tensor:
+        t, y, a, *ps = tensors
+        vals = [t.abs(), *map(rms, parts(y)), *map(rms, parts(a))]
+        if not seminorm:
+            vals += [rms(p) for p in ps]
+        return torch.stack([v.reshape(()) for v in vals]).max()
+
+    return norm
 
 
 def odeint_adjoint(
@@ -205,8 +273,15 @@ def odeint_adjoint(
     ``t`` (when it requires grad) and ``adjoint_params`` (default: ``func.parameters()`` that
     require grad).  Every ``adjoint_*`` setting defaults to its forward counterpart;
     ``adjoint_options=dict(norm="seminorm")`` measures the backward error on ``z`` and ``a``
-    only (Kidger, Chen & Lyons 2021), a custom callable norm receives the tuple
-    ``(z, a, g_1, .., g_P)`` flattened per component.
+    only (Kidger, Chen & Lyons 2021), a custom callable norm receives torchdiffeq's tuple
+    ``(t, *z, *a, g_1, .., g_P)``: the state and its adjoint in the state's shapes (each
+    component of a tuple state), the parameters' adjoints in their shapes, and ``t`` a 0-d zero
+    (the adjoint of time is not integrated here).
+
+    Step callbacks (see :func:`~genmodels.integrate.odeint`): ``func.callback_*`` run in the
+    forward solve, ``func.callback_*_adjoint`` in the backward one, where ``y0`` is the tuple
+    ``(z, a, *dL/dtheta)``.  With ``event_fn`` the forward solve stops at the event (as
+    ``odeint``) and the backward pass integrates from the event time back to ``t[0]``.
 
     Args: as :func:`genmodels.integrate.odeint`; ``func`` must be an ``nn.Module`` unless
         ``adjoint_params`` is given.  ``stats`` gets ``nfe`` in the forward pass and
@@ -243,6 +318,24 @@ def odeint_adjoint(
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adj_o = parse_options(adjoint_options)
+    callbacks = find_callbacks(func, flat.unflatten)
+    grid = None if event_fn is not None else make_grid(o, func, y0, t, ts)
+    warn_unused_callbacks(callbacks, method or "dopri5", valid_callbacks(tab, grid is not None))
+    sizes = [p.numel() for p in params]
+
+    def aug_structure(s: Tensor) -> tuple:
+        """The backward state ``[z, a, g]`` as ``(z, a, *dL/dtheta)`` for adjoint callbacks."""
+        n = flat.numel
+        gs = torch.split(s[2 * n :], sizes) if sizes else ()
+        return (flat.unflatten(s[:n]), flat.unflatten(s[n : 2 * n]),
+                *(gi.view_as(p) for gi, p in zip(gs, params)))  # fmt: skip
+
+    adj_callbacks = find_callbacks(func, aug_structure, suffix="_adjoint")
+    adj_fixed = adj_o.grid_constructor is not None or adj_o.step_size is not None
+    warn_unused_callbacks(
+        adj_callbacks, adjoint_method or method or "dopri5",
+        valid_callbacks(adj_tab, adj_fixed), suffix="_adjoint",
+    )  # fmt: skip
     stats = SolverStats() if stats is None else stats
     f = flat.wrap(func)
     n, p_sizes = flat.numel, [p.numel() for p in params]
@@ -253,15 +346,16 @@ def odeint_adjoint(
         param_segs.append((off, off + size))
         off += size
     if callable(adj_o.norm):
+        # torchdiffeq's layout: (t, *y, *a, *dL/dtheta) in their shapes; t is the adjoint of
+        # time, which this backward pass does not integrate (dL/dt comes from f at the
+        # output times): a 0-d zero
         unorm = adj_o.norm
-        parts = FlatState(
-            tuple(torch.empty(b - a) for a, b in state_segs + adj_segs + param_segs)
-            if off > 0
-            else (torch.empty(0),)
-        )
+        shapes = [*flat.shapes, *flat.shapes, *(p.shape for p in params)]
+        parts = FlatState(tuple(torch.empty(sh) for sh in shapes))
+        t_adj = torch.zeros((), dtype=flat.dtype, device=flat.device)
 
-        def adj_norm(r: Tensor, _u=unorm, _p=parts) -> float:
-            return float(_u(_p.unflatten(r)))
+        def adj_norm(r: Tensor, _u=unorm, _p=parts, _t=t_adj) -> float:
+            return float(_u((_t, *_p.unflatten(r))))
 
     elif adj_o.norm == "seminorm":
         adj_norm = _seg_norm(state_segs + adj_segs, off)
@@ -274,14 +368,30 @@ def odeint_adjoint(
         tt = torch.tensor([t1, t0], dtype=torch.float64)
         return make_grid(adj_o, None, None, tt, [t1, t0])
 
+    event = None
+    if event_fn is not None:
+        event = combined_event_fn(event_fn, flat.unflatten, ts[0], y0f, flat.dtype, flat.device)
+    if callable(adj_o.norm):
+        exposed = adj_o.norm
+    else:
+        exposed = _exposed_default_norm(flat, adj_o.norm == "seminorm")
     setup = dict(
+        adjoint_options={**(adjoint_options or {}), "norm": exposed}, exposed_norm=exposed,
         func=func, flat=flat, f=f, f_first=checked_field(f, func, flat), ts=ts, tab=tab,
         rtol=rtol, atol=atol, norm=error_norm(o, flat), o=o,
-        grid=make_grid(o, func, y0, t, ts), stats=stats,
+        grid=grid, stats=stats, callbacks=callbacks, adj_callbacks=adj_callbacks, event=event,
         adj_tab=adj_tab, adj_rtol=adj_rtol, adj_atol=adj_atol, adj_o=adj_o, adj_norm=adj_norm,
         adj_grid=adj_grid, t_requires_grad=bool(t.requires_grad),
         adj_params_in_norm=callable(adj_o.norm) or adj_o.norm != "seminorm",
     )  # fmt: skip
     ys = _Adjoint.apply(setup, y0f, t, *params)
-    check_finite(ys, ts)
-    return flat.unflatten(ys)
+    out = flat.unflatten(ys) if flat.is_tuple else ys  # (_Adjoint returns a tensor state shaped)
+    if event is None:
+        check_finite(ys, ts)
+        return out
+    check_finite(ys, setup["ts"])
+    event_t = torch.tensor(setup["t_event"], dtype=t.dtype, device=t.device)
+    if ys.requires_grad:
+        link = {"f": lambda tt, y: f(float(tt), y), "g": event}
+        event_t = EventTime.apply(link, ys[-1].reshape(-1), event_t)
+    return event_t, out

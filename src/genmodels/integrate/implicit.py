@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from .checks import MaxStepsExceededError, ODESolverError, StepSizeUnderflowError
-from .odeint import EXTRA_SOLVERS, SolverStats, _hermite, _initial_step
+from .odeint import EXTRA_SOLVERS, SolverStats, _hermite, _initial_step, nextafter
 
 __all__ = ["ImplicitTableau", "IMPLICIT_TABLEAUS", "NewtonConvergenceError"]
 
@@ -299,9 +299,9 @@ class _Stepper:
         for ci in self.co.c:
             ti = t + ci * h
             if perturb and ci == 0.0:
-                ti = math.nextafter(t, t + h)
+                ti = nextafter(t, t + h, self.co.A.dtype)  # one ulp of the state's dtype
             elif perturb and ci == 1.0:
-                ti = math.nextafter(t + h, t)
+                ti = nextafter(t + h, t, self.co.A.dtype)
             out.append(ti)
         return out
 
@@ -390,7 +390,7 @@ def _solve_implicit(tab: ImplicitTableau):
         # the checked first evaluation (structure and finiteness of func's output)
         t_first = ts[0]
         if not adaptive and o.perturb:
-            t_first = math.nextafter(grid[0], grid[1])
+            t_first = nextafter(grid[0], grid[1], y0.dtype)
         with torch.no_grad():
             f0 = f_first(t_first, y0.detach()).reshape(-1)
         stats.nfe += 1
@@ -412,7 +412,7 @@ def _fixed(stepper: _Stepper, y: Tensor, ts, grid, o, stats, grad) -> list[Tenso
     direction = 1.0 if ts[-1] > ts[0] else -1.0
     for g0, g1 in zip(grid[:-1], grid[1:]):
         h = g1 - g0
-        t0p = math.nextafter(g0, g1) if o.perturb else g0
+        t0p = nextafter(g0, g1, y.dtype) if o.perturb else g0
         with torch.no_grad():
             yd = y.detach()
             lu = stepper.factor(h, prob.jacobian(t0p, yd))
@@ -435,7 +435,8 @@ def _fixed(stepper: _Stepper, y: Tensor, ts, grid, o, stats, grad) -> list[Tenso
                 out.append(y1)
             elif o.interp == "cubic":
                 if f_a is None:
-                    f_a, f_b = prob(t0p, y), prob(math.nextafter(g1, g0) if o.perturb else g1, y1)
+                    t1p = nextafter(g1, g0, y.dtype) if o.perturb else g1
+                    f_a, f_b = prob(t0p, y), prob(t1p, y1)
                     stats.nfe += 2
                 out.append(_hermite(y, f_a, y1, f_b, g0, h, tj))
             else:

@@ -23,7 +23,6 @@ Not for stiff problems: the fixed-point corrector converges only for ``h |lambda
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import deque
 from fractions import Fraction
@@ -31,7 +30,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from .odeint import EXTRA_SOLVERS, SolverStats, _hermite, runge_kutta_step
+from .odeint import EXTRA_SOLVERS, SolverStats, _hermite, nextafter, runge_kutta_step
 from .tableaus import TABLEAUS
 
 __all__ = ["adams_bashforth_coefficients", "adams_moulton_coefficients"]
@@ -122,8 +121,10 @@ def _solve_adams(implicit: bool, name: str):
         y, h_prev, first, warned = y0, None, True, False
         for g0, g1 in zip(g[:-1], g[1:]):
             h = g1 - g0
-            t0p = math.nextafter(g0, g1) if o.perturb else g0
-            t1p = math.nextafter(g1, g0) if o.perturb else g1
+            t0p = nextafter(g0, g1, y0.dtype) if o.perturb else g0  # one ulp of the state's
+            t1p = nextafter(g1, g0, y0.dtype) if o.perturb else g1  # dtype (float32 too)
+            if o.callbacks is not None and o.callbacks.step is not None:
+                o.callbacks.step(g0, y, h)
             f0 = (f_first if first else f)(t0p, y)
             first = False
             stats.nfe += 1
@@ -203,3 +204,5 @@ def _converged(old: Tensor, new: Tensor, rtol: float, atol: float) -> bool:
 EXTRA_SOLVERS["explicit_adams"] = _solve_adams(False, "explicit_adams")
 EXTRA_SOLVERS["implicit_adams"] = _solve_adams(True, "implicit_adams")
 EXTRA_SOLVERS["fixed_adams"] = _solve_adams(True, "fixed_adams")
+for _name in ("explicit_adams", "implicit_adams", "fixed_adams"):
+    EXTRA_SOLVERS[_name].valid_callbacks = frozenset({"callback_step"})  # as torchdiffeq

@@ -12,12 +12,14 @@ one for the error estimate and a single ``.item()`` per step for the accept/reje
 
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +31,7 @@ from .checks import (
     StepSizeUnderflowError,
     check_times,
 )
+from .events import EventSearch, EventTime, combined_event_fn
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = [
@@ -57,18 +60,26 @@ OPTION_KEYS = frozenset(
         "dfactor",
         "step_t",
         "jump_t",
+        "min_step",
+        "max_step",
         # multistep.py (Adams) and implicit.py (Newton): read from _Options.extra
         "max_order",
         "max_iters",
         "implicit",
         "jacobian",
         "newton_tol",
+        # scipy_solver.py: read from _Options.extra
+        "solver",
+        "jac",
     }
 )
 
+CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+
 # Solvers that are not a Butcher tableau on the explicit stepping loop: name -> solve function
 # ``solve(f, y0, ts, rtol, atol, norm, options, stats, grad, grid, f_first) -> list[Tensor]``
-# with integrate_flat's arguments (filled by multistep.py and implicit.py on import).
+# with integrate_flat's arguments (filled by multistep.py, implicit.py and scipy_solver.py on
+# import); the contract is spelled out in integrate_flat's docstring.
 EXTRA_SOLVERS: dict[str, Callable] = {}
 
 
@@ -123,6 +134,10 @@ class _Options:
     dfactor: float = 0.2
     step_t: list[float] = field(default_factory=list)
     jump_t: list[float] = field(default_factory=list)
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_num_steps_given: bool = False
+    callbacks: Callbacks | None = None  # the user's step callbacks, for EXTRA_SOLVERS to call
     extra: dict = field(default_factory=dict)  # options only some solvers read
 
 
@@ -143,16 +158,20 @@ def _positive(name: str, v) -> float:
 
 
 def parse_options(options: dict | None) -> _Options:
-    """torchdiffeq's ``options`` dict checked and parsed (unknown keys and bad values raise)."""
+    """torchdiffeq's ``options`` dict checked and parsed (unknown keys and bad values raise).
+
+    Options only some solvers read (Adams, implicit, scipy) are kept unchecked in
+    ``_Options.extra`` for the solver to check."""
     o = _Options()
     if options is None:
         return o
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    unknown = set(options) - OPTION_KEYS
+    known = OPTION_KEYS
+    unknown = set(options) - known
     if unknown:
         raise ValueError(
-            f"unknown option(s) {sorted(unknown)}; known options: {', '.join(sorted(OPTION_KEYS))}"
+            f"unknown option(s) {sorted(unknown)}; known options: {', '.join(sorted(known))}"
         )
     for k, v in options.items():
         if v is None:
@@ -175,6 +194,17 @@ def parse_options(options: dict | None) -> _Options:
             if int(v) < 1:
                 raise ValueError(f"options['max_num_steps'] must be >= 1, got {v!r}")
             o.max_num_steps = int(v)
+            o.max_num_steps_given = True
+        elif k == "min_step":
+            x = float(v)
+            if not (x >= 0 and math.isfinite(x)):
+                raise ValueError(f"options['min_step'] must be >= 0 and finite, got {v!r}")
+            o.min_step = x
+        elif k == "max_step":
+            x = float(v)
+            if not x > 0:
+                raise ValueError(f"options['max_step'] must be > 0 (inf allowed), got {v!r}")
+            o.max_step = x
         elif k == "norm":
             if not (callable(v) or v == "seminorm"):
                 raise TypeError("options['norm'] must be callable(tensor or tuple) -> scalar")
@@ -189,6 +219,10 @@ def parse_options(options: dict | None) -> _Options:
             setattr(o, k, _floats(k, v))
         else:
             o.extra[k] = v  # checked by the solver that reads it
+    if o.min_step > o.max_step:
+        raise ValueError(
+            f"options['min_step']={o.min_step!r} must not exceed options['max_step']={o.max_step!r}"
+        )
     return o
 
 
@@ -205,6 +239,95 @@ def check_tolerance(name: str, v, strict: bool) -> float:
     if not math.isfinite(x) or x < 0 or (strict and x == 0):
         raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {v!r}")
     return x
+
+
+def nextafter(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The neighbour of ``t`` toward ``toward`` one unit in the last place of ``dtype``.
+
+    The vector field sees time in the state's dtype, so a one-ulp shift (``perturb``, the two
+    sides of a ``jump_t`` discontinuity) must be taken there: in float32 the float64 neighbour
+    of 0.5 rounds back to 0.5.  ``t`` is first rounded to ``dtype`` (the time the field would
+    see); the result is exactly representable in ``dtype``.
+    """
+    if dtype == torch.float64:
+        return math.nextafter(t, toward)
+    if dtype == torch.float32:
+        return float(np.nextafter(np.float32(t), np.float32(toward)))
+    a = torch.tensor(t, dtype=dtype)
+    return torch.nextafter(a, torch.tensor(toward, dtype=dtype)).item()
+
+
+@dataclass
+class Callbacks:
+    """The step callbacks a vector field defines (torchdiffeq's), as ``cb(t0, y0, dt)`` on the
+    solver's own state and float times; ``None`` where undefined.
+
+    ``step`` is called before every step attempt from ``(t0, y0)`` with step ``dt`` (signed: the
+    step ends at ``t0 + dt``), ``accept``/``reject`` after the error test of an adaptive step
+    with the same arguments.  The user's functions receive ``t0`` and ``dt`` as float64 0-d
+    tensors and ``y0`` in the state's own structure.
+    """
+
+    step: Callable | None = None
+    accept: Callable | None = None
+    reject: Callable | None = None
+
+    def names(self, suffix: str = "") -> set[str]:
+        got = zip(CALLBACK_NAMES, (self.step, self.accept, self.reject))
+        return {n + suffix for n, cb in got if cb is not None}
+
+
+def find_callbacks(
+    func, structure: Callable[[Tensor], object], suffix: str = ""
+) -> Callbacks | None:
+    """``func``'s ``callback_step``, ``callback_accept_step``, ``callback_reject_step`` (with
+    ``suffix="_adjoint"``: the variants called in the adjoint's backward solve); ``structure``
+    maps the solver's state to what the user's callback receives.  ``None`` when none is set."""
+    found = {}
+    for name in CALLBACK_NAMES:
+        cb = getattr(func, name + suffix, None)
+        if cb is None:
+            continue
+        if not callable(cb):
+            raise TypeError(f"func.{name + suffix} must be callable(t0, y0, dt)")
+
+        def call(t0: float, y0: Tensor, dt: float, _cb=cb) -> None:
+            f64 = torch.float64
+            dev = y0.device
+            _cb(torch.tensor(t0, dtype=f64, device=dev), structure(y0),
+                torch.tensor(dt, dtype=f64, device=dev))  # fmt: skip
+
+        found[name] = call
+    if not found:
+        return None
+    return Callbacks(
+        found.get("callback_step"), found.get("callback_accept_step"),
+        found.get("callback_reject_step"),
+    )  # fmt: skip
+
+
+def warn_unused_callbacks(cbs: Callbacks | None, method, valid: frozenset, suffix: str = ""):
+    """torchdiffeq's warning when ``func`` defines a callback the method never calls."""
+    if cbs is None:
+        return
+    unused = cbs.names(suffix) - {n + suffix for n in valid}
+    if unused:
+        name = method if isinstance(method, str) else getattr(method, "name", method)
+        warnings.warn(
+            f"solver {name!r} does not call the callback(s) {sorted(unused)}: "
+            f"it calls only {sorted(n + suffix for n in valid) or 'none'}",
+            UserWarning,
+            stacklevel=_stacklevel(),
+        )
+
+
+def valid_callbacks(solver, fixed_grid: bool) -> frozenset:
+    """The callbacks ``solver`` (a tableau or an :data:`EXTRA_SOLVERS` function) calls."""
+    if isinstance(solver, ButcherTableau):
+        if fixed_grid or not solver.adaptive:
+            return frozenset({"callback_step"})
+        return frozenset(CALLBACK_NAMES)
+    return frozenset(getattr(solver, "valid_callbacks", frozenset()))
 
 
 def _stage_time(t: float, ci: float, h: float, t1: float) -> float:
@@ -242,27 +365,46 @@ def integrate_flat(
     grad: bool,
     grid: list[float] | None = None,
     f_first: Callable | None = None,
+    callbacks: Callbacks | None = None,
+    observer: Callable | None = None,
 ) -> list[Tensor]:
     """Solve from ``y0`` (N,) with ``f(t, y, out=None)``; a list of states, one per time of
     ``ts``: the fixed-step loop on ``grid`` (or for a method without an error estimate), else the
-    adaptive one.  ``odeint`` and ``odeint_adjoint`` (forward and backward) call this.
+    adaptive one; a method of :data:`EXTRA_SOLVERS` is called by its contract.  ``odeint`` and
+    ``odeint_adjoint`` (forward and backward) call this.
 
-    ``f_first`` (default ``f``) makes the first evaluation, e.g. with output checks.
+    ``f_first`` (default ``f``) makes the first evaluation, e.g. with output checks;
+    ``callbacks`` are the user's step callbacks; ``observer(t0, t1, y0, y1, interp) -> bool``
+    (adaptive tableaus only) sees every accepted step with its dense output ``interp(t)`` and
+    stops the solve by returning True (events, ``odeint_dense``).
+
+    The contract of an :data:`EXTRA_SOLVERS` solve function, called with the same positional
+    arguments ``solve(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)``: ``f(t, y,
+    out=None)`` the field on the flat state (``t`` a Python float), ``y0`` (N,), ``ts`` the
+    output times (floats, strictly monotone, ``len >= 2``), ``norm`` of a flat ratio vector,
+    ``o`` the parsed options (solver-specific ones, listed in ``OPTION_KEYS``, in ``o.extra``),
+    ``grid`` from ``step_size``/``grid_constructor`` or ``None``; returns one (N,) state per
+    time of ``ts``, the first ``y0``.  The user's step callbacks are ``o.callbacks`` (a
+    :class:`Callbacks` or ``None``).  Optional attributes: ``valid_callbacks`` (the
+    callback names it calls; default none, and ``odeint`` warns about the others),
+    ``differentiable = False`` (``odeint`` detaches; ``odeint_adjoint`` still works).  Events
+    and ``odeint_dense`` need a tableau.
     """
     if len(ts) == 1:
         return [y0]
     f_first = f if f_first is None else f_first
     if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS solve function
+        o.callbacks = callbacks
         return tab(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)
     if o.extra:
         raise ValueError(
             f"option(s) {sorted(o.extra)} do not apply to the Runge–Kutta method {tab.name!r} "
-            "(they are options of the Adams or implicit methods)"
+            "(they are options of the Adams, implicit or scipy methods)"
         )
     if grid is not None or not tab.adaptive:
         g = grid if grid is not None else list(ts)
-        return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first)
-    return _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first)
+        return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first, callbacks)
+    return _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first, callbacks, observer)
 
 
 def runge_kutta_step(
@@ -338,12 +480,18 @@ def runge_kutta_step(
 
 
 def _combine(y: Tensor, ks: Sequence[Tensor], w: Sequence[float], h: float) -> Tensor:
-    """``y + h * sum_j w_j k_j`` as scalar-weighted adds, skipping zero weights."""
-    out = y
-    for wj, kj in zip(w, ks):
-        if wj != 0.0:
-            out = torch.add(out, kj, alpha=h * wj)
-    return out
+    """``y + h * sum_j w_j k_j`` as scalar-weighted adds, skipping zero weights.
+
+    The increment is summed first and added to ``y`` once (as ``addmv`` does): adding each
+    term to ``y`` would round at ``y``'s magnitude once per stage, which in float32 adds up
+    over many steps."""
+    terms = [(wj, kj) for wj, kj in zip(w, ks) if wj != 0.0]
+    if not terms:
+        return y
+    w0, acc = terms[0]  # y + h w0 (k0 + sum_j (w_j / w0) k_j): one op per term, as before
+    for wj, kj in terms[1:]:
+        acc = torch.add(acc, kj, alpha=wj / w0)
+    return torch.add(y, acc, alpha=h * w0)
 
 
 class StageBuffers:
@@ -371,20 +519,35 @@ class StageBuffers:
             self.Kv = [r.view(self.g.shape) for r in self.rows]
 
 
-def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first) -> list[Tensor]:
-    """Fixed steps on ``grid``; outputs at ``ts`` by linear or cubic Hermite interpolation."""
+def _fixed(f, y0, ts, tab, grid, o, stats, grad, f_first, callbacks=None) -> list[Tensor]:
+    """Fixed steps on ``grid``; outputs at ``ts`` by linear or cubic Hermite interpolation.
+
+    ``perturb``: the first stage of a step is evaluated one ulp (of the state's dtype) after
+    the step's start and the last (node 1) one ulp before its end, so a field with jumps at the
+    grid points sees each step's own side of them."""
     s = tab.stages
     work = None if grad else StageBuffers(f, tab, y0)
     cubic = o.interp == "cubic"
     out, j, n = [y0], 1, len(ts)
     y, direction = y0, (1.0 if ts[-1] > ts[0] else -1.0)
-    f_next = f_first(math.nextafter(grid[0], grid[1]) if o.perturb else grid[0], y0)
-    stats.nfe += 1
-    _check_initial_field(f_next, grid[0])
+    dtype = y0.dtype
+    on_step = None if callbacks is None else callbacks.step
+    f_next = None
+    if on_step is None:  # else the first evaluation comes after the first callback
+        f_next = f_first(nextafter(grid[0], grid[1], dtype) if o.perturb else grid[0], y0)
+        stats.nfe += 1
+        _check_initial_field(f_next, grid[0])
     for g0, g1 in zip(grid[:-1], grid[1:]):
         h = g1 - g0
-        t0p = math.nextafter(g0, g1) if o.perturb else g0
-        t1p = math.nextafter(g1, g0) if o.perturb else g1
+        t0p = nextafter(g0, g1, dtype) if o.perturb else g0
+        t1p = nextafter(g1, g0, dtype) if o.perturb else g1
+        if on_step is not None:
+            on_step(g0, y, h)
+            if f_first is not None:
+                k0 = f_first(t0p, y) if work is None else f_first(t0p, y, work.rows[0])
+                stats.nfe += 1
+                _check_initial_field(k0, g0)
+                f_next, f_first = k0, None
         if f_next is None:
             k0 = f(t0p, y) if work is None else f(t0p, y, work.rows[0])
         else:
@@ -586,16 +749,27 @@ def _first_bad_stage(ks: Sequence[Tensor]) -> tuple[int, str] | None:
     return None
 
 
-def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list[Tensor]:
-    """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``."""
+def _adaptive(
+    f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first, callbacks=None, observer=None
+) -> list[Tensor]:
+    """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``.
+
+    Step sizes are kept within ``[min_step, max_step]`` (in magnitude); a step of at most
+    ``min_step`` is accepted whatever its error (torchdiffeq's rule).  At a ``jump_t`` the last
+    stage is evaluated one ulp (in the state's dtype) before the discontinuity and the next
+    step starts from the field one ulp after it."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
     if not (tab.fsal or tab.reuse_last):
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
     A = _coefficients(tab, dtype, device)[0]
     P = _dense(tab)
-    degree = len(P[0])
     expo = 1.0 / (tab.error_order + 1)
     safety, ifactor, dfactor, max_steps = o.safety, o.ifactor, o.dfactor, o.max_num_steps
+    min_step, max_step = o.min_step, o.max_step
+    clamp = min_step > 0 or max_step < math.inf
+    on_step = on_accept = on_reject = None
+    if callbacks is not None:
+        on_step, on_accept, on_reject = callbacks.step, callbacks.accept, callbacks.reject
     n = len(ts)
     t = ts[0]
     direction = 1.0 if ts[-1] > t else -1.0
@@ -607,7 +781,7 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
     ahead = [x for x in landings if (x - t) * direction > 0]
     stops = sorted({x for x in ahead if (ts[-1] - x) * direction >= 0}, key=lambda x: x * direction)
     jumps = set(o.jump_t)
-    t_first = math.nextafter(t, t + direction) if t in jumps else t
+    t_first = nextafter(t, t + direction, dtype) if t in jumps else t
     lean = None
     if not grad and hasattr(f, "lean"):
         # adjoint: stages weighted zero in b (and in e, when the parameters are in the norm)
@@ -626,6 +800,8 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
         h = direction * _initial_step(
             f, t, y0, k0, direction, tab.error_order, rtol, atol, norm, stats
         )
+    if clamp:
+        h = direction * min(max(abs(h), min_step), max_step)
     out, j = [y0], 1
     y = y0
     abs_y = y0.detach().abs()
@@ -649,15 +825,19 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
             )
         steps_here += 1
         stats.n_steps += 1
-        t_last = math.nextafter(t1, t) if landing in jumps else t1
+        if on_step is not None:
+            on_step(t, y, h)
+        t_last = nextafter(t1, t, dtype) if landing in jumps else t1
         y1, K, err = runge_kutta_step(f, t, y, h, k0, tab, t_last=t_last, work=work, error=True)
         stats.nfe += s - 1
         with torch.no_grad():
             abs_y1 = y1.detach().abs()
             scale = torch.maximum(abs_y, abs_y1).mul_(rtol).add_(atol)
             ratio = norm(err.div_(scale))
-        accept = ratio <= 1.0
+        accept = ratio <= 1.0 or (clamp and abs(h) <= min_step)
         if accept:
+            if on_accept is not None:
+                on_accept(t, y, h)
             stats.n_accepted += 1
             n_acc += 1
             if n_acc >= check_at:  # the only per-step cost of the monitor: one compare
@@ -666,26 +846,28 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
                     check_at = mon.check(n_acc, t1, h, y.reshape(-1), y1.reshape(-1), Ks, A)
                 else:
                     check_at = mon.check(n_acc, t1, h, y, y1, K, A)
+            if observer is not None:
+                # the stage buffer is reused by the next step: the observer keeps a copy
+                Kc = K if grad else K.clone()
+                interp = _step_interpolant(P, t, h, y, Kc, grad)
+                # a fresh step of the method from (t, y) to any time inside this one (events)
+                interp.restep = _restep(f, t, y, Kc[0] if grad else Kc[:, 0], tab, work, stats)
+                if observer(t, t1, y, y1, interp):
+                    out.append(observer.y_event)
+                    return out
             while j < n and (ts[j] - t1) * direction <= 0:
                 tj = ts[j]
                 if tj == t1:
                     out.append(y1)
                 else:
-                    th = (tj - t) / h
-                    pw = [th ** (p + 1) for p in range(degree)]
-                    w = [sum(pi * q for pi, q in zip(row, pw)) for row in P]
-                    if grad:
-                        out.append(_combine(y, K, w, h))
-                    else:
-                        wt = torch.tensor(w, dtype=dtype, device=device)
-                        out.append(torch.addmv(y, K, wt, alpha=h))
+                    out.append(_dense_at(P, y, K, h, (tj - t) / h, grad))
                 j += 1
                 steps_here = 0
             if landing is not None:
                 stops.pop(0)
             if landing is not None and landing in jumps and j < n:
                 # discontinuity: the next step starts from the right limit of f
-                tn = math.nextafter(t1, t1 + direction)
+                tn = nextafter(t1, t1 + direction, dtype)
                 k0 = f(tn, y1) if grad else f(tn, y1, work.rows[0])
                 stats.nfe += 1
             elif grad:
@@ -695,6 +877,8 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
                 k0 = work.rows[0]
             t, y, abs_y = t1, y1, abs_y1
         else:
+            if on_reject is not None:
+                on_reject(t, y, h)
             stats.n_rejected += 1
             if math.isfinite(ratio):
                 bad = None
@@ -708,7 +892,40 @@ def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list
         else:
             factor = min(ifactor, max(safety * ratio**-expo, 1.0 if ratio < 1.0 else dfactor))
         h = h * factor
+        if clamp:
+            h = direction * min(max(abs(h), min_step), max_step)
     return out
+
+
+def _restep(f, t0: float, y: Tensor, k0: Tensor, tab: ButcherTableau, work, stats) -> Callable:
+    """``restep(t)``: the method's own step from ``(t0, y)`` to ``t`` (for events: its accuracy
+    does not depend on the interpolant's; reuses the stage buffers, so only once the loop
+    is done with them)."""
+
+    def restep(tm: float) -> Tensor:
+        stats.nfe += tab.stages - 1
+        return runge_kutta_step(f, t0, y, tm - t0, k0, tab, work=work)[0]
+
+    return restep
+
+
+def _step_interpolant(P, t0: float, h: float, y: Tensor, K, grad: bool) -> Callable:
+    """``interp(t)``: the dense output of the step of size ``h`` from ``(t0, y)``."""
+
+    def interp(tj: float) -> Tensor:
+        return _dense_at(P, y, K, h, (tj - t0) / h, grad)
+
+    return interp
+
+
+def _dense_at(P, y: Tensor, K, h: float, th: float, grad: bool) -> Tensor:
+    """Dense output ``y + h * sum_i B_i(theta) k_i`` of a step at ``theta = th`` (``K``: the
+    list of stages under autograd, else the (N, s) stage matrix)."""
+    pw = [th ** (p + 1) for p in range(len(P[0]))]
+    w = [sum(pi * q for pi, q in zip(row, pw)) for row in P]
+    if grad:
+        return _combine(y, K, w, h)
+    return torch.addmv(y, K, torch.tensor(w, dtype=y.dtype, device=y.device), alpha=h)
 
 
 def _h_lambda(j: int, y: Tensor, y1: Tensor, K: Tensor, A, h: float) -> float:
@@ -755,24 +972,108 @@ def _underflow(t: float, h: float, rtol: float, atol: float, bad, mon: _Monitor)
 
 
 def setup_problem(func, y0, t, rtol, atol, method, options, event_fn):
-    """The checked pieces of a solve: ``(flat, ts, rtol, atol, tableau, options, y0_flat)``."""
-    if event_fn is not None:
-        raise NotImplementedError(
-            "event_fn (event handling) is not supported by genmodels.integrate.odeint; "
-            "solve on a time grid and locate the event from the dense output instead"
-        )
+    """The checked pieces of a solve: ``(flat, ts, rtol, atol, solver, options, y0_flat)``;
+    ``solver`` is a :class:`ButcherTableau` or a function of :data:`EXTRA_SOLVERS`."""
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
     flat = FlatState(y0)
     ts = check_times(t)
     rtol = check_tolerance("rtol", rtol, strict=True)
     atol = check_tolerance("atol", atol, strict=False)
-    tab = get_method("dopri5" if method is None else method)
+    solver = get_method("dopri5" if method is None else method)
     o = parse_options(options)
+    if event_fn is not None:
+        _check_event_setup(event_fn, ts, solver, o, method)
     y0f = flat.flatten(y0)
     if not bool(torch.isfinite(y0f.detach()).all()):
         raise ValueError("y0 contains NaN or infinite values")
-    return flat, ts, rtol, atol, tab, o, y0f
+    return flat, ts, rtol, atol, solver, o, y0f
+
+
+def _check_event_setup(event_fn, ts, solver, o: _Options, method) -> None:
+    if not callable(event_fn):
+        raise TypeError(f"event_fn must be callable(t, y) -> tensor, got {type(event_fn).__name__}")
+    if len(ts) != 2:
+        raise ValueError(
+            f"with event_fn, t must hold 2 times (the initial time and one that gives the "
+            f"direction of time), got len(t)={len(ts)}"
+        )
+    if not isinstance(solver, ButcherTableau):
+        raise ValueError(
+            f"event_fn is not supported with method={method!r}: it needs a Runge–Kutta "
+            "method (dopri5, tsit5, bosh3, dopri8, euler, ...)"
+        )
+    fixed = not solver.adaptive or o.step_size is not None or o.grid_constructor is not None
+    if fixed and o.step_size is None:
+        raise ValueError(
+            f"event_fn with the fixed-step method {solver.name!r} needs options['step_size'] "
+            "(as torchdiffeq); grid_constructor is not supported with events"
+        )
+
+
+def integrate_event(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first, callbacks, g):
+    """Solve from ``ts[0]`` in the direction of ``ts[1]`` until the event function ``g`` (the
+    combined one, positive at the start) reaches zero.  Returns ``(t_event, [y0, y_event])``."""
+    t0 = ts[0]
+    direction = 1.0 if ts[1] > t0 else -1.0
+    with torch.no_grad():
+        if not bool(g(t0, y0) > 0):  # an event at t0 itself (torchdiffeq returns at once)
+            return t0, [y0, y0]
+    tol = atol if atol > 0 else 1e-12
+    search = EventSearch(g, tol)
+    if tab.adaptive and o.step_size is None:
+        out = _adaptive(f, y0, [t0, direction * math.inf], tab, rtol, atol, norm, o, stats,
+                        grad, f_first, callbacks, search)  # fmt: skip
+    else:
+        out = _fixed_event(f, y0, t0, direction, tab, o, stats, grad, f_first, callbacks, search)
+    if search.t_event is None:
+        raise ODESolverError("the event search ended without an event", t0)
+    return search.t_event, out
+
+
+def _fixed_event(f, y0, t0, direction, tab, o, stats, grad, f_first, callbacks, search):
+    """Fixed steps of ``options['step_size']`` from ``t0`` until ``search`` finds the event in a
+    step (dense output: linear or cubic Hermite, the ``interp`` option).  At most
+    ``max_num_steps`` steps (20000 unless given, as torchdiffeq)."""
+    h = direction * o.step_size
+    work = None if grad else StageBuffers(f, tab, y0)
+    limit = o.max_num_steps if o.max_num_steps_given else 20000
+    on_step = None if callbacks is None else callbacks.step
+    t, y = t0, y0
+    k0 = f_first(t0, y0) if grad else f_first(t0, y0, work.rows[0])
+    stats.nfe += 1
+    _check_initial_field(k0, t0)
+    for _ in range(limit):
+        if on_step is not None:
+            on_step(t, y, h)
+        t1 = t + h
+        y1, K, _ = runge_kutta_step(f, t, y, h, k0, tab, work=work)
+        stats.nfe += tab.stages - 1
+        stats.n_steps += 1
+        stats.n_accepted += 1
+        k_first = K[0] if grad else work.rows[0].clone()
+        f1 = []
+
+        def interp(tj, t=t, y=y, y1=y1, k_first=k_first, f1=f1, t1=t1, h=h):
+            if o.interp != "cubic":
+                return torch.lerp(y, y1, (tj - t) / h)
+            if not f1:
+                f1.append(f(t1, y1))
+                stats.nfe += 1
+            return _hermite(y, k_first, y1, f1[0], t, h, tj)
+
+        interp.restep = _restep(f, t, y, k_first, tab, work, stats)
+
+        if search(t, t1, y, y1, interp):
+            return [y0, search.y_event]
+        k0 = f(t1, y1) if grad else f(t1, y1, work.rows[0])
+        stats.nfe += 1
+        t, y = t1, y1
+    raise MaxStepsExceededError(
+        f"no event after {limit} fixed steps of {o.step_size!r} from t={t0!r} (reached "
+        f"t={t!r}); options['max_num_steps'] allows more",
+        t,
+    )
 
 
 def get_method(method):
@@ -852,20 +1153,37 @@ def odeint(
             for stiff problems, ``"radauIIA5"``, ``"radauIIA3"``, ``"trbdf2"``, ``"sdirk2"``,
             ``"implicit_euler"``, ``"trapezoid"``, ``"implicit_midpoint"``, ``"gl4"``,
             ``"gl6"`` (options ``jacobian``, ``newton_tol``, ``max_iters``; see
-            :mod:`genmodels.integrate.implicit`).
+            :mod:`genmodels.integrate.implicit`); ``"scipy_solver"`` (scipy's ``solve_ivp``,
+            options ``solver``, ``jac``; not differentiable, see
+            :mod:`genmodels.integrate.scipy_solver`).
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,
             ``safety`` (0.9), ``ifactor`` (10), ``dfactor`` (0.2), ``step_t`` (times to step
             onto), ``jump_t`` (discontinuities: step onto them and re-evaluate ``func``),
-            ``dtype`` (accepted; time is always float64).  ``step_size`` or
-            ``grid_constructor`` with an adaptive method runs its tableau at fixed steps.
-        event_fn: not supported (NotImplementedError).
+            ``min_step``/``max_step`` (bounds on the step size; a step of at most
+            ``min_step`` is accepted whatever its error), ``dtype`` (accepted; time is always
+            float64).  ``step_size`` or ``grid_constructor`` with an adaptive method runs its
+            tableau at fixed steps.  ``perturb`` and ``jump_t`` shift time by one ulp of the
+            state's dtype (the precision in which ``func`` sees time).
+        event_fn: ``event_fn(t, y) -> tensor``: solve from ``t[0]`` (``t`` holds 2 times; the
+            second only gives the direction) until it crosses zero and return
+            ``(event_t, solution at [t[0], event_t])`` (see :mod:`genmodels.integrate.events`;
+            the event time is differentiable, the state at the event is differentiated at the
+            fixed event time: :func:`~genmodels.integrate.odeint_event` gives the total
+            derivative).  Fixed-step methods need ``options['step_size']``.
         stats: a :class:`SolverStats` whose counters (``nfe``, steps) this solve adds to.
+
+    Step callbacks: when ``func`` has ``callback_step(t0, y0, dt)`` (called before each step),
+    ``callback_accept_step`` / ``callback_reject_step`` (after the error test of an adaptive
+    step), they are called with ``t0``, ``dt`` as float64 0-d tensors (``dt`` signed: the step
+    ends at ``t0 + dt``) and ``y0`` in the state's structure; a callback the method never calls
+    warns (torchdiffeq's rule).  Without callbacks the loop pays one ``is None`` test per step.
 
     Returns:
         ``(T, *S)`` tensor, or a tuple of ``(T, *S_i)`` for a tuple ``y0``; differentiable by
         backpropagation through the solver's operations (see ``odeint_adjoint`` for O(1) memory).
+        With ``event_fn``: ``(event_t, solution)``, ``solution`` of 2 times.
 
     Raises:
         ValueError/TypeError for bad input, :class:`StepSizeUnderflowError`,
@@ -890,26 +1208,125 @@ def odeint(
     problem = setup_problem(func, y0, t, rtol, atol, method, options, event_fn)
     flat, ts, rtol, atol, tab, o, y0f = problem
     stats = SolverStats() if stats is None else stats
-    grid = make_grid(o, func, y0, t, ts)
-    grad = _needs_grad(func, y0f, t)
+    is_rk = isinstance(tab, ButcherTableau)
+    grid = None if event_fn is not None else make_grid(o, func, y0, t, ts)
+    differentiable = is_rk or getattr(tab, "differentiable", True)
+    grad = differentiable and _needs_grad(func, y0f, t)
+    if not differentiable:
+        y0f = y0f.detach()
+    callbacks = find_callbacks(func, lambda y: flat.unflatten(y.reshape(-1)))
+    warn_unused_callbacks(callbacks, method or "dopri5", valid_callbacks(tab, grid is not None))
     # under autograd a single-tensor state keeps its own shape: no view ops per evaluation
-    shaped = grad and not flat.is_tuple and not callable(o.norm)
+    shaped = grad and is_rk and not flat.is_tuple and not callable(o.norm)
     if shaped:
         y0f, f = y0, flat.wrap_shaped(func)
     else:
         f = flat.wrap(func)
     norm = error_norm(o, flat)
     first = checked_field(f, func, flat, shaped)
+    if event_fn is not None:
+        to_user = (lambda y: y) if shaped else flat.unflatten
+        g = combined_event_fn(event_fn, to_user, ts[0], y0f, flat.dtype, flat.device)
+        t_ev, out = integrate_event(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, first,
+                                    callbacks, g)  # fmt: skip
+        ys = torch.stack(out)
+        check_finite(ys, [ts[0], t_ev])
+        event_t = torch.tensor(t_ev, dtype=t.dtype, device=t.device)
+        if ys.requires_grad:
+            link = {"f": lambda tt, y: f(float(tt), y), "g": g}
+            event_t = EventTime.apply(link, ys[-1], event_t)
+        return event_t, (ys if shaped else flat.unflatten(ys))
     time_grad = grad and t.requires_grad
     if time_grad:
         link = {"f": f, "ts": ts}
         y0f = _TimeIn.apply(link, y0f, t)
-    out = integrate_flat(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first)
+    out = integrate_flat(f, y0f, ts, tab, rtol, atol, norm, o, stats, grad, grid, first,
+                         callbacks)  # fmt: skip
     ys = torch.stack(out)
     if time_grad:
         ys = _TimeOut.apply(link, ys, t)
     check_finite(ys, ts)
     return ys if shaped else flat.unflatten(ys)
+
+
+def odeint_dense(
+    func: Callable[[Tensor, State], State],
+    y0: State,
+    t0: float | Tensor,
+    t1: float | Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+    stats: SolverStats | None = None,
+) -> Callable[[float | Tensor], State]:
+    """Solve once on ``[t0, t1]`` and return the continuous solution ``y(t)`` (torchdiffeq's
+    ``odeint_dense``).
+
+    Every accepted step of the adaptive solve keeps its stages, so ``y(t)`` anywhere in the
+    interval is that step's dense output (``y + h sum_i B_i(theta) k_i``, the same
+    interpolant ``odeint`` uses for its output times) at no further evaluations of ``func``.
+
+    Args:
+        func, y0, rtol, atol, options, stats: as :func:`odeint`; ``method`` an adaptive
+            Runge–Kutta method (default ``"dopri5"``; ``dopri8``'s interpolant is the cubic
+            Hermite one, of lower order than the method).
+        t0, t1: the interval (``t1 < t0`` integrates backwards).
+
+    Returns:
+        ``sol(t)`` for a float or 0-d tensor ``t`` -> the state (shaped like ``y0``); for a 1-D
+        tensor ``(T,)`` -> ``(T, *y0.shape)`` (tuples for a tuple ``y0``).  Differentiable
+        when the solve was (backpropagation through the stored stages).
+
+    Example:
+        >>> sol = odeint_dense(lambda t, y: -y, torch.tensor([1.0]), 0.0, 2.0)
+        >>> float(sol(1.0))  # e^-1
+        0.3678...
+    """
+    a, b = float(t0), float(t1)
+    t = torch.tensor([a, b], dtype=torch.float64)
+    problem = setup_problem(func, y0, t, rtol, atol, method, options, None)
+    flat, ts, rtol, atol, tab, o, y0f = problem
+    if not isinstance(tab, ButcherTableau) or not tab.adaptive or o.step_size is not None:
+        raise ValueError(f"odeint_dense needs an adaptive Runge–Kutta method, got {method!r}")
+    if o.grid_constructor is not None:
+        raise ValueError("odeint_dense does not take options['grid_constructor']")
+    stats = SolverStats() if stats is None else stats
+    grad = _needs_grad(func, y0f, t)
+    f = flat.wrap(func)
+    steps: list[tuple[float, float, Callable]] = []
+
+    def record(t0_: float, t1_: float, y_: Tensor, y1_: Tensor, interp: Callable) -> bool:
+        steps.append((t0_, t1_, interp))
+        return False
+
+    integrate_flat(f, y0f, ts, tab, rtol, atol, error_norm(o, flat), o, stats, grad, None,
+                   checked_field(f, func, flat), find_callbacks(func, flat.unflatten),
+                   record)  # fmt: skip
+    starts = [st[0] for st in steps]
+    direction = 1.0 if b > a else -1.0
+
+    def one(tq: float) -> Tensor:
+        if (tq - a) * direction < 0 or (tq - b) * direction > 0:
+            raise ValueError(f"odeint_dense: t={tq!r} is outside the solved interval "
+                             f"[{a!r}, {b!r}]")  # fmt: skip
+        if tq == a:
+            return y0f
+        keys = [x * direction for x in starts]
+        i = max(0, bisect.bisect_left(keys, tq * direction) - 1)
+        return steps[i][2](tq)
+
+    def sol(tq: float | Tensor) -> State:
+        if isinstance(tq, Tensor) and tq.ndim == 1:
+            ys = torch.stack([one(float(x)) for x in tq.detach().double().tolist()])
+            return flat.unflatten(ys)
+        if isinstance(tq, Tensor) and tq.ndim > 1:
+            raise ValueError(f"odeint_dense: t must be a scalar or 1-D, got shape "
+                             f"{tuple(tq.shape)}")  # fmt: skip
+        return flat.unflatten(one(float(tq)))
+
+    return sol
 
 
 class _TimeOut(torch.autograd.Function):
