@@ -308,7 +308,7 @@ def _log_ode_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
 def _dg_ga(p: _Problem, t: Tensor, y: Tensor, a: Tensor) -> Tensor:
     """Σ_l (∂G_{:,l}/∂y) (G A)_{:,l}: one Jacobian-vector product per Brownian channel, each by
     the double-vjp trick (reverse mode twice); a graph is kept when grad mode is on."""
-    create = torch.is_grad_enabled()
+    create = torch.is_grad_enabled() and p.g(t, y).requires_grad  # a graph is needed
     with torch.enable_grad():
         yy = y if (create and y.requires_grad) else y.detach().requires_grad_()
         g = p.g(t, yy)
