@@ -631,6 +631,38 @@ class _Functions:
     h: Callable | None
     noise_type: str
     sde_type: str
+    plain: bool = False  # fg and gp are built from f and g (so caching f and g caches them)
+
+
+class _Memo:
+    """``fn(t, y)`` remembering its last few calls by the identity of (t, y): the whole step
+    and the first half step of an adaptive attempt start from the same (t, y) objects, so
+    their first drift and diffusion evaluations are shared (the steps never modify their
+    inputs in place)."""
+
+    size = 6
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.calls: list[tuple[Tensor, Tensor, Any]] = []
+
+    def __call__(self, t: Tensor, y: Tensor):
+        for tc, yc, out in self.calls:
+            if tc is t and yc is y:
+                return out
+        out = self.fn(t, y)
+        self.calls.append((t, y, out))
+        if len(self.calls) > self.size:
+            del self.calls[0]
+        return out
+
+
+def _memoised(fns: _Functions) -> _Functions:
+    f, g = _Memo(fns.f), _Memo(fns.g)
+    noise = _NOISE[fns.noise_type]
+    fg = lambda t, y, v: (f(t, y), noise(g(t, y), v))
+    gp = lambda t, y, v: noise(g(t, y), v)
+    return _Functions(f, g, fg, gp, fns.h, fns.noise_type, fns.sde_type, True)
 
 
 def _lookup(sde: Any, names: dict[str, str] | None) -> dict[str, Callable | None]:
@@ -693,7 +725,8 @@ def _resolve(sde: Any, names: dict[str, str] | None) -> _Functions:
         gp = lambda t, y, v: noise(g(t, y), v)
     else:
         gp = lambda t, y, v: fandgp(t, y, v)[1]
-    return _Functions(f, g, fg, gp, fns["h"], noise_type, sde_type)
+    plain = fns["f_and_g_prod"] is None and fns["g_prod"] is None and fns["f_and_g"] is None
+    return _Functions(f, g, fg, gp, fns["h"], noise_type, sde_type, plain)
 
 
 def _logqp(fns: _Functions) -> _Functions:
@@ -960,6 +993,8 @@ def sdeint(
                     f"(levy_area=True gives 'space-time'); {fix}"
                 )
 
+    if adaptive and fns.plain:
+        fns = _memoised(fns)
     problem = _Problem(
         fns.f, fns.g, fns.fg, fns.gp, _NOISE[fns.noise_type], fns.noise_type,
         fns.sde_type == "ito", grad_free,
@@ -970,17 +1005,11 @@ def sdeint(
     if len(ts) == 1:
         ys = y0.unsqueeze(0)
     elif adaptive:
-        if bm is None:
-            lo, hi = min(ts[0], ts[-1]), max(ts[0], ts[-1])
+        seed = None
+        if bm is None:  # one BrownianMotion tree per output interval, on dyadic steps
             seed = int(torch.randint(0, 2**62, (), generator=generator))
-            bm = BrownianMotion(
-                lo, hi, size, seed=seed, dtype=y0.dtype, device=y0.device,
-                levy_area=levy is not None,
-            )  # fmt: skip
-            if levy == "A":
-                bm = _AreaBrownian(bm)
         ys, state = _solve_adaptive(
-            spec, problem, bm, levy, ts, y0, dt, rtol, atol, dt_min, state, size
+            spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_min, state, size
         )
     else:
         ys, state = _solve_fixed(spec, problem, bm, levy, ts, y0, dt, generator, state, size)
@@ -1052,9 +1081,23 @@ def _error_ratio(y1: Tensor, y2: Tensor, rtol: float, atol: float) -> float:
         return float(((y1 - y2) / tol).square().mean().sqrt())
 
 
-def _solve_adaptive(spec, problem, bm, levy, ts, y0, dt, rtol, atol, dt_min, state, size):
+def _dyadic_time(pos: int, units: int, lo: float, hi: float, forward: bool) -> float:
+    """The time of dyadic position ``pos`` of ``units`` in [lo, hi] (from lo when forward,
+    from hi otherwise), computed as :class:`BrownianMotion` computes its nodes' times."""
+    frac = pos / units if forward else 1.0 - pos / units
+    return lo if frac == 0.0 else hi if frac == 1.0 else lo + (hi - lo) * frac
+
+
+def _solve_adaptive(spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_min, state, size):
     """Step doubling (module docstring): each attempted step is taken whole and in two halves
-    on the same Brownian path; the halves' result is kept when the two agree to tolerance."""
+    on the same Brownian path; the halves' result is kept when the two agree to tolerance.
+
+    With ``bm`` given, steps go anywhere. Without (``seed`` set), each output interval
+    [a, b] gets its own :class:`BrownianMotion` tree (increments over disjoint intervals are
+    independent, so together they are one Brownian path) and the steps are dyadic:
+    h = |b - a| 2^-k, each step starting on a multiple of itself (as Gaines & Lyons 1997), so
+    every query lands on a node of the tree (one split per new point, no descent to the
+    tree's tolerance); the controller's step is rounded down to such a power of two."""
     dtype, device = y0.dtype, y0.device
     direction = 1.0 if ts[-1] > ts[0] else -1.0
     exponent = -1.0 / (spec.strong_order[problem.noise_type] + 0.5)
@@ -1062,44 +1105,73 @@ def _solve_adaptive(spec, problem, bm, levy, ts, y0, dt, rtol, atol, dt_min, sta
     tensor = lambda x: torch.tensor(x, dtype=dtype, device=device)
     warned = False
 
-    def one(ta, tb, y, st):
+    def one(path, ta, tb, y, st, t_a):
         h = tb - ta
-        dw, j = _query(bm, levy, ta, tb, dtype)
+        dw, j = _query(path, levy, ta, tb, dtype)
         stages = tuple(tensor(ta + c * h) for c in spec.stages)
-        args = (problem, tensor(ta), tensor(tb), stages, h, math.sqrt(abs(h)), y, dw, j)
+        args = (problem, t_a, tensor(tb), stages, h, math.sqrt(abs(h)), y, dw, j)
         return step(*args, st) if stateful else (step(*args), st)
+
+    def attempt(path, t, t_mid, t_next, y, h, st):
+        """One step-doubling attempt: (accepted, y, state, next proposed step)."""
+        nonlocal warned
+        t_start = tensor(t)  # one object for both steps from t (see _Memo)
+        y_whole, _ = one(path, t, t_next, y, st, t_start)
+        y_half, st_half = one(path, t, t_mid, y, st, t_start)
+        y_two, st_two = one(path, t_mid, t_next, y_half, st_half, tensor(t_mid))
+        err = _error_ratio(y_whole, y_two, rtol, atol)
+        if not math.isfinite(err):
+            raise _nonfinite(t_next, mark, ts)
+        taken = abs(t_next - t)
+        accept = err <= 1.0 or taken <= dt_min * (1 + 1e-12)
+        factor = 0.9 * max(err, 1e-10) ** exponent
+        factor = min(1.4 if accept else 1.0, max(0.2, factor))
+        h = (h if accept else taken) * factor
+        if h < dt_min:
+            if not warned:
+                warnings.warn(
+                    f"sdeint: adaptive step hit dt_min={dt_min:g} at t={t:g}; "
+                    "steps of dt_min are taken regardless of the error",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                warned = True
+            h = dt_min
+        return accept, y_two, st_two, h
 
     out = [y0]
     t, y, h = ts[0], y0, dt
     for mark, target in enumerate(ts[1:], start=1):
-        while (target - t) * direction > 0:
-            room = abs(target - t)
-            clamped = h >= room * (1 - 1e-12)
-            t_next = target if clamped else t + direction * h
-            t_mid = 0.5 * (t + t_next)
-            y_whole, _ = one(t, t_next, y, state)
-            y_half, st_half = one(t, t_mid, y, state)
-            y_two, st_two = one(t_mid, t_next, y_half, st_half)
-            err = _error_ratio(y_whole, y_two, rtol, atol)
-            if not math.isfinite(err):
-                raise _nonfinite(t_next, mark, ts)
-            taken = abs(t_next - t)
-            accept = err <= 1.0 or taken <= dt_min * (1 + 1e-12)
-            factor = 0.9 * max(err, 1e-10) ** exponent
-            factor = min(1.4 if accept else 1.0, max(0.2, factor))
-            h = (h if accept else taken) * factor
-            if h < dt_min:
-                if not warned:
-                    warnings.warn(
-                        f"sdeint: adaptive step hit dt_min={dt_min:g} at t={t:g}; "
-                        "steps of dt_min are taken regardless of the error",
-                        UserWarning,
-                        stacklevel=3,
-                    )
-                    warned = True
-                h = dt_min
-            if accept:
-                t, y, state = t_next, y_two, st_two
+        if seed is None:
+            while (target - t) * direction > 0:
+                room = abs(target - t)
+                t_next = target if h >= room * (1 - 1e-12) else t + direction * h
+                ok, y_new, st_new, h = attempt(bm, t, 0.5 * (t + t_next), t_next, y, h, state)
+                if ok:
+                    t, y, state = t_next, y_new, st_new
+        else:
+            lo, hi = min(t, target), max(t, target)
+            length = hi - lo
+            levels = max(2, math.ceil(math.log2(length / dt_min)) + 1)  # 2 units <= dt_min
+            units = 1 << levels
+            path = BrownianMotion(
+                lo, hi, size, seed=_mix64(seed + mark), dtype=dtype, device=device,
+                tol=length / 2.0 ** (levels + 1), levy_area=levy is not None,
+            )  # fmt: skip
+            if levy == "A":
+                path = _AreaBrownian(path)
+
+            at = lambda pos, k=(units, lo, hi, direction > 0): _dyadic_time(pos, *k)
+            pos = 0
+            while pos < units:
+                u = max(2, 1 << max(0, math.floor(math.log2(max(h / length * units, 1.0)))))
+                u = min(u, pos & -pos) if pos else min(u, units)  # start on a multiple of u
+                ok, y_new, st_new, h = attempt(
+                    path, at(pos), at(pos + u // 2), at(pos + u), y, h, state
+                )
+                if ok:
+                    pos, y, state = pos + u, y_new, st_new
+            t = target
         if not bool(torch.isfinite(y).all()):
             raise _nonfinite(t, mark, ts)
         out.append(y)
