@@ -474,3 +474,25 @@ def test_errors_name_the_problem():
 def test_every_method_has_its_strong_orders():
     for name, spec in METHODS.items():
         assert set(spec.strong_order) == {"diagonal", "scalar", "additive", "general"}, name
+
+
+def test_adaptive_without_bm_has_the_right_law():
+    # bm=None: one BrownianMotion per output interval, dyadic steps. OU from 0: the variance at
+    # each output time is σ² (1 - e^{-2θt}) / (2θ)
+    class OU:
+        noise_type, sde_type = "additive", "ito"
+
+        def f(self, t, y):
+            return -2.0 * y
+
+        def g(self, t, y):
+            return torch.full((*y.shape, 1), 0.8, dtype=y.dtype)
+
+    n = 20_000
+    ts = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    ys = sdeint(OU(), torch.zeros(n, 1, dtype=F64), ts, method="srk", dt=0.05, adaptive=True,
+                rtol=1e-3, atol=1e-3, generator=torch.Generator().manual_seed(7))  # fmt: skip
+    for y, t in zip(ys[1:], ts[1:]):
+        var = 0.64 * (1 - math.exp(-4 * float(t))) / 4
+        assert abs(y.var().item() / var - 1) < 5 * math.sqrt(2 / n) + 0.01
+        assert abs(y.mean().item()) < 5 * math.sqrt(var / n)

@@ -47,7 +47,9 @@ cost); Itô general → ``euler``; Stratonovich → ``heun`` (torchsde: midpoint
 **Adaptive steps** (``adaptive=True``): step doubling, as torchsde. From t, a step of size h
 is taken once whole and once as two halves on the *same* Brownian path (so ``bm`` must be
 queryable at any time: a :class:`~genmodels.integrate.brownian.BrownianMotion`, or torchsde's
-``BrownianInterval``; with ``bm=None`` a ``BrownianMotion`` is made from ``generator``). The
+``BrownianInterval``; with ``bm=None`` one ``BrownianMotion`` per output interval is made
+from ``generator``, and the steps are dyadic fractions of the interval, see
+:func:`_solve_adaptive`). The
 difference of the two results, in the norm
 
     err = √(mean_i [(y_i^whole - y_i^halves) / (atol + rtol max(|y_i^whole|, |y_i^halves|))]²),
