@@ -1096,10 +1096,11 @@ def _solve_adaptive(spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_mi
 
     With ``bm`` given, steps go anywhere. Without (``seed`` set), each output interval
     [a, b] gets its own :class:`BrownianMotion` tree (increments over disjoint intervals are
-    independent, so together they are one Brownian path) and the steps are dyadic:
-    h = |b - a| 2^-k, each step starting on a multiple of itself (as Gaines & Lyons 1997), so
-    every query lands on a node of the tree (one split per new point, no descent to the
-    tree's tolerance); the controller's step is rounded down to such a power of two."""
+    independent, so together they are one Brownian path) and the steps are dyadic rationals:
+    h = m |b - a| 2^-k with m < 8, so every query lands on a node of the tree at most three
+    levels below the step's own (a few splits per new point, no descent to the tree's
+    tolerance; Gaines & Lyons 1997 step on a Brownian tree too); the controller's step is
+    rounded down to the nearest such h (by less than 1/4 of itself)."""
     dtype, device = y0.dtype, y0.device
     direction = 1.0 if ts[-1] > ts[0] else -1.0
     exponent = -1.0 / (spec.strong_order[problem.noise_type] + 0.5)
@@ -1166,8 +1167,10 @@ def _solve_adaptive(spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_mi
             at = lambda pos, k=(units, lo, hi, direction > 0): _dyadic_time(pos, *k)
             pos = 0
             while pos < units:
-                u = max(2, 1 << max(0, math.floor(math.log2(max(h / length * units, 1.0)))))
-                u = min(u, pos & -pos) if pos else min(u, units)  # start on a multiple of u
+                u = int(min(h / length * units, units))
+                cut = max(0, u.bit_length() - 3)  # keep 3 significant bits: a node < 3 levels
+                u = max(2, (u >> cut) << cut & ~1)  # below the step's own level; even (halves)
+                u = min(u, units - pos)
                 ok, y_new, st_new, h = attempt(
                     path, at(pos), at(pos + u // 2), at(pos + u), y, h, state
                 )
