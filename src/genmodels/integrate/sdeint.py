@@ -166,6 +166,7 @@ class _Problem:
     noise_type: str
     ito: bool
     grad_free: bool
+    gdg: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # memoised derivative
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +196,8 @@ def _milstein_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     if p.grad_free:
         gv = _as_vector(p, p.g(t, y))
         dgg = (_as_vector(p, p.g(t, y + fy * h + gv * rh)) - gv) / rh
+    elif p.gdg is not None:  # adaptive: shared by the whole and the first half step
+        gv, dgg = p.gdg(t, y)
     else:
         gv, dgg = _g_and_derivative(p, t, y)
     sq = dw * dw
@@ -1001,6 +1004,8 @@ def sdeint(
         fns.f, fns.g, fns.fg, fns.gp, _NOISE[fns.noise_type], fns.noise_type,
         fns.sde_type == "ito", grad_free,
     )  # fmt: skip
+    if adaptive and fns.plain and method == "milstein":
+        problem.gdg = _Memo(lambda t, y: _g_and_derivative(problem, t, y))
     state = extra_solver_state
     if state is None:
         state = () if spec.init_extra is None else spec.init_extra(problem, t0, y0)
