@@ -152,6 +152,92 @@ def net_only(net, n, evals):
     return time.perf_counter() - t0
 
 
+def schedulers():
+    """diffusers' DDPM (1000 steps, β̃ variance) and DDIM (50 steps) schedulers of our schedule."""
+    import diffusers
+
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=T,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        variance_type="fixed_small",
+        clip_sample=False,
+    )
+    sched.set_timesteps(T)
+    dsched = diffusers.DDIMScheduler.from_config(sched.config, clip_sample=False)
+    dsched.set_timesteps(50)
+    return sched, dsched
+
+
+def rows(quick: bool, tiny: bool = False) -> list[dict]:
+    """``genmodels bench`` rows: sampling a batch of 64 with DDPM-1000 and DDIM-50, ours against
+    diffusers' schedulers driving the same (untrained: the cost does not depend on the weights)
+    TimeMLP 3x128, interleaved pairs, thread CPU time, one thread. Target (#2): DDPM-1000 at
+    most 0.6x diffusers' time; DDIM-50: not slower. Then training steps: ``fit`` against a
+    plain loop over the same batches with diffusers' ``add_noise`` (#2: overhead under 10%)."""
+    from genmodels.bench import peer_version, row
+
+    torch.set_num_threads(1)
+    sched, dsched = schedulers()
+    ours = DDPM(make_net(0), (2,), NoiseSchedule.linear(T))
+    net = ours.eps_model.eval()
+    peer, pairs, out = peer_version("diffusers"), 1 if tiny else 5 if quick else 9, []
+    for label, sampler, peer_sched, limit in (
+        ("DDPM-1000", "ancestral", sched, 0.6),
+        ("DDIM-50", "ddim", dsched, 1.0),
+    ):
+        fns = (
+            lambda sampler=sampler: sample_ours(ours, 64, 1, sampler),
+            lambda peer_sched=peer_sched: sample_diffusers(net, peer_sched, 64, 1),
+        )
+        for fn in fns:
+            fn()  # warm-up
+        times = ([], [])
+        for r in range(pairs):
+            for k in (0, 1) if r % 2 == 0 else (1, 0):
+                t0 = time.thread_time()
+                fns[k]()
+                times[k].append(time.thread_time() - t0)
+        out.append(
+            row(
+                "ddpm",
+                f"sampling batch 64, {label}",
+                statistics.median(times[0]),
+                statistics.median(times[1]),
+                f"{peer} {type(peer_sched).__name__}",
+                limit=limit,
+                note="target #2" if limit < 1 else "not slower",
+            )
+        )
+    if tiny:
+        return out
+    # Training: `fit` (EMA, clipping, batching from the step's generators) against a loop
+    # with diffusers' `DDPMScheduler.add_noise` over the same batches and noise.
+    steps = 200 if quick else 1000
+    times = ([], [])
+    for r in range(2 if quick else 3):
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            t0 = time.thread_time()
+            if k == 0:
+                train_ours("moons", steps, 0, 1024)
+            else:
+                train_diffusers("moons", steps, 0, 1024, sched)
+            times[k].append(time.thread_time() - t0)
+    out.append(
+        row(
+            "ddpm",
+            f"training {steps} steps, moons, batch 1024 (fit vs a diffusers loop)",
+            statistics.median(times[0]),
+            statistics.median(times[1]),
+            f"{peer} DDPMScheduler.add_noise",
+            limit=1.1,
+            note="#2: the loop's overhead under 10%",
+        )
+    )
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--toys", nargs="+", default=TOYS)
@@ -173,19 +259,7 @@ def main():
             2000,
         )
     torch.set_num_threads(a.threads)
-    import diffusers
-
-    sched = diffusers.DDPMScheduler(
-        num_train_timesteps=T,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        variance_type="fixed_small",
-        clip_sample=False,
-    )
-    sched.set_timesteps(T)
-    dsched = diffusers.DDIMScheduler.from_config(sched.config, clip_sample=False)
-    dsched.set_timesteps(50)
+    sched, dsched = schedulers()
     rows, results = [], {}
     if a.speed_only:
         a.toys = []

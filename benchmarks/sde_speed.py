@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/sde_speed.py [--batch 1024] [--dim 8] [--steps 1000]
         [--threads 1] [--repeats 3] [--cases euler,milstein,...] [--no-adaptive]
+        [--no-brownian] [--adjoint-batch 256] [--adjoint-steps 200] [--only-adjoint] [--no-adjoint]
 
 Prints a Markdown table: median thread CPU seconds (``time.thread_time``, so other jobs on a
 shared machine count less) over repeats that interleave the three contestants, and the
@@ -13,6 +14,12 @@ BrownianMotion tree (the like-for-like comparison: a queryable path). Adaptive c
 genmodels columns differ in the path: made internally (one tree per output interval,
 dyadic steps) or a BrownianMotion passed in (steps anywhere). Adaptive cases are timed over
 at least 9 interleaved repeats.
+
+The second table times forward + backward of ``sdeint_adjoint`` against
+``torchsde.sdeint_adjoint`` (loss ys[-1].sum(), gradients wrt y0 and the SDE's parameters) in
+thread CPU time, the variants interleaved (order alternating); the ratio column is ours
+(default noise) / torchsde (default noise). "ours (their BI)" drives our solver with
+torchsde's BrownianInterval: the solver alone, on the same kind of path.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import time
 import torch
 
 from genmodels.integrate.brownian import BrownianMotion
+from genmodels.integrate.sde_adjoint import sdeint_adjoint
 from genmodels.integrate.sdeint import sdeint
 
 
@@ -106,6 +114,84 @@ def _case(torchsde, sde_type, noise_type, method, adaptive, y0, ts, dt, repeats)
     return (name, *_interleaved(fns, repeats))
 
 
+def _adjoint_solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
+    """Forward + backward (loss ys[-1].sum(), gradients wrt y0 and the parameters) of
+    sdeint_adjoint with its default noise, on our BrownianMotion, on torchsde's
+    BrownianInterval, and of torchsde.sdeint_adjoint with its defaults."""
+    levy = method == "srk"
+
+    def run(solver, make_bm=None):
+        def go():
+            y = y0.clone().requires_grad_()
+            bm = None if make_bm is None else make_bm()
+            solver(sde, y, ts, bm=bm, method=method, dt=dt)[-1].sum().backward()
+            sde.zero_grad(set_to_none=True)
+
+        return go
+
+    approx = "space-time" if levy else "none"
+    return {
+        "ours": run(sdeint_adjoint),
+        "tree": run(
+            sdeint_adjoint, lambda: BrownianMotion(0.0, 1.0, size=size, seed=0, levy_area=levy)
+        ),
+        "bi": run(
+            sdeint_adjoint,
+            lambda: torchsde.BrownianInterval(0.0, 1.0, size=size, levy_area_approximation=approx),
+        ),
+        "theirs": run(torchsde.sdeint_adjoint),
+    }
+
+
+ADJOINT_CASES = [
+    ("ito", "diagonal", "milstein"),  # adjoint: milstein (both libraries' default)
+    ("ito", "additive", "srk"),  # adjoint: euler
+    ("stratonovich", "diagonal", "midpoint"),  # adjoint: midpoint
+    ("stratonovich", "diagonal", "reversible_heun"),  # adjoint: adjoint_reversible_heun
+]
+
+
+def _adjoint_rows(torchsde, b, d, steps, repeats):
+    ts = torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d)
+    out = []
+    for sde_type, noise_type, method in ADJOINT_CASES:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, 1.0 / steps, size), repeats)
+        med = [t["ours"], t["tree"], t["bi"], t["theirs"]]
+        out.append((f"sdeint_adjoint {sde_type}/{noise_type}/{method}", *med, med[0] / med[3]))
+    return out
+
+
+def _adjoint_table(torchsde, args) -> None:
+    table = _adjoint_rows(torchsde, args.adjoint_batch, args.dim, args.adjoint_steps, args.repeats)
+    print(
+        f"\nsdeint_adjoint, forward + backward: batch={args.adjoint_batch} dim={args.dim} "
+        f"steps={args.adjoint_steps} threads={args.threads} (median of {args.repeats}, thread "
+        "CPU seconds)\n"
+    )
+    print("| case | ours (default) | ours (BrownianMotion) | ours (their BI) | torchsde | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, *vals, ratio in table:
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {ratio:.2f} |")
+
+
+def _paired(fns: dict, pairs: int) -> dict:
+    """Median thread CPU seconds of each function over ``pairs`` interleaved rounds (the order
+    alternating), after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for r in range(pairs):
+        for k in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            t0 = time.thread_time()
+            fns[k]()
+            times[k].append(time.thread_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1024)
@@ -116,9 +202,16 @@ def main() -> None:
     ap.add_argument("--cases", default="", help="comma-separated methods to run (default all)")
     ap.add_argument("--no-adaptive", action="store_true")
     ap.add_argument("--no-brownian", action="store_true")
+    ap.add_argument("--adjoint-batch", type=int, default=256)
+    ap.add_argument("--adjoint-steps", type=int, default=200)
+    ap.add_argument("--only-adjoint", action="store_true", help="skip the sdeint table")
+    ap.add_argument("--no-adjoint", action="store_true", help="skip the sdeint_adjoint table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import torchsde
+
+    if args.only_adjoint:
+        return _adjoint_table(torchsde, args)
 
     b, d, dt = args.batch, args.dim, 1.0 / args.steps
     ts = torch.linspace(0, 1, 11)
@@ -171,6 +264,8 @@ def main() -> None:
     for name, a, c, r in rows:
         ratio = " / ".join(f"{x / r:.2f}" for x in (a, c) if x is not None and r)
         print(f"| {name} | {fmt(a)} | {fmt(c)} | {fmt(r)} | {ratio} |")
+    if not args.no_adjoint:
+        _adjoint_table(torchsde, args)
 
 
 if __name__ == "__main__":

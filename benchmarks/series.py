@@ -59,6 +59,7 @@ def bench_coeffs(args) -> None:
         f"| {n} x {c} x {length}, 50% NaN | genmodels {ours_s:.3f} s | torchcde {ref_s:.2f} s "
         f"| speed-up {ref_s / ours_s:.0f}x | max |diff| / max |coef| {diff:.1e} (float32) |"
     )
+    return {"ours_s": ours_s, "peer_s": ref_s, "diff": diff}
 
 
 def _interleaved_steps(ours, our_loss, theirs, their_loss, batches, args):
@@ -144,6 +145,7 @@ def bench_cde_step(args) -> None:
         f"| genmodels {mo * 1e3:.1f} ms | torchcde {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
         f"| max |logit diff| {diff:.1e} |"
     )
+    return {"ours_s": mo, "peer_s": mt, "diff": diff}
 
 
 def bench_latent_ode_step(args) -> None:
@@ -193,6 +195,9 @@ def bench_latent_ode_step(args) -> None:
         f"| genmodels {mo * 1e3:.1f} ms | torchdiffeq {mt * 1e3:.1f} ms | ratio {mo / mt:.2f} "
         f"| |loss diff| {diff:.1e} |"
     )
+    result = {"ours_s": mo, "peer_s": mt, "diff": diff}
+    if not getattr(args, "phases", True):
+        return result
     # where our step's time goes
     from genmodels.models.latent_ode import split_series
 
@@ -233,6 +238,7 @@ def bench_latent_ode_step(args) -> None:
         + " | ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in med.items())
         + f" | sum {total:.1f} ms |"
     )
+    return result
 
 
 def _train_eval(model_name: str, data_name: str, opts: dict, seed: int, steps: int | None, lr=None):
@@ -342,6 +348,79 @@ def bench_pictures(args) -> None:
                     )
                 accs[name].append(row)
         accuracy_vs_dropped(args.drops, accs, path=out / "series_drop.png")
+
+
+def rows(quick: bool, tiny: bool = False) -> list[dict]:
+    """``genmodels bench`` rows: the NaN-aware spline coefficients and one Neural CDE training
+    step against torchcde, one latent ODE training step against the same model solved by
+    torchdiffeq (thread CPU time, interleaved, one thread). Targets (#14): the Neural CDE step at
+    most torchcde's, the latent ODE step at most 0.7x."""
+    from argparse import Namespace
+
+    from genmodels.bench import peer_version, row
+
+    torch.set_num_threads(1)
+    series = 20 if tiny else 100 if quick else 1000
+    repeats = 4 if tiny else 8 if quick else 12
+    out = []
+    c = bench_coeffs(Namespace(series=series))
+    out.append(
+        row(
+            "series",
+            f"natural_cubic_coeffs {series} x 3 x 100, 50% NaN",
+            c["ours_s"],
+            c["peer_s"],
+            peer_version("torchcde"),
+            limit=1.0,
+            note=f"wall time; #14's target: at most 1 s for 1000 series; "
+            f"max rel diff {c['diff']:.0e}",
+        )
+    )
+    c = bench_cde_step(
+        Namespace(
+            batch_size=8 if tiny else 32,
+            hidden=16,
+            width=64,
+            batches=2 if tiny else 4,
+            repeats=repeats,
+            lr=3e-3,
+        )
+    )
+    out.append(
+        row(
+            "series",
+            "Neural CDE training step (rk4 per knot)",
+            c["ours_s"] * 1e3,
+            c["peer_s"] * 1e3,
+            peer_version("torchcde"),
+            unit="ms",
+            limit=1.0,
+            note=f"max logit diff {c['diff']:.0e}; target #14",
+        )
+    )
+    c = bench_latent_ode_step(
+        Namespace(
+            batch_size=16 if tiny else 128,
+            n_obs=30,
+            batches=2 if tiny else 4,
+            repeats=repeats,
+            lr=1e-2,
+            phases=False,
+        )
+    )
+    out.append(
+        row(
+            "series",
+            "latent ODE training step (rk4 on the union of times)",
+            c["ours_s"] * 1e3,
+            c["peer_s"] * 1e3,
+            peer_version("torchdiffeq"),
+            unit="ms",
+            limit=0.7,
+            note=f"loss diff {c['diff']:.0e}; target #14",
+        )
+    )
+    return out
 
 
 def main() -> None:

@@ -155,6 +155,43 @@ def test_a_density_model_with_both_likelihood_and_bound_reports_both(monkeypatch
     assert m["bound_n"] == len(test) and m["eval_n"] == m["swd_floor"] == 300
 
 
+def test_test_n_and_nll_n_evaluate_seeded_subsets_of_the_test_split(monkeypatch):
+    from genmodels.evaluate import density
+
+    seen = {}
+
+    def fake(s, t, f):
+        seen["test"] = t
+        return {}
+
+    monkeypatch.setattr(density, "sample_metrics", fake)
+    test = data.load("moons", "test")
+    m = evaluate_model(GaussDensity((2,)), "moons", task="density", n=50, test_n=300, nll_n=40)
+    sub = density.test_subset(test, 300, 0)
+    assert m["test_n"] == 300 and m["nll_n"] == 40 and m["bound_n"] == 300
+    assert torch.equal(seen["test"], sub.x)  # the distances compare against the subset
+    again = density.test_subset(test, 300, 0)
+    other = density.test_subset(test, 300, 1)
+    assert torch.equal(again.x, sub.x) and not torch.equal(other.x, sub.x)
+    # the exact NLL on 40 of those 300 points, the bound on all 300 (closed forms)
+    g = torch.Generator().manual_seed(0 + 3)
+    x40 = sub.x[torch.randperm(300, generator=g)[:40]].double()
+    assert m["nll_nats"] == pytest.approx(float(-Normal(0.0, 1.0).log_prob(x40).sum(1).mean()))
+    exact300 = float(-Normal(0.0, 1.0).log_prob(sub.x.double()).sum(1).mean())
+    assert m["nll_bound_nats"] == pytest.approx(exact300 + 0.5)
+    none = evaluate_model(GaussDensity((2,)), "moons", task="density", n=50, test_n=100, nll_n=0)
+    assert "nll_nats" not in none and none["test_n"] == 100 and "nll_bound_nats" in none
+    with pytest.raises(ValueError, match="test_n"):
+        evaluate_model(GaussDensity((2,)), "moons", task="density", n=50, test_n=1)
+    spec = registry.get("logreg")
+    clf = spec.build(spec.make_config(), test.info)
+    c = evaluate_model(clf, "moons", task="classifier", test_n=200)
+    sub = density.test_subset(test.labelled(), 200, 0)
+    x, y = sub.x, sub.y
+    acc = float((clf.predict(x).probs.argmax(1) == y).double().mean())
+    assert c["test_n"] == 200 and c["accuracy"] == pytest.approx(acc, abs=1e-6)
+
+
 def test_an_image_flow_on_quantised_images_reports_the_bound_only(monkeypatch):
     # log_prob at the stored grid values is a density at points, not a discrete likelihood
     monkeypatch.setattr(img, "image_metrics", lambda *a, **k: {})

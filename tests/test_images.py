@@ -164,6 +164,19 @@ def test_image_metrics_order_real_noisy_and_gaussian(monkeypatch, tmp_path):
     monkeypatch.setattr(img, "_train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again = img.image_metrics(_Replay(pool, 0.0), "digits", n=400)
     assert again["fd_floor"] == pytest.approx(m["fd_floor"], rel=1e-9)
+    # a model with its own default sampler (a score SDE: DDIM does not apply) samples with it
+    asked = []
+
+    class SDELike(_Replay):
+        default_sampler = "euler_maruyama"
+
+        def sample(self, n, *, generator=None, sampler=None, steps=None):
+            asked.append((sampler, steps))
+            return super().sample(n, generator=generator)
+
+    m = img.image_metrics(SDELike(pool, 0.0), "digits", n=400)
+    assert m["eval_sampler"] == "euler_maruyama" and m["eval_steps"] is None
+    assert asked == [("euler_maruyama", None)]
 
 
 def test_chain_grid_starts_at_the_sampler_noise(tmp_path):

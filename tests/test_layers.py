@@ -15,7 +15,7 @@ SRC = Path(genmodels.__file__).parent
 # (and it imports them only lazily, by module path); config.py (the --set parser) imports
 # nothing of genmodels and sits at the bottom, where data sets read their options with it.
 LAYERS = (
-    ("cli", "report", "__main__"),
+    ("cli", "report", "tour", "__main__", "bench"),
     ("train", "evaluate"),
     ("models", "registry"),
     ("inference",),

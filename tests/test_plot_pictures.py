@@ -38,8 +38,14 @@ class HalfPlanes(nn.Module):
 
 
 class SinProcess(nn.Module):
+    """The process contract: sin(3x) ± 0.1; sampled function j is sin(3x) + 0.3 (j + 1)."""
+
     def predict(self, xc, yc, xt):
         return Normal(torch.sin(3 * xt), torch.full_like(xt, 0.1))
+
+    def sample_functions(self, xc, yc, xt, n, *, generator=None):
+        shift = 0.3 * torch.arange(1, n + 1, dtype=xt.dtype).view(n, 1, 1, 1)
+        return torch.sin(3 * xt) + shift
 
 
 class TaskData:
@@ -99,6 +105,25 @@ def test_process_predictions_draws_the_predictive_mean_and_two_sigma_band():
     # the grid covers the task's context and target inputs
     xs = torch.cat([tasks.x_context[1, :, 0], tasks.x_target[1, :, 0]])
     assert gx.min() <= float(xs.min()) and gx.max() >= float(xs.max())
+    # the sampled functions come from the contract's sample_functions, drawn on the grid
+    green = [ln for ln in ax.lines if ln.get_color() == "tab:green"]
+    assert len(green) == 3
+    for j, ln in enumerate(green):
+        np.testing.assert_allclose(ln.get_ydata(), np.sin(3 * gx) + 0.3 * (j + 1), atol=1e-6)
+    plt.close(fig)
+    fig = process_predictions(SinProcess(), tasks, n_tasks=1, grid=20, n_functions=0)
+    assert not [ln for ln in fig.axes[0].lines if ln.get_color() == "tab:green"]
+    plt.close(fig)
+    # draws a model declares incoherent (a CNP's marginals) are points, not curves
+    marginal = SinProcess()
+    marginal.coherent_functions = False
+    fig = process_predictions(marginal, tasks, n_tasks=1, grid=20)
+    assert not [ln for ln in fig.axes[0].lines if ln.get_color() == "tab:green"]
+    pts = fig.axes[0].collections[1:4]  # after the band: the three draws' scatters
+    for j, c in enumerate(pts):
+        np.testing.assert_allclose(
+            c.get_offsets()[:, 1], np.sin(3 * c.get_offsets()[:, 0]) + 0.3 * (j + 1), atol=1e-6
+        )
     plt.close(fig)
     two_d = tasks._replace(x_context=torch.zeros(6, 5, 2))
     with pytest.raises(ValueError, match=r"1-D inputs.*\(6, 5, 2\)"):

@@ -1,9 +1,11 @@
-"""The ``genmodels`` command: list, train, sample, evaluate.
+"""The ``genmodels`` command: list, train, sample, evaluate, tour, bench.
 
     genmodels list
     genmodels train ddpm --data moons [--steps N] [--set key=value ...] [--resume]
     genmodels sample runs/ddpm-moons --n 1000 --out samples.png [--sampler ddim]
     genmodels evaluate runs/ddpm-moons [--n N]
+    genmodels tour [--budget smoke|small|full] [--out DIR] [--sections 1,3,7]
+    genmodels bench [--quick] [--only ode,gp] [--out bench.json]
 
 Bad input gets one line on stderr naming what is wrong and exit code 2.
 """
@@ -90,6 +92,36 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+    r = sub.add_parser(
+        "tour",
+        help="train, evaluate and picture every model of the lecture, section by section",
+        description="Train every registered model on its default data (and every density "
+        "model also on moons, for one comparison table) within a budget, evaluate each, and "
+        "write DIR/results.json. Run it again in the same --out to continue a stopped tour.",
+    )
+    r._sub = "tour"
+    r.add_argument(
+        "--budget",
+        default="smoke",
+        choices=["smoke", "small", "full"],
+        help="smoke: under a minute, a check that everything runs (its numbers mean nothing); "
+        "small: about 10 minutes of one CPU core; full: the budgets of the docs (hours)",
+    )
+    r.add_argument("--out", default="tour", help="output directory (default: ./tour)")
+    r.add_argument("--sections", help="lecture sections to run, e.g. 1,3,7 (default: all)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .bench import add_arguments as _bench_arguments  # no peer is imported here
+
+    b = sub.add_parser(
+        "bench",
+        help="every peer comparison (torchdiffeq, torchsde, torchcde, zuko, diffusers, GPyTorch, "
+        "scikit-learn) in one run; needs the 'bench' extra",
+    )
+    b._sub = "bench"
+    _bench_arguments(b)
     return p
 
 
@@ -369,6 +401,69 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _parse_sections(text: str) -> list[int]:
+    from .registry import SECTIONS
+
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) not in SECTIONS:
+            raise ValueError(
+                f"--sections {text}: expected comma-separated lecture sections among "
+                f"{', '.join(map(str, sorted(SECTIONS)))}, got {part!r}"
+            )
+        out.append(int(part))
+    return out
+
+
+def _cmd_tour(args) -> int:
+    import importlib.util
+
+    from .tour import run_tour
+
+    sections = _parse_sections(args.sections) if args.sections else None
+    out = Path(args.out)
+    try:
+        results = run_tour(
+            out,
+            budget=args.budget,
+            sections=sections,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"genmodels: tour interrupted; run the same command again to continue it (finished "
+            f"runs in {out / 'runs'} are kept)",
+            file=sys.stderr,
+        )
+        return 130
+    entries = results["entries"]
+    failed = [e for e in entries if e["status"] != "ok"]
+    print(
+        f"tour ({results['budget']}): {len(entries) - len(failed)} of {len(entries)} runs ok "
+        f"in {results['total_s']:.0f} s; results: {out / 'results.json'}"
+    )
+    for e in failed:
+        print(f"  failed: {e['model']} on {e['data']}: {(e['error'] or '').splitlines()[0]}")
+    if importlib.util.find_spec("genmodels.tour.page") is not None:  # the report page
+        from .tour import page
+
+        print(f"  page: {page.render(out)}")
+    return 1 if failed else 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import MissingPeerError
+    from .bench import main as bench_main
+
+    try:
+        return bench_main(args)
+    except MissingPeerError as e:
+        print(f"genmodels: error: {e}", file=sys.stderr)
+        return 2
+
+
 def _is_allocation_failure(e: RuntimeError) -> bool:
     import torch
 
@@ -389,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "sample": _cmd_sample,
         "evaluate": _cmd_evaluate,
+        "tour": _cmd_tour,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)

@@ -6,7 +6,7 @@ Adding a model to the library is one module plus one ``@register`` entry::
     class DDPMConfig:
         timesteps: int = 1000
 
-    @register("ddpm", config=DDPMConfig, default_data="moons", task="density",
+    @register("ddpm", config=DDPMConfig, default_data="moons", task="density", section=7,
               description="Denoising diffusion (Ho et al. 2020)")
     def build_ddpm(config: DDPMConfig, info: DataInfo) -> nn.Module: ...
 
@@ -40,10 +40,32 @@ from typing import Any
 
 from .data.info import DataInfo
 
-__all__ = ["ModelSpec", "register", "get", "names", "specs", "DataInfo", "TASKS", "MODULES"]
+__all__ = [
+    "ModelSpec",
+    "register",
+    "get",
+    "names",
+    "specs",
+    "DataInfo",
+    "TASKS",
+    "MODULES",
+    "SECTIONS",
+]
 
 #: What a model is for; ``evaluate`` picks its metrics and pictures by this.
 TASKS = ("density", "classifier", "process", "series")
+
+#: The lecture's sections, in its order; every model states the one it belongs to
+#: (``register(..., section=N)``), and ``genmodels tour`` shows the models section by section.
+SECTIONS = {
+    1: "Variational inference",
+    2: "Generative vs discriminative",
+    3: "Normalizing flows",
+    4: "Neural ODEs",
+    5: "Processes",
+    6: "Score matching",
+    7: "Diffusion",
+}
 
 #: Where each registered model lives (imported on first use, by path: the registry
 #: imports nothing of ``genmodels.models`` at import time).
@@ -87,6 +109,7 @@ class ModelSpec:
         description: one line for ``genmodels list``.
         task: one of :data:`TASKS`: what the model is for.
         data_kinds: the data kinds (``DataInfo.kind``) the builder takes.
+        section: the lecture section the model belongs to (a key of :data:`SECTIONS`).
     """
 
     name: str
@@ -96,6 +119,7 @@ class ModelSpec:
     description: str
     task: str
     data_kinds: tuple[str, ...] = ("points",)
+    section: int | None = None
 
     def train_defaults(self, kind: str, data: str | None = None) -> dict:
         """The training budget for ``kind`` data (and data set ``data``), from the one table
@@ -121,17 +145,25 @@ def register(
     description: str,
     task: str,
     data_kinds: tuple[str, ...] = ("points",),
+    section: int | None = None,
 ):
     """Decorator registering ``build(config, info) -> nn.Module`` under ``name``.
 
     The registered ``spec.build`` is ``build`` followed by setting the model's
     ``train_defaults`` (its budget for the data, so that ``fit`` with ``lr=None`` trains
     what the command line trains); the decorated function itself is returned unchanged.
+    ``section`` places the model in the lecture (a key of :data:`SECTIONS`; ``genmodels
+    tour`` shows it there).
     """
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"register({name!r}): config must be a dataclass type, got {config!r}")
     if task not in TASKS:
         raise ValueError(f"register({name!r}): task must be one of {TASKS}, got {task!r}")
+    if section is not None and (isinstance(section, bool) or section not in SECTIONS):
+        raise ValueError(
+            f"register({name!r}): section must be one of the lecture's sections "
+            f"{sorted(SECTIONS)}, got {section!r}"
+        )
 
     def deco(build):
         if name in _MODELS and _MODELS[name].build.__wrapped__ is not build:
@@ -146,7 +178,14 @@ def register(
         build_with_budget.__wrapped__ = build
         build_with_budget.__doc__ = build.__doc__
         spec = ModelSpec(
-            name, config, build_with_budget, default_data, description, task, tuple(data_kinds)
+            name,
+            config,
+            build_with_budget,
+            default_data,
+            description,
+            task,
+            tuple(data_kinds),
+            section,
         )
         _MODELS[name] = spec
         return build

@@ -15,7 +15,8 @@ from genmodels.integrate import (
 )
 from genmodels.integrate.odeint import StageBuffers
 
-METHODS = ["euler", "midpoint", "rk4", "rk4_classic", "bosh3", "dopri5", "tsit5", "dopri8"]
+METHODS = ["euler", "midpoint", "heun2", "heun3", "rk4", "rk4_classic", "bosh3", "dopri5",
+           "tsit5", "dopri8", "adaptive_heun", "fehlberg2"]  # fmt: skip
 
 
 def _stability_poly(tab, z: float) -> float:

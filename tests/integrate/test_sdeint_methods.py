@@ -496,3 +496,16 @@ def test_adaptive_without_bm_has_the_right_law():
         var = 0.64 * (1 - math.exp(-4 * float(t))) / 4
         assert abs(y.var().item() / var - 1) < 5 * math.sqrt(2 / n) + 0.01
         assert abs(y.mean().item()) < 5 * math.sqrt(var / n)
+
+
+def test_reversible_heun_and_its_state_equal_torchsdes():
+    torchsde = pytest.importorskip("torchsde")
+    sde = StratLinear("diagonal", torch.tensor([0.5, -0.2], dtype=F64), SIG)
+    bm = torchsde.BrownianInterval(0.0, 1.0, size=(5, 2), dtype=F64, entropy=2)
+    y0 = torch.rand(5, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) + 0.5
+    ts = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    ours, s1 = sdeint(sde, y0, ts, bm, method="reversible_heun", dt=2**-5, extra=True)
+    theirs, s2 = torchsde.sdeint(sde, y0, ts, bm, method="reversible_heun", dt=2**-5, extra=True)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    for a, b in zip(s1, s2):  # (f(t, z), g(t, z), z), torchsde's order
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

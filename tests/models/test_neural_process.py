@@ -62,12 +62,11 @@ def test_np_elbo_is_below_the_log_likelihood():
         elbo = m.elbo(batch, generator=g, n_samples=4000)
         # log p(y_T | C) = log E_{q(z|C)} p(y_T | z), by importance sampling from q(z | C ∪ T):
         # IWAE bounds increase with K towards it
-        q_ct, q_c = m.q_z(xt, yt), m.q_z(xc, yc)
-        r = m.represent(xc, yc)
+        q_ct, q_c = m.q_latent(xt, yt), m.q_latent(xc, yc)
 
         def iwae(k):
             z = q_ct.sample((k,))
-            mu, sd = m._decode_z(xt, r, z)
+            mu, sd = m._decode_latent(xc, yc, xt, z)
             lw = torch.distributions.Normal(mu, sd).log_prob(yt).sum((-2, -1))
             lw = lw + q_c.log_prob(z).sum(-1) - q_ct.log_prob(z).sum(-1)
             return torch.logsumexp(lw, 0) - math.log(k)

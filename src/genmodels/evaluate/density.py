@@ -7,7 +7,11 @@
   the same metric for a fresh draw of real training data of the same size); for images, the
   Fréchet distance in a small classifier's features (``fd``, ``fd_floor``, ``fd_gaussian``,
   ``classifier_accuracy``; :mod:`genmodels.evaluate.images`);
-- an exact likelihood where the model has ``log_prob``: ``nll_nats`` and ``bits_per_dim``;
+- an exact likelihood where the model has ``log_prob``: ``nll_nats`` and ``bits_per_dim``
+  (on ``nll_n`` test points, a seeded subset, when given: a probability-flow ODE's or a
+  CNF's likelihood costs an adaptive solve per batch; ``nll_n=0`` skips it);
+- on quantised images, a diffusion model trained with uniform dequantisation: the PF-ODE
+  NLL of ``x + w u`` (``nll_pf_ode_nats``, ``bits_per_dim_pf_ode``, the flows' convention);
 - a variational bound where the model has ``nll_bound``: ``nll_bound_nats`` and
   ``bits_per_dim_bound`` on ``bound_n`` test points — always labelled as a bound, and reported
   *beside* the exact numbers when a model has both;
@@ -27,7 +31,7 @@ import torch
 from .. import data as data_mod
 from .sample_metrics import energy_distance, median_bandwidth, mmd2, sliced_wasserstein
 
-__all__ = ["density_metrics", "sample_metrics"]
+__all__ = ["density_metrics", "sample_metrics", "test_subset"]
 
 
 def sample_metrics(samples, test_x, floor_x, *, bandwidth: float | None = None) -> dict:
@@ -73,6 +77,31 @@ def _point_sample_metrics(model, train, test, *, n, seed, sampler, steps, genera
     return out
 
 
+def test_subset(split, n: int | None, seed: int):
+    """A seeded subset of ``n`` examples of a data split (the whole split when ``n`` is None
+    or at least its size), in the split's order: a quick evaluation's held-out data."""
+    if n is None:
+        return split
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"test_n must be an integer >= 2 or None, got {n!r}")
+    if n >= len(split):
+        return split
+    g = torch.Generator().manual_seed(seed + 4)
+    return split.subset(torch.randperm(len(split), generator=g)[:n].sort().values)
+
+
+def _subset(x, n: int | None, seed: int, what: str):
+    """A seeded subset of ``n`` rows of ``x`` (all of them when ``n`` is None or larger)."""
+    if n is None:
+        return x
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"{what} must be a non-negative integer or None, got {n!r}")
+    if n >= len(x):
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n].to(x.device)]
+
+
 def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     """``nll_bound`` on a seeded subset of ``bound_n`` rows of ``x``."""
     if bound_n is None:
@@ -94,6 +123,35 @@ def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     }
 
 
+def _pf_ode_dequantized(model, x, info, *, n, seed, generator) -> dict:
+    """``-log p(x + w u)`` by the probability flow ODE on a seeded subset of ``n`` test images
+    (default: the bound's, ``default_bound_n`` or 100), one ``u ~ U(0, 1)^D`` per image and
+    Hutchinson's trace (both from ``generator``). Under uniform dequantisation it bounds the
+    discrete NLL in expectation (``-log P(x) <= E_u[-log p(x + w u)] - D log w``), and its
+    bits/dim is ``bits_per_dim(nll, info)``: the flows' convention."""
+    from ..models.sde import uniform_dequantize
+
+    n = n if n is not None else (getattr(model, "default_bound_n", None) or 100)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"bound_n must be a positive integer, got {n!r}")
+    if n < len(x):
+        g_pick = torch.Generator().manual_seed(seed + 2)  # the bound's subset
+        x = x[torch.randperm(len(x), generator=g_pick)[:n].to(x.device)]
+    stats: dict = {}
+    xd = uniform_dequantize(x, model.dequant_width, generator)
+    lp = model.log_prob(xd, generator=generator, stats=stats).double()
+    nll = float(-lp.mean())
+    out = {
+        "pf_ode_n": len(x),
+        "nll_pf_ode_nats": nll,
+        "bits_per_dim_pf_ode": float(data_mod.bits_per_dim(nll, info)),
+        "pf_ode_nfe": stats.get("nfe"),
+    }
+    if "se_nats" in stats:  # Hutchinson's standard error of the mean
+        out["nll_pf_ode_se_nats"] = float(stats["se_nats"])
+    return out
+
+
 def density_metrics(
     model,
     data_name: str,
@@ -105,6 +163,8 @@ def density_metrics(
     steps: int | None = None,
     bound_n: int | None = None,
     data_options: dict | None = None,
+    nll_n: int | None = None,
+    test_n: int | None = None,
 ) -> dict:
     """Sample distances, exact NLL and/or bound of a density model on ``data_name``'s test split.
 
@@ -122,6 +182,11 @@ def density_metrics(
             where it has one, else the whole test split); a seeded subset, reported as
             ``bound_n``.
         data_options: the data set's options, as the run recorded them.
+        nll_n: test points for the exact ``log_prob`` (default: the whole test split; a
+            seeded subset otherwise, reported as ``nll_n``; 0: no exact NLL).
+        test_n: evaluate on a seeded subset of this many test examples (every number but
+            an image model's Fréchet distance; reported as ``test_n``); default: all. The
+            sample distances cost O(test size²): a quick look takes a few hundred.
 
     Returns a dict of the keys listed in the module docstring (nats per example; bits/dim of
     the discrete data for images).
@@ -134,6 +199,8 @@ def density_metrics(
     """
     test = data_mod.load(data_name, "test", **(data_options or {}))
     train = data_mod.load(data_name, "train", **(data_options or {}))
+    if test_n is not None and test_n < len(test):
+        test = test_subset(test, test_n, seed)
     dev = generator.device
     if test.info.kind == "images":
         from .images import image_metrics  # Fréchet distance in a small classifier's features
@@ -147,23 +214,35 @@ def density_metrics(
     x = test.x.to(dev)
     has_log_prob, has_bound = hasattr(model, "log_prob"), hasattr(model, "nll_bound")
     # One exception to "both are reported": on quantised images a model's log_prob at the
-    # stored grid values (an image flow's, a DDPM's PF-ODE density) is a density at points,
-    # not a likelihood of the discrete data; its nll_bound (a flow: -log p(x + w u) under
-    # uniform dequantisation; a DDPM: the discretised decoder's) bounds the discrete data's
-    # NLL, so only the bound is reported (on bound_n test images: the whole test split
-    # unless the model says otherwise, as a DDPM does with its default_bound_n).
-    if test.info.kind == "images" and has_log_prob and has_bound:
-        out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
+    # stored grid values (an image flow's, a diffusion model's PF-ODE density) is a density
+    # at points, not a likelihood of the discrete data, and is not reported; its nll_bound (a
+    # flow: -log p(x + w u) under uniform dequantisation; a DDPM: the discretised decoder's)
+    # bounds the discrete data's NLL (on bound_n test images: the whole test split unless
+    # the model says otherwise, as a DDPM does with its default_bound_n). A diffusion model
+    # trained with uniform dequantisation (``dequant_width`` set) reports its PF-ODE NLL of
+    # x + w u on the same subset: ``nll_pf_ode_nats``, ``bits_per_dim_pf_ode``.
+    if test.info.kind == "images":
+        if has_bound:
+            out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
+        if has_log_prob and getattr(model, "dequant_width", None) is not None:
+            out.update(
+                _pf_ode_dequantized(model, x, test.info, n=bound_n, seed=seed, generator=generator)
+            )
     else:
-        if has_log_prob:
+        if has_log_prob and nll_n != 0:
+            xs = _subset(x, nll_n, seed + 3, "nll_n")
             with torch.no_grad():
-                lp = torch.cat([model.log_prob(b) for b in x.split(4096)]).double()
+                lp = torch.cat([model.log_prob(b) for b in xs.split(4096)]).double()
             out["nll_nats"] = float(-lp.mean())
             out["bits_per_dim"] = float(data_mod.bits_per_dim(out["nll_nats"], test.info))
+            if len(xs) < len(x):
+                out["nll_n"] = len(xs)
         if has_bound:
             out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
     if hasattr(model, "iwae_bound"):
         from .vae import vae_metrics
 
         out.update(vae_metrics(model, train, test, generator=generator))
+    if test_n is not None and test_n <= len(test):
+        out["test_n"] = len(test)
     return out

@@ -252,7 +252,8 @@ def image_metrics(
             ``(n, c, h, w)`` images in [-1, 1].
         n: images per distance (default: the training split's size).
         seed: seeds the samples, the floor's subset and the Gaussian baseline.
-        sampler, steps: default DDIM with 100 steps.
+        sampler, steps: default DDIM with 100 steps (a model with a ``default_sampler``:
+            that one, at its default steps).
     Returns:
         A dict with the three distances, ``classifier_accuracy`` (the feature
         network's test accuracy), ``eval_n``, ``eval_sampler``, ``eval_steps``,
@@ -264,8 +265,12 @@ def image_metrics(
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     takes_sampler = "sampler" in inspect.signature(model.sample).parameters
-    if takes_sampler and sampler is None:  # diffusion models: DDIM-100 unless told otherwise
-        sampler, steps = "ddim", 100 if steps is None else steps
+    if takes_sampler and sampler is None:
+        # a DDPM: DDIM-100 unless told otherwise; a model with its own default sampler (a
+        # score SDE, NCSN: DDIM does not apply) samples with that, at its own default steps
+        sampler = getattr(model, "default_sampler", "ddim")
+        if sampler == "ddim" and steps is None:
+            steps = 100
     elif not takes_sampler and (sampler is not None or steps is not None):
         raise ValueError(f"{type(model).__name__} has one way to sample: drop --sampler/--steps")
     net, rec = feature_classifier(data_name)

@@ -31,7 +31,7 @@ import torch
 from .. import data as data_mod
 from ..train.run_dir import RunDir, load_run
 from .classification import classifier_metrics
-from .density import density_metrics, sample_metrics
+from .density import density_metrics, sample_metrics, test_subset
 from .process import gp_oracle, process_metrics
 from .series import series_metrics
 
@@ -40,7 +40,9 @@ __all__ = ["TASKS", "evaluate_model", "evaluate_run", "sample_metrics"]
 PROCESS_BATCH_SIZE = 256
 
 
-def _density(model, data_name: str, *, generator, seed, n, sampler, steps, bound_n, opts):
+def _density(
+    model, data_name: str, *, generator, seed, n, sampler, steps, bound_n, opts, nll_n, test_n
+):
     return density_metrics(
         model,
         data_name,
@@ -51,17 +53,23 @@ def _density(model, data_name: str, *, generator, seed, n, sampler, steps, bound
         steps=steps,
         bound_n=bound_n,
         data_options=opts,
+        nll_n=nll_n,
+        test_n=test_n,
     )
 
 
-def _classifier(model, data_name: str, *, generator, opts, **_) -> dict:
+def _test(data_name: str, opts: dict, test_n: int | None, seed: int):
+    return test_subset(data_mod.load(data_name, "test", **opts), test_n, seed)
+
+
+def _classifier(model, data_name: str, *, generator, opts, test_n, seed, **_) -> dict:
     train = data_mod.load(data_name, "train", **opts)
-    test = data_mod.load(data_name, "test", **opts)
+    test = _test(data_name, opts, test_n, seed)
     return classifier_metrics(model, train, test, generator=generator)
 
 
-def _process(model, data_name: str, *, opts, **_) -> dict:
-    test = data_mod.load(data_name, "test", **opts)
+def _process(model, data_name: str, *, opts, test_n, seed, **_) -> dict:
+    test = _test(data_name, opts, test_n, seed)
     out = process_metrics(model, test.batches(PROCESS_BATCH_SIZE))
     if data_name.startswith("gp-"):  # GP-drawn tasks: the GP with the true hyperparameters
         oracle = process_metrics(
@@ -72,8 +80,8 @@ def _process(model, data_name: str, *, opts, **_) -> dict:
     return out
 
 
-def _series(model, data_name: str, *, opts, **_) -> dict:
-    return series_metrics(model, data_mod.load(data_name, "test", **opts))
+def _series(model, data_name: str, *, opts, test_n, seed, **_) -> dict:
+    return series_metrics(model, _test(data_name, opts, test_n, seed))
 
 
 #: task -> the function computing its metrics (the one place that decides what is computed)
@@ -102,6 +110,8 @@ def evaluate_model(
     steps: int | None = None,
     bound_n: int | None = None,
     data_options: dict | None = None,
+    nll_n: int | None = None,
+    test_n: int | None = None,
 ) -> dict:
     """Metrics of ``model`` for its ``task`` on data set ``data_name``'s test split.
 
@@ -120,6 +130,12 @@ def evaluate_model(
             ``bound_n``.
         data_options: the data set's options (``--set data.KEY=VALUE`` at training; a run
             records them in ``config.json``).
+        nll_n: test points for an exact ``log_prob`` (density; default: the whole test
+            split; a seeded subset, reported as ``nll_n``; 0: none). A probability-flow ODE
+            likelihood costs an adaptive solve: a quick look takes a few hundred points.
+        test_n: evaluate on a seeded subset of this many test examples (default: the whole
+            test split; an image model's Fréchet distance always uses its own ``n``); the
+            result then holds ``test_n``.
 
     Example::
 
@@ -143,8 +159,12 @@ def evaluate_model(
             steps=steps,
             bound_n=bound_n,
             opts=dict(data_options or {}),
+            nll_n=nll_n,
+            test_n=test_n,
         )
     )
+    if test_n is not None:
+        out["test_n"] = out.get("test_n", test_n)
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None
@@ -160,6 +180,8 @@ def evaluate_run(
     steps: int | None = None,
     device: str = "cpu",
     bound_n: int | None = None,
+    nll_n: int | None = None,
+    test_n: int | None = None,
 ) -> dict:
     """Load ``run_dir``, evaluate it for its model's registered task on its data set's test
     split (:func:`evaluate_model`), and write ``metrics.json``."""
@@ -175,6 +197,8 @@ def evaluate_run(
         sampler=sampler,
         steps=steps,
         bound_n=bound_n,
+        nll_n=nll_n,
+        test_n=test_n,
     )
     metrics["model"] = model.run_config.get("model")
     RunDir(run_dir).write_evaluation(metrics)

@@ -1,6 +1,7 @@
 """genmodels.integrate: ODE/SDE/CDE solvers, the adjoint method, splines, Brownian motion,
 trace estimators."""
 
+from . import implicit, multistep  # noqa: F401  (register the Adams and implicit methods)
 from .adjoint import odeint_adjoint
 from .brownian import BrownianMotion
 from .cdeint import ControlPath, cdeint
@@ -12,6 +13,7 @@ from .checks import (
     check_times,
 )
 from .odeint import LongSolveWarning, SolverStats, StiffnessWarning, odeint, runge_kutta_step
+from .sde_adjoint import sdeint_adjoint
 from .sdeint import METHODS as SDE_METHODS
 from .sdeint import SDEProtocol, sdeint
 from .spline import NaturalCubicSpline, SplineCoeffs, natural_cubic_coeffs
@@ -41,6 +43,7 @@ __all__ = [
     "TABLEAUS",
     "get_tableau",
     "sdeint",
+    "sdeint_adjoint",
     "SDEProtocol",
     "SDE_METHODS",
     "BrownianMotion",

@@ -47,12 +47,12 @@ from .odeint import (
     check_tolerance,
     checked_field,
     error_norm,
+    get_method,
     integrate_flat,
     make_grid,
     parse_options,
     setup_problem,
 )
-from .tableaus import get_tableau
 
 __all__ = ["odeint_adjoint"]
 
@@ -236,7 +236,7 @@ def odeint_adjoint(
         raise ValueError(
             "adjoint_method differs from method and options were given: pass adjoint_options too"
         )
-    adj_tab = tab if adjoint_method is None else get_tableau(adjoint_method)
+    adj_tab = tab if adjoint_method is None else get_method(adjoint_method)
     tol = check_tolerance
     adj_rtol = rtol if adjoint_rtol is None else tol("adjoint_rtol", adjoint_rtol, True)
     adj_atol = atol if adjoint_atol is None else tol("adjoint_atol", adjoint_atol, False)

@@ -29,7 +29,7 @@ from .checks import (
     StepSizeUnderflowError,
     check_times,
 )
-from .tableaus import ButcherTableau, get_tableau
+from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __all__ = [
     "odeint",
@@ -57,8 +57,19 @@ OPTION_KEYS = frozenset(
         "dfactor",
         "step_t",
         "jump_t",
+        # multistep.py (Adams) and implicit.py (Newton): read from _Options.extra
+        "max_order",
+        "max_iters",
+        "implicit",
+        "jacobian",
+        "newton_tol",
     }
 )
+
+# Solvers that are not a Butcher tableau on the explicit stepping loop: name -> solve function
+# ``solve(f, y0, ts, rtol, atol, norm, options, stats, grad, grid, f_first) -> list[Tensor]``
+# with integrate_flat's arguments (filled by multistep.py and implicit.py on import).
+EXTRA_SOLVERS: dict[str, Callable] = {}
 
 
 class StiffnessWarning(UserWarning):
@@ -112,6 +123,7 @@ class _Options:
     dfactor: float = 0.2
     step_t: list[float] = field(default_factory=list)
     jump_t: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # options only some solvers read
 
 
 def _floats(name: str, v) -> list[float]:
@@ -175,6 +187,8 @@ def parse_options(options: dict | None) -> _Options:
             setattr(o, k, _positive(k, v))
         elif k in ("step_t", "jump_t"):
             setattr(o, k, _floats(k, v))
+        else:
+            o.extra[k] = v  # checked by the solver that reads it
     return o
 
 
@@ -238,6 +252,13 @@ def integrate_flat(
     if len(ts) == 1:
         return [y0]
     f_first = f if f_first is None else f_first
+    if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS solve function
+        return tab(f, y0, ts, rtol, atol, norm, o, stats, grad, grid, f_first)
+    if o.extra:
+        raise ValueError(
+            f"option(s) {sorted(o.extra)} do not apply to the Runge–Kutta method {tab.name!r} "
+            "(they are options of the Adams or implicit methods)"
+        )
     if grid is not None or not tab.adaptive:
         g = grid if grid is not None else list(ts)
         return _fixed(f, y0, ts, tab, g, o, stats, grad, f_first)
@@ -519,9 +540,10 @@ class _Monitor:
 
     def _remedies(self) -> str:
         return (
-            ". Remedies: an implicit method for stiff problems (genmodels.integrate has none "
-            "yet; torchdiffeq's method='implicit_adams', or scipy.integrate.solve_ivp(..., "
-            "method='Radau' or 'BDF')); larger rtol/atol where accuracy rather than stability "
+            ". Remedies: an implicit method for stiff problems (method='radauIIA5', "
+            "'radauIIA3', 'trbdf2', 'sdirk2' or 'implicit_euler', or "
+            "scipy.integrate.solve_ivp(..., method='Radau' or 'BDF')); larger rtol/atol where "
+            "accuracy rather than stability "
             f"limits the step; {self._budget()}."
         )
 
@@ -567,7 +589,7 @@ def _first_bad_stage(ks: Sequence[Tensor]) -> tuple[int, str] | None:
 def _adaptive(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first) -> list[Tensor]:
     """Adaptive steps with an embedded pair, FSAL, dense output at the requested ``ts``."""
     s, c, dtype, device = tab.stages, tab.c, y0.dtype, y0.device
-    if not tab.fsal:
+    if not (tab.fsal or tab.reuse_last):
         raise ValueError(f"adaptive method {tab.name!r} must have an FSAL tableau")
     A = _coefficients(tab, dtype, device)[0]
     P = _dense(tab)
@@ -745,12 +767,23 @@ def setup_problem(func, y0, t, rtol, atol, method, options, event_fn):
     ts = check_times(t)
     rtol = check_tolerance("rtol", rtol, strict=True)
     atol = check_tolerance("atol", atol, strict=False)
-    tab = get_tableau("dopri5" if method is None else method)
+    tab = get_method("dopri5" if method is None else method)
     o = parse_options(options)
     y0f = flat.flatten(y0)
     if not bool(torch.isfinite(y0f.detach()).all()):
         raise ValueError("y0 contains NaN or infinite values")
     return flat, ts, rtol, atol, tab, o, y0f
+
+
+def get_method(method):
+    """A solve function of ``EXTRA_SOLVERS`` or a tableau (:func:`get_tableau`) for ``method``."""
+    if isinstance(method, str) and method in EXTRA_SOLVERS:
+        return EXTRA_SOLVERS[method]
+    try:
+        return get_tableau(method)
+    except ValueError:
+        names = ", ".join(sorted([*TABLEAUS, *EXTRA_SOLVERS]))
+        raise ValueError(f"unknown method {method!r}; available: {names}") from None
 
 
 def make_grid(o: _Options, func, y0, t: Tensor, ts: list[float]) -> list[float] | None:
@@ -813,7 +846,13 @@ def odeint(
             the maximum of the components' RMS).
         method: ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"`` (adaptive) or
             ``"euler"``, ``"midpoint"``, ``"rk4"`` (3/8 rule, as torchdiffeq), ``"rk4_classic"``;
-            or any :class:`~genmodels.integrate.ButcherTableau`.
+            or any :class:`~genmodels.integrate.ButcherTableau`; also ``"heun2"``, ``"heun3"``,
+            ``"adaptive_heun"``, ``"fehlberg2"``, the Adams methods ``"explicit_adams"``,
+            ``"implicit_adams"`` (= ``"fixed_adams"``; options ``max_order``, ``max_iters``) and,
+            for stiff problems, ``"radauIIA5"``, ``"radauIIA3"``, ``"trbdf2"``, ``"sdirk2"``,
+            ``"implicit_euler"``, ``"trapezoid"``, ``"implicit_midpoint"``, ``"gl4"``,
+            ``"gl6"`` (options ``jacobian``, ``newton_tol``, ``max_iters``; see
+            :mod:`genmodels.integrate.implicit`).
         options: torchdiffeq's options.  Fixed step: ``step_size``, ``grid_constructor``
             (``f(func, y0, t) -> grid``), ``perturb``, ``interp`` (``"linear"``/``"cubic"``).
             Adaptive: ``first_step``, ``max_num_steps`` (per output interval), ``norm``,

@@ -36,6 +36,7 @@ euler_heun  Stratonovich  any                         1.0 (0.5 general)
 heun        Stratonovich  any                         1.0 (0.5 general)
 midpoint    Stratonovich  any                         1.0 (0.5 general)
 log_ode     Stratonovich  any                         1.0 (0.5 general)
+rev. Heun   Stratonovich  any (``reversible_heun``)   0.5 (1.0 additive)
 ==========  ============  ==========================  ================================
 
 (The SDE type is checked as torchsde does: an additive-noise SDE declared Itô is solved by the
@@ -399,6 +400,36 @@ def _srk_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     return _sri2_step(p, t, t1, ts, h, rh, y, dw, j)
 
 
+def reversible_heun_step(f, g, noise, t1, h, y, z, f0, g0, dw):
+    """One step of the reversible Heun method (Kidger, Foster, Li & Lyons 2021, "Efficient
+    and accurate gradients for neural SDEs", Algorithm 1), Stratonovich, any noise. The state
+    is (y, z) with f0 = f(t, z), g0 = g(t, z) carried from the previous step (z₀ = y₀):
+
+        z₁ = 2 y - z + f(t, z) h + G(t, z) ΔW
+        y₁ = y + ½ [f(t, z) + f(t₁, z₁)] h + ½ [G(t, z) + G(t₁, z₁)] ΔW
+
+    One evaluation of f and g per step, and algebraically reversible: given (y₁, z₁) and
+    f(t₁, z₁), g(t₁, z₁), z = 2 y₁ - z₁ - f(t₁, z₁) h - G(t₁, z₁) ΔW and then y, exactly
+    (what ``sdeint_adjoint``'s ``adjoint_reversible_heun`` inverts). Returns (y₁, z₁, f₁, g₁).
+    """
+    z1 = 2.0 * y - z + f0 * h + noise(g0, dw)
+    f1, g1 = f(t1, z1), g(t1, z1)
+    y1 = y + (0.5 * h) * (f0 + f1) + 0.5 * noise(g0 + g1, dw)
+    return y1, z1, f1, g1
+
+
+def _reversible_heun_init(p: _Problem, t0: Tensor, y0: Tensor) -> tuple:
+    """torchsde's extra solver state of reversible Heun: (f(t0, z0), g(t0, z0), z0), z0 = y0."""
+    return p.f(t0, y0), p.g(t0, y0), y0
+
+
+def _reversible_heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j, extra):
+    """:func:`reversible_heun_step` with (f, g, z) carried as the solver state."""
+    f0, g0, z = extra
+    y1, z1, f1, g1 = reversible_heun_step(p.f, p.g, p.noise, t1, h, y, z, f0, g0, dw)
+    return y1, (f1, g1, z1)
+
+
 @dataclass(frozen=True)
 class _Method:
     """A method: its step, the SDE and noise types it accepts, where its stage times sit (as
@@ -464,6 +495,14 @@ METHODS: dict[str, _Method] = {
         stages=(0.5,),
         levy="A",
         levy_approximations=("davie", "foster"),
+    ),
+    "reversible_heun": _Method(
+        _reversible_heun_step,
+        ("stratonovich",),
+        NOISE_TYPES,
+        _orders(0.5, 0.5, 1.0),
+        needs_g=True,
+        init_extra=_reversible_heun_init,
     ),
 }
 
@@ -899,7 +938,8 @@ def sdeint(
             as ``torch.randn`` does); with ``adaptive=True`` a ``BrownianMotion`` seeded from
             ``generator``.
         method: one of :data:`METHODS` ("euler", "milstein", "srk", "euler_heun", "heun",
-            "midpoint", "log_ode"); default by the SDE's type (module docstring).
+            "midpoint", "log_ode", "reversible_heun"); default by the SDE's type (module
+            docstring).
         dt: the step (fixed steps), or the first step (adaptive). Fixed steps: between
             consecutive ``ts`` the solver takes the fewest equal steps of at most ``dt`` and
             lands on every output time exactly (torchsde instead steps on t0 + k dt and
@@ -913,7 +953,8 @@ def sdeint(
             "diffusion_prod", "drift_and_diffusion", "drift_and_diffusion_prod"} → name.
         logqp: also return the KL penalty's increments (module docstring).
         extra: also return the solver's internal state after the last step (``()`` for the
-            methods here, which keep none), to resume a solve with ``extra_solver_state``.
+            methods that keep none; (f, g, z) for ``reversible_heun``, as torchsde), to resume
+            a solve with ``extra_solver_state``.
         extra_solver_state: that state, to start from (default: the method's initial state).
         generator: source of the default Brownian increments (keyword only, ours).
 

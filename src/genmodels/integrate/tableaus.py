@@ -27,6 +27,19 @@ Sources of the coefficients (facts from the papers):
   Ordinary Differential Equations I, sec. II.10) with its embedded 5th-order error estimate;
   no dense output: its steps land on the requested output times.  (torchdiffeq's ``dopri8``
   is the Prince–Dormand 8(7) pair: an 8th-order method as well, with other coefficients.)
+- ``heun2``: Heun's method (the explicit trapezoidal rule), order 2; ``heun3``: Heun's
+  third-order method (Heun 1900, "Neue Methoden zur approximativen Integration der
+  Differentialgleichungen einer unabhängigen Veränderlichen", Z. Math. Phys. 45), as
+  torchdiffeq's fixed-step ``heun2``/``heun3``.
+- ``adaptive_heun``: Heun's method with Euler's method embedded, a 2(1) pair; ``fehlberg2``:
+  Fehlberg's RKF1(2) (Fehlberg 1969, "Low-order classical Runge–Kutta formulas with stepsize
+  control and their application to some heat transfer problems", NASA TR R-315), advancing with
+  its second-order formula as torchdiffeq does.  Both follow torchdiffeq's convention that the
+  last stage, taken at ``t + h`` from the lower-order solution, is reused as the next step's
+  first stage (``reuse_last``): one new evaluation per step for ``adaptive_heun``, two for
+  ``fehlberg2``, the same steps and evaluations as torchdiffeq.  The reused stage differs from
+  ``f(t + h, y1)`` by ``O(h^2)``, which keeps the local error ``O(h^3)``: the solve stays
+  second order (the fixed-step path, ``step_size=``, runs the plain Runge–Kutta method).
 """
 
 from __future__ import annotations
@@ -53,6 +66,9 @@ class ButcherTableau:
             exponent ``1 / (error_order + 1)``).
         c_mid: weights ``w`` with ``y(t + h/2) ~ y + h * sum_i w_i k_i`` (quartic dense output);
             ``None`` means cubic Hermite through ``y, f(t, y), y1, f(t + h, y1)``.
+        reuse_last: the last stage (node 1) is reused as the next adaptive step's first stage
+            although its input is not ``y1`` (torchdiffeq's ``adaptive_heun`` and
+            ``fehlberg2``); the cubic Hermite dense output then uses it for ``f(t + h, y1)``.
 
     Example:
         >>> get_tableau("dopri5").stages
@@ -67,6 +83,7 @@ class ButcherTableau:
     e: tuple[float, ...] | None = None
     error_order: int | None = None
     c_mid: tuple[float, ...] | None = None
+    reuse_last: bool = False
 
     @property
     def stages(self) -> int:
@@ -116,12 +133,12 @@ def _fixed(name: str, c, a, b, order: int) -> ButcherTableau:
                           tuple(map(float, b)), order)  # fmt: skip
 
 
-def _pair(name, c, a, b, b_hat, order, error_order, c_mid=None) -> ButcherTableau:
+def _pair(name, c, a, b, b_hat, order, error_order, c_mid=None, reuse_last=False):
     e = tuple(float(x) - float(y) for x, y in zip(b, b_hat))
     mid = None if c_mid is None else tuple(map(float, c_mid))
     return ButcherTableau(
         name, tuple(map(float, c)), tuple(tuple(map(float, r)) for r in a),
-        tuple(map(float, b)), order, e, error_order, mid,
+        tuple(map(float, b)), order, e, error_order, mid, reuse_last,
     )  # fmt: skip
 
 
@@ -280,6 +297,23 @@ TABLEAUS: dict[str, ButcherTableau] = {
         ((), (1 / 2,), (0, 1 / 2), (0, 0, 1)),
         (1 / 6, 1 / 3, 1 / 3, 1 / 6),
         4,
+    ),
+    "heun2": _fixed("heun2", (0, 1), ((), (1,)), (1 / 2, 1 / 2), 2),
+    "heun3": _fixed("heun3", (0, 1 / 3, 2 / 3), ((), (1 / 3,), (0, 2 / 3)), (1 / 4, 0, 3 / 4), 3),
+    # Heun 2 with Euler embedded; the last stage f(t + h, y + h k1) starts the next step
+    "adaptive_heun": _pair(
+        "adaptive_heun", (0, 1), ((), (1,)), (1 / 2, 1 / 2), (1, 0), 2, 1, reuse_last=True
+    ),
+    # RKF1(2): the third stage is f at the first-order solution, reused as the next first stage
+    "fehlberg2": _pair(
+        "fehlberg2",
+        (0, 1 / 2, 1),
+        ((), (1 / 2,), (1 / 256, 255 / 256)),
+        (1 / 512, 255 / 256, 1 / 512),
+        (1 / 256, 255 / 256, 0),
+        2,
+        1,
+        reuse_last=True,
     ),
     "bosh3": _BOSH3,
     "dopri5": _DOPRI5,

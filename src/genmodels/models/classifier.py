@@ -210,6 +210,7 @@ class FlowClassifierConfig:
     default_data="moons",
     description="Generative classifier p(x|y)p(y), one normalizing flow per class",
     task="classifier",
+    section=2,
 )
 def build_flow_classifier(config: FlowClassifierConfig, info: DataInfo) -> FlowClassifier:
     d, k = _classes(info, "flow-classifier")
@@ -233,6 +234,7 @@ class LogRegConfig:
     default_data="moons",
     description="Discriminative baseline: multinomial logistic regression",
     task="classifier",
+    section=2,
 )
 def build_logreg(config: LogRegConfig, info: DataInfo) -> DiscriminativeClassifier:
     d, k = _classes(info, "logreg")
@@ -253,6 +255,7 @@ class MLPClassifierConfig:
     default_data="moons",
     description="Discriminative baseline: MLP classifier p(y|x) = softmax(MLP(x))",
     task="classifier",
+    section=2,
 )
 def build_mlp_classifier(config: MLPClassifierConfig, info: DataInfo) -> DiscriminativeClassifier:
     d, k = _classes(info, "mlp-classifier")

@@ -362,6 +362,7 @@ def _solver(config) -> dict:
     config=FFJORDConfig,
     default_data="8gaussians",
     task="density",
+    section=4,
     description="FFJORD continuous normalizing flow (Grathwohl et al. 2019)",
 )
 def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
@@ -377,6 +378,7 @@ def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
     config=PlanarCNFConfig,
     default_data="8gaussians",
     task="density",
+    section=4,
     description="the lecture's planar CNF (Chen et al. 2018, sec. 4)",
 )
 def build_planar_cnf(config: PlanarCNFConfig, info: DataInfo) -> CNFModel:

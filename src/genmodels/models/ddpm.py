@@ -38,7 +38,7 @@ from ..nn import time_network
 from ..registry import DataInfo, register
 from .noise import LinearVP, NoiseProcess, NoiseSchedule, ddim_timesteps
 from .samplers import SAMPLERS, ancestral, ddim, pf_ode_log_prob
-from .sde import VPSDE, score_from_eps
+from .sde import VPSDE, dequantization_width, score_from_eps, uniform_dequantize
 
 __all__ = [
     "NoiseProcess",
@@ -94,11 +94,14 @@ class DDPM(nn.Module):
         clip: tuple[float, float] | None = None,
         standardize: bool = False,
         levels: int | None = None,
+        dequantize: str = "none",
     ):
         super().__init__()
         if levels is not None and (not isinstance(levels, int) or levels < 2):
             raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
         self.levels = levels
+        # "uniform": trained on x + w u (see models.sde.dequantization_width)
+        self.dequantize, self.dequant_width = dequantize, dequantization_width(dequantize, levels)
         self.event_shape = tuple(event_shape)
         # registered first: checkpoints keep their keys (data_mean, data_std first)
         self.standardizer = Standardize.identity(self.event_shape)
@@ -163,6 +166,8 @@ class DDPM(nn.Module):
         """
         self._check(batch, "batch")
         x0 = self._to_model(batch)
+        if self.dequant_width is not None:  # uniform dequantisation, u drawn first
+            x0 = uniform_dequantize(x0, self.dequant_width, generator)
         n = x0.shape[0]
         i = torch.randint(0, self.timesteps, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -475,6 +480,7 @@ class DDPMConfig:
     emb_dim: int = 128
     activation: str = "silu"
     standardize: bool = False
+    dequantize: str = "none"
 
     @staticmethod
     def upgrade_fields(old: dict) -> dict:
@@ -520,6 +526,7 @@ class DDPMConfig:
             raise ValueError(f"emb_dim must be a positive even number, got {self.emb_dim}")
         if not self.mults or min(self.mults) < 1:
             raise ValueError(f"every entry of mults must be >= 1, got {self.mults}")
+        dequantization_width(self.dequantize, 2)  # validates the name
 
 
 @register(
@@ -528,6 +535,7 @@ class DDPMConfig:
     default_data="moons",
     description="denoising diffusion (Ho et al. 2020): Algorithm 1 training, ancestral and DDIM",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
@@ -559,4 +567,5 @@ def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
         clip=(-1.0, 1.0) if images else None,
         standardize=config.standardize and not images,
         levels=info.levels if images else None,
+        dequantize=config.dequantize,
     )

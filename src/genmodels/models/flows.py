@@ -426,6 +426,7 @@ class RealNVPConfig(CouplingFlowConfig):
     default_data="8gaussians",
     description="RealNVP: affine coupling flow (Dinh et al. 2017)",
     task="density",
+    section=3,
     data_kinds=("points", "images"),
 )
 def build_realnvp(config: RealNVPConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
@@ -460,6 +461,7 @@ class NICEConfig(CouplingFlowConfig):
     default_data="8gaussians",
     description="NICE: additive coupling flow with diagonal scaling (Dinh et al. 2015)",
     task="density",
+    section=3,
     data_kinds=("points", "images"),
 )
 def build_nice(config: NICEConfig, info: DataInfo) -> FlowModel | ImageFlowModel:
@@ -491,6 +493,7 @@ class NSFConfig(CouplingFlowConfig):
     default_data="8gaussians",
     description="Neural spline flow: rational-quadratic spline couplings (Durkan et al. 2019)",
     task="density",
+    section=3,
     data_kinds=("points", "images"),
 )
 def build_nsf(config: NSFConfig, info: DataInfo) -> FlowModel | ImageFlowModel:

@@ -295,6 +295,7 @@ class GP(nn.Module):
     """
 
     train_defaults = {"lr": 0.05}
+    coherent_functions = True  # sample_functions: posterior paths
 
     def __init__(self, kernel: Kernel, *, noise: float = 0.1, mean: float | nn.Module = 0.0):
         super().__init__()
@@ -433,6 +434,27 @@ class GP(nn.Module):
         )
         return mean + lower @ eps
 
+    def sample_functions(
+        self,
+        x_context: Tensor,
+        y_context: Tensor,
+        x_target: Tensor,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The process contract's sampled functions: ``n`` posterior paths ``f(x_target)``
+        given the context (the prior for an empty context), without observation noise:
+        ``(n, B, m, dy)`` (``(n, m, dy)`` without a batch dimension)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"n (the number of sampled functions) must be a positive int, got {n!r}"
+            )
+        xc, yc = self._check(x_context, y_context, "context")
+        return self.sample_paths(
+            x_target, n, x_context=xc, y_context=yc, dy=yc.shape[-1], generator=generator
+        )
+
     def fit(self, x: Tensor, y: Tensor, *, steps: int = 100, lr: float = 1.0) -> list[float]:
         """Maximise the exact log marginal likelihood of all of ``(x, y)`` over the
         hyperparameters with L-BFGS (strong Wolfe line search); returns the negative LML
@@ -502,6 +524,7 @@ class GPConfig:
     config=GPConfig,
     default_data="gp-rbf",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Gaussian process, hyperparameters shared over tasks by the marginal likelihood",
 )

@@ -329,6 +329,7 @@ class LatentODEConfig:
     config=LatentODEConfig,
     default_data="spirals",
     task="series",
+    section=4,
     data_kinds=("series",),
     description="latent ODE VAE for irregular series (Chen et al. 2018; ODE-RNN encoder option)",
 )

@@ -303,6 +303,7 @@ class NeuralCDEConfig:
     config=NeuralCDEConfig,
     default_data="spiral-chirality",
     task="classifier",
+    section=4,
     data_kinds=("series",),
     description="Neural CDE on a NaN-aware natural cubic spline (Kidger et al. 2020)",
 )
@@ -330,6 +331,7 @@ class GRUClassifierConfig:
     config=GRUClassifierConfig,
     default_data="spiral-chirality",
     task="classifier",
+    section=4,
     data_kinds=("series",),
     description="GRU-Δt baseline for series classification (forward fill, mask, Δt)",
 )

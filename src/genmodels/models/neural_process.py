@@ -35,7 +35,16 @@ from torch.distributions import Normal, kl_divergence
 from ..data.info import DataInfo
 from ..registry import register
 
-__all__ = ["CNP", "NP", "CNPConfig", "NPConfig", "mlp", "batch_inputs", "mixture_log_prob"]
+__all__ = [
+    "CNP",
+    "NP",
+    "LatentProcess",
+    "CNPConfig",
+    "NPConfig",
+    "mlp",
+    "batch_inputs",
+    "mixture_log_prob",
+]
 
 
 def mlp(sizes: list[int], act=nn.ReLU) -> nn.Sequential:
@@ -116,6 +125,7 @@ class CNP(nn.Module):
     """
 
     train_defaults = {"lr": 1e-3}
+    coherent_functions = False  # sample_functions: independent marginal draws
 
     def __init__(self, dx=1, dy=1, *, hidden=64, layers=3, r_dim=64, sigma_floor=0.1):
         super().__init__()
@@ -140,6 +150,17 @@ class CNP(nn.Module):
             mu, sigma = (v.expand(n_samples, *v.shape) for v in (mu, sigma))
         return _out(mu, sigma, squeeze)
 
+    def sample_functions(self, x_context, y_context, x_target, n: int, *, generator=None):
+        """``n`` draws of ``y_target`` given the context, ``(n, B, m, dy)``: a CNP has no
+        latent, so these are **independent draws from each target's marginal**
+        ``N(mu_j, sigma_j^2)`` (observation noise included), not coherent functions."""
+        _check_n(n)
+        p = self.predict(x_context, y_context, x_target)
+        eps = torch.randn(
+            (n, *p.mean.shape), generator=generator, dtype=p.mean.dtype, device=p.mean.device
+        )
+        return p.mean + p.stddev * eps
+
     def loss(self, batch, *, generator=None) -> Tensor:
         """Negative target log-likelihood per target value."""
         xc, yc, xt, yt = batch
@@ -147,7 +168,78 @@ class CNP(nn.Module):
         return -Normal(mu, sigma).log_prob(yt).mean()
 
 
-class NP(CNP):
+class LatentProcess:
+    """What the latent-variable processes (NP, NDP, ND2P) share: a mixin for an ``nn.Module``.
+
+    A latent ``w`` (NP: ``z``; NDP: ``(L0, D)``) summarises a set of points through the
+    mean-pooled encoder ``s = mean_i h(x_i, y_i)`` and the head ``q(w | set) = N(mu(s),
+    (0.1 + 0.9 sigmoid(.))^2)`` (Le et al. 2018's bounded scale). The subclass holds the two
+    networks as ``latent_encoder`` and ``latent_head`` and decodes a latent:
+    ``_decode_latent(xc, yc, xt, w) -> (mu, sigma)`` with ``w`` ``(..., B, w_dim)`` (any
+    leading sample dimensions). On these the mixin writes, once:
+
+    - ``predict``: decode at the mean of ``q(w | C)``, or at ``n_samples`` draws;
+    - ``sample_functions``: the decoder's mean at ``n`` draws of ``q(w | C)``: coherent
+      functions (one latent per function; the per-point observation noise is left out);
+    - ``elbo`` and ``loss``: ``E_{q(w|C∪T)} log p(y_T | w) - KL(q(w|C∪T) || q(w|C))``.
+    """
+
+    latent_encoder: nn.Module
+    latent_head: nn.Module
+    coherent_functions = True  # one latent per sampled function
+
+    def q_latent(self, x: Tensor, y: Tensor) -> Normal:
+        """``q(w | {(x_i, y_i)})``: ``(B, n, ·)`` -> a Normal with batch shape ``(B, w_dim)``."""
+        s = self.latent_encoder(torch.cat([x, y], -1)).mean(1)
+        mu, raw = self.latent_head(s).chunk(2, -1)
+        return Normal(mu, 0.1 + 0.9 * torch.sigmoid(raw))
+
+    @staticmethod
+    def _draw(q: Normal, n: int, generator, like: Tensor) -> Tensor:
+        """``n`` reparameterised draws of ``q``: ``(n, B, w_dim)``."""
+        eps = torch.randn(
+            (n, *q.mean.shape), generator=generator, dtype=like.dtype, device=like.device
+        )
+        return q.mean + q.stddev * eps
+
+    def _decode_latent(self, xc, yc, xt, w) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, x_context, y_context, x_target, *, n_samples=None, generator=None):
+        """``Normal`` over ``y_target`` ``(..., m, dy)`` decoded at the mean of ``q(w | C)``,
+        or at ``n_samples`` draws of it (a leading ``K`` dimension)."""
+        xc, yc, xt, squeeze = batch_inputs(self, x_context, y_context, x_target, self.dx, self.dy)
+        q = self.q_latent(xc, yc)
+        w = q.mean if n_samples is None else self._draw(q, n_samples, generator, xt)
+        mu, sigma = self._decode_latent(xc, yc, xt, w)
+        return _out(mu, sigma, squeeze)
+
+    def sample_functions(self, x_context, y_context, x_target, n: int, *, generator=None):
+        """``n`` functions given the context: the decoder's mean at ``n`` draws of
+        ``q(w | C)``, ``(n, B, m, dy)`` (``(n, m, dy)`` without a batch dimension)."""
+        _check_n(n)
+        return self.predict(x_context, y_context, x_target, n_samples=n, generator=generator).mean
+
+    def elbo(self, batch, *, generator=None, n_samples: int = 1) -> Tensor:
+        """The ELBO per task ``(B,)`` in nats: ``E_{q(w|C∪T)} log p(y_T | w) - KL(q(w|C∪T) ||
+        q(w|C))`` (the expectation by ``n_samples`` reparameterised draws; the KL exact)."""
+        xc, yc, xt, yt = batch
+        q_ct, q_c = self.q_latent(xt, yt), self.q_latent(xc, yc)  # the targets hold the context
+        mu, sigma = self._decode_latent(xc, yc, xt, self._draw(q_ct, n_samples, generator, yt))
+        ll = Normal(mu, sigma).log_prob(yt).sum((-2, -1)).mean(0)
+        return ll - kl_divergence(q_ct, q_c).sum(-1)
+
+    def loss(self, batch, *, generator=None) -> Tensor:
+        """Negative ELBO per target value."""
+        return -self.elbo(batch, generator=generator).sum() / batch.y_target.numel()
+
+
+def _check_n(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the number of sampled functions) must be a positive int, got {n!r}")
+
+
+class NP(LatentProcess, CNP):
     """Neural Process: the CNP's deterministic path plus a global latent ``z``."""
 
     def __init__(self, dx=1, dy=1, *, hidden=64, layers=3, r_dim=64, z_dim=32, sigma_floor=0.1):
@@ -157,49 +249,10 @@ class NP(CNP):
         self.latent_head = nn.Linear(hidden, 2 * z_dim)
         self.decoder = _Decoder(dx + r_dim + z_dim, dy, hidden, layers, sigma_floor)
 
-    def q_z(self, x: Tensor, y: Tensor) -> Normal:
-        """``q(z | {(x_i, y_i)}) = N(mu_z(s), sigma_z(s)^2)``, ``s = mean_i h_z(x_i, y_i)``."""
-        s = self.latent_encoder(torch.cat([x, y], -1)).mean(1)
-        mu, raw = self.latent_head(s).chunk(2, -1)
-        return Normal(mu, 0.1 + 0.9 * torch.sigmoid(raw))
-
-    def _decode_z(self, xt, r, z):
-        """Decode at ``z`` ``(..., B, z_dim)`` (any leading sample dims)."""
-        rep = torch.cat([r.expand(*z.shape[:-1], r.shape[-1]), z], -1)
-        return self._decode(xt, rep)
-
-    def predict(self, x_context, y_context, x_target, *, n_samples=None, generator=None):
-        """``Normal`` over ``y_target`` decoded at the mean of ``q(z | C)``, or at
-        ``n_samples`` draws of it (a leading ``K`` dimension)."""
-        xc, yc, xt, squeeze = batch_inputs(self, x_context, y_context, x_target, self.dx, self.dy)
-        q = self.q_z(xc, yc)
-        if n_samples is None:
-            z = q.mean
-        else:
-            eps = torch.randn(
-                (n_samples, *q.mean.shape), generator=generator, dtype=xt.dtype, device=xt.device
-            )
-            z = q.mean + q.stddev * eps
-        mu, sigma = self._decode_z(xt, self.represent(xc, yc), z)
-        return _out(mu, sigma, squeeze)
-
-    def elbo(self, batch, *, generator=None, n_samples: int = 1) -> Tensor:
-        """The ELBO per task ``(B,)`` in nats: ``E_{q(z|C∪T)} log p(y_T | z) - KL(q(z|C∪T) ||
-        q(z|C))`` (the expectation by ``n_samples`` reparameterised draws; the KL exact)."""
-        xc, yc, xt, yt = batch
-        q_ct, q_c = self.q_z(xt, yt), self.q_z(xc, yc)  # the targets hold the context
-        eps = torch.randn(
-            (n_samples, *q_ct.mean.shape), generator=generator, dtype=yt.dtype, device=yt.device
-        )
-        z = q_ct.mean + q_ct.stddev * eps
-        mu, sigma = self._decode_z(xt, self.represent(xc, yc), z)
-        ll = Normal(mu, sigma).log_prob(yt).sum((-2, -1)).mean(0)
-        return ll - kl_divergence(q_ct, q_c).sum(-1)
-
-    def loss(self, batch, *, generator=None) -> Tensor:
-        """Negative ELBO per target value."""
-        yt = batch.y_target
-        return -self.elbo(batch, generator=generator).sum() / yt.numel()
+    def _decode_latent(self, xc, yc, xt, z):
+        """``g(x_t, r, z)`` with ``r`` from the context, at ``z`` ``(..., B, z_dim)``."""
+        r = self.represent(xc, yc)
+        return self._decode(xt, torch.cat([r.expand(*z.shape[:-1], r.shape[-1]), z], -1))
 
 
 @dataclass
@@ -227,6 +280,7 @@ _DESC = "({}, Garnelo et al. 2018): encoder, mean aggregator, decoder"
     config=CNPConfig,
     default_data="sine",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Conditional Neural Process " + _DESC.format("CNP"),
 )
@@ -246,6 +300,7 @@ def build_cnp(config: CNPConfig, info: DataInfo) -> CNP:
     config=NPConfig,
     default_data="sine",
     task="process",
+    section=5,
     data_kinds=("tasks",),
     description="Neural Process with a global latent, trained by the ELBO " + _DESC.format("NP"),
 )

@@ -186,6 +186,7 @@ def _image(info: DataInfo, name: str) -> tuple[int, int]:
     config=ODENetConfig,
     default_data="digits",
     task="classifier",
+    section=4,
     description="ODE-Net classifier (Chen et al. 2018, sec. 3)",
     data_kinds=("images",),
 )
@@ -204,6 +205,7 @@ def build_odenet(config: ODENetConfig, info: DataInfo) -> ImageClassifier:
     config=ResNetConfig,
     default_data="digits",
     task="classifier",
+    section=4,
     description="ResNet classifier of the ODE-Net's size",
     data_kinds=("images",),
 )

@@ -421,6 +421,7 @@ _DEFAULT_LEVELS = {"points": 10, "images": 30}
     default_data="8gaussians",
     description="noise-conditional score network (Song & Ermon 2019): DSM, annealed Langevin",
     task="density",
+    section=6,
     data_kinds=("points", "images"),
 )
 def build_ncsn(config: NCSNConfig, info: DataInfo) -> NCSN:

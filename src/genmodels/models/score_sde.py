@@ -27,7 +27,14 @@ from ..distributions import Standardize, check_batch
 from ..nn import time_network
 from ..registry import DataInfo, register
 from .samplers import SAMPLERS, pf_ode_log_prob
-from .sde import SDE, VESDE, SubVPSDE, score_from_eps
+from .sde import (
+    SDE,
+    VESDE,
+    SubVPSDE,
+    dequantization_width,
+    score_from_eps,
+    uniform_dequantize,
+)
 
 __all__ = ["ScoreSDE", "ScoreSDEConfig", "SubVPConfig", "VESDEConfig"]
 
@@ -57,6 +64,8 @@ class ScoreSDE(nn.Module):
         t_min: smallest training time (Song et al.: 1e-5).
         standardize: learn in standardised coordinates (log_prob includes the log-det).
         default_sampler: ``sample``'s default.
+        levels, dequantize: quantised data's number of levels, and ``"uniform"`` to train
+            on ``x + w u`` (:func:`~genmodels.models.sde.dequantization_width`).
 
     Example::
 
@@ -73,8 +82,12 @@ class ScoreSDE(nn.Module):
         t_min: float = 1e-5,
         standardize: bool = False,
         default_sampler: str = "euler_maruyama",
+        levels: int | None = None,
+        dequantize: str = "none",
     ):
         super().__init__()
+        self.levels = levels
+        self.dequantize, self.dequant_width = dequantize, dequantization_width(dequantize, levels)
         self.event_shape = tuple(event_shape)
         self.standardizer = Standardize.identity(self.event_shape)
         self.sde, self.t_min, self.standardize = sde, float(t_min), standardize
@@ -97,6 +110,8 @@ class ScoreSDE(nn.Module):
         """Denoising score matching in ε-form (module docstring), a scalar."""
         check_batch(batch, self.event_shape, "batch")
         x0 = self._to_model(batch)
+        if self.dequant_width is not None:  # uniform dequantisation, u drawn first
+            x0 = uniform_dequantize(x0, self.dequant_width, generator)
         n = x0.shape[0]
         u = torch.rand(n, generator=generator, device=x0.device, dtype=torch.float64)
         t = self.t_min + (1 - self.t_min) * u
@@ -177,8 +192,10 @@ class ScoreSDEConfig:
     activation: str = "silu"
     standardize: bool = False
     t_min: float = 1e-5
+    dequantize: str = "none"
 
     def validate(self) -> None:
+        dequantization_width(self.dequantize, 2)  # validates the name
         if not 0 < self.t_min < 1:
             raise ValueError(f"t_min must lie in (0, 1), got {self.t_min}")
         if self.emb_dim < 2 or self.emb_dim % 2:
@@ -219,6 +236,8 @@ def _build(config: ScoreSDEConfig, info: DataInfo, sde: SDE) -> ScoreSDE:
         sde,
         t_min=config.t_min,
         standardize=config.standardize and info.kind != "images",
+        levels=info.levels if info.kind == "images" else None,
+        dequantize=config.dequantize,
     )
 
 
@@ -229,6 +248,7 @@ def _build(config: ScoreSDEConfig, info: DataInfo, sde: SDE) -> ScoreSDE:
     description="score SDE, sub-VP (Song et al. 2021): reverse SDE, PC and PF-ODE samplers, "
     "exact likelihood",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_subvp(config: SubVPConfig, info: DataInfo) -> ScoreSDE:
@@ -242,6 +262,7 @@ def build_subvp(config: SubVPConfig, info: DataInfo) -> ScoreSDE:
     default_data="moons",
     description="score SDE, variance exploding (Song et al. 2021; NCSN's continuous limit)",
     task="density",
+    section=7,
     data_kinds=("points", "images"),
 )
 def build_vesde(config: VESDEConfig, info: DataInfo) -> ScoreSDE:

@@ -370,6 +370,7 @@ class VAE(nn.Module):
     default_data="digits",
     description="Variational autoencoder with IWAE evaluation (Kingma & Welling 2014)",
     task="density",
+    section=1,
     data_kinds=("points", "images"),
 )
 def build_vae(config: VAEConfig, info: DataInfo) -> VAE:

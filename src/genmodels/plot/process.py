@@ -10,6 +10,8 @@ dimension is drawn. The grid spans the task's own inputs (an NDP cannot look bef
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,18 +23,11 @@ __all__ = ["process_predictions"]
 
 @torch.no_grad()
 def _sampled_functions(model, xc, yc, g, k: int):
-    """``(k, grid)`` functions of the model's family given the context, or None."""
-    gen = torch.Generator().manual_seed(0)
-    if hasattr(model, "sample_paths"):  # a GP: posterior paths
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # jitter on a dense grid
-            f = model.sample_paths(g, k, x_context=xc, y_context=yc, generator=gen)
-        return f[..., 0, :, 0]
-    if type(model).__name__ in ("NP", "NDP"):  # latent models: the mean at each z
-        return model.predict(xc, yc, g, n_samples=k, generator=gen).mean[:, 0, :, 0]
-    return None
+    """``(k, grid)``: the process contract's ``sample_functions`` on the grid, first output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a GP's jitter on a dense grid
+        f = model.sample_functions(xc, yc, g, k, generator=torch.Generator().manual_seed(0))
+    return f[:, 0, :, 0]
 
 
 def process_predictions(
@@ -41,8 +36,10 @@ def process_predictions(
     """Mean ± 2σ of ``model.predict`` on the first ``n_tasks`` tasks of a batch.
 
     Args:
-        model: ``predict(x_context, y_context, x_target) -> Normal`` with batch shape
-            ``(B, n_target, dy)``.
+        model: the process contract: ``predict(x_context, y_context, x_target) -> Normal``
+            with batch shape ``(B, n_target, dy)`` and, for ``n_functions > 0``,
+            ``sample_functions(x_context, y_context, x_target, n, generator=)`` ->
+            ``(n, B, n_target, dy)``.
         tasks: a :class:`~genmodels.data.batches.Tasks` batch with ``dx = 1``: ``x_context``
             ``(B, nc, 1)``, ``y_context`` ``(B, nc, dy)``, ``x_target`` ``(B, nt, 1)``,
             ``y_target`` ``(B, nt, dy)``.
@@ -71,9 +68,15 @@ def process_predictions(
         ax.fill_between(gx, mu - 2 * sd, mu + 2 * sd, color="tab:blue", alpha=0.2, label="±2σ")
         ax.plot(gx, mu, color="tab:blue", lw=1.2, label="mean")
         fs = _sampled_functions(model, ci, yi, gi, n_functions) if n_functions else None
+        coherent = getattr(model, "coherent_functions", True)
         for j in range(0 if fs is None else fs.shape[0]):
-            lab = "sampled functions" if j == 0 else None
-            ax.plot(gx, fs[j].detach().float().cpu().numpy(), color="tab:green", lw=0.7, label=lab)
+            f = fs[j].detach().float().cpu().numpy()
+            if coherent:
+                lab = "sampled functions" if j == 0 else None
+                ax.plot(gx, f, color="tab:green", lw=0.7, label=lab)
+            else:  # independent marginal draws: points, not curves
+                lab = "marginal draws" if j == 0 else None
+                ax.scatter(gx, f, s=2, color="tab:green", alpha=0.5, label=lab)
         ax.scatter(xt[i, :, 0].cpu(), yt[i, :, 0].cpu(), s=8, c="tab:orange", label="target")
         ax.scatter(xc[i, :, 0].cpu(), yc[i, :, 0].cpu(), s=14, c="k", label="context")
         ax.set_title(f"task {i}: {xc.shape[1]} context points", fontsize=9)
