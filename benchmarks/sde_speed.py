@@ -268,5 +268,125 @@ def main() -> None:
         _adjoint_table(torchsde, args)
 
 
+def _solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
+    """The three solves of one case: ours with drawn increments, ours on a BrownianMotion tree,
+    torchsde's with its defaults."""
+    gen = torch.Generator().manual_seed(0)
+    levy = method in ("srk", "log_ode")
+    return {
+        "ours": lambda: sdeint(sde, y0, ts, method=method, dt=dt, generator=gen),
+        "tree": lambda: sdeint(
+            sde,
+            y0,
+            ts,
+            method=method,
+            dt=dt,
+            bm=BrownianMotion(0.0, 1.0, size=size, seed=0, levy_area=levy),
+        ),
+        "theirs": lambda: torchsde.sdeint(sde, y0, ts, method=method, dt=dt),
+    }
+
+
+def rows(quick: bool, tiny: bool = False) -> list[dict]:
+    """``genmodels bench`` rows: each method's sdeint (drawn increments and, like for like, a
+    queryable BrownianMotion) against torchsde.sdeint, and sequential Brownian queries against
+    torchsde's BrownianInterval; thread CPU time, interleaved, one thread. Target (#20): every
+    method at most 0.7x torchsde's time; the Brownian path at most torchsde's."""
+    import torchsde
+
+    from genmodels.bench import peer_version, row
+
+    torch.set_num_threads(1)
+    b, d, steps, pairs = (
+        (16, 2, 20, 1) if tiny else (256, 8, 200, 3) if quick else (1024, 8, 1000, 5)
+    )
+    dt, ts = 1.0 / steps, torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d, generator=torch.Generator().manual_seed(0))
+    peer = peer_version("torchsde")
+    cases = [("ito", "diagonal", "euler")]
+    if not tiny:
+        cases += [
+            ("ito", "diagonal", "milstein"),
+            ("ito", "additive", "srk"),
+            ("stratonovich", "diagonal", "heun"),
+            ("ito", "diagonal", "srk"),
+            ("stratonovich", "diagonal", "euler_heun"),
+        ]
+    out = []
+    with torch.no_grad():
+        for sde_type, noise_type, method in cases:
+            torch.manual_seed(0)
+            sde = MLPSDE(d, noise_type, sde_type)
+            m = d if noise_type == "diagonal" else 1
+            t = _paired(_solvers(torchsde, sde, y0, ts, method, dt, (b, m)), pairs)
+            name = f"sdeint {sde_type}/{noise_type}/{method} {b}x{d}, {steps} steps"
+            out.append(
+                row(
+                    "sde",
+                    name,
+                    t["ours"],
+                    t["theirs"],
+                    peer,
+                    limit=0.7,
+                    note="drawn increments; target #20",
+                )
+            )
+            out.append(
+                row(
+                    "sde",
+                    name + ", BrownianMotion",
+                    t["tree"],
+                    t["theirs"],
+                    peer,
+                    limit=0.7,
+                    note="queryable path, like for like; target #20",
+                )
+            )
+        grid = torch.linspace(0, 1, steps + 1).tolist()
+
+        def queries(bm):
+            for a, c in zip(grid[:-1], grid[1:]):
+                bm(a, c)
+
+        t = _paired(
+            {
+                "ours": lambda: queries(BrownianMotion(0.0, 1.0, size=(b, d), seed=0)),
+                "theirs": lambda: queries(torchsde.BrownianInterval(0.0, 1.0, size=(b, d))),
+            },
+            pairs,
+        )
+        out.append(
+            row(
+                "sde",
+                f"{steps} sequential Brownian queries {b}x{d}",
+                t["ours"],
+                t["theirs"],
+                f"{peer} BrownianInterval",
+                limit=1.0,
+                note="no target set; not slower",
+            )
+        )
+    for sde_type, noise_type, method in ADJOINT_CASES[: 1 if tiny else None]:
+        torch.manual_seed(0)
+        sde = MLPSDE(d, noise_type, sde_type)
+        size = (b, d if noise_type == "diagonal" else 1)
+        t = _paired(_adjoint_solvers(torchsde, sde, y0, ts, method, dt, size), pairs)
+        name = f"sdeint_adjoint {sde_type}/{noise_type}/{method} {b}x{d}, {steps} steps"
+        note = "forward + backward; target #20"
+        out.append(row("sde", name, t["ours"], t["theirs"], peer, limit=0.7, note=note))
+        out.append(
+            row(
+                "sde",
+                name + ", BrownianMotion",
+                t["tree"],
+                t["theirs"],
+                peer,
+                limit=0.7,
+                note="queryable path, like for like; " + note,
+            )  # fmt: skip
+        )
+    return out
+
+
 if __name__ == "__main__":
     main()
