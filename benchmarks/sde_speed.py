@@ -1,20 +1,25 @@
-"""Wall-clock speed of genmodels' sdeint and BrownianMotion against torchsde.
+"""Speed of genmodels' sdeint and BrownianMotion against torchsde, in the same process.
 
     PYTHONPATH=src python benchmarks/sde_speed.py [--batch 1024] [--dim 8] [--steps 1000]
-                                                   [--threads 1] [--repeats 3]
-                                                   [--adjoint-batch 256] [--adjoint-steps 200]
-                                                   [--only-adjoint]
+        [--threads 1] [--repeats 3] [--cases euler,milstein,...] [--no-adaptive]
+        [--no-brownian] [--adjoint-batch 256] [--adjoint-steps 200] [--only-adjoint] [--no-adjoint]
 
-Prints a Markdown table (median seconds over repeats). Each solve integrates over [0, 1]
-with dt = 1/steps and returns y at 11 times. torchsde uses its defaults (BrownianInterval
-for the noise); genmodels uses its default (increments drawn from a generator on the grid)
-and, separately, its BrownianMotion tree (the like-for-like comparison: a queryable path).
+Prints a Markdown table: median thread CPU seconds (``time.thread_time``, so other jobs on a
+shared machine count less) over repeats that interleave the three contestants, and the
+ratios ours / torchsde. Each fixed-step solve integrates over [0, 1] with dt = 1/steps and
+returns y at 11 times. torchsde uses its defaults (BrownianInterval for the noise); genmodels
+uses its default (increments drawn from a generator on the grid) and, separately, its
+BrownianMotion tree (the like-for-like comparison: a queryable path). Adaptive cases
+(``adaptive=True``, first step 0.01) need a queryable path on both sides, so there the two
+genmodels columns differ in the path: made internally (one tree per output interval,
+dyadic steps) or a BrownianMotion passed in (steps anywhere). Adaptive cases are timed over
+at least 9 interleaved repeats.
 
 The second table times forward + backward of ``sdeint_adjoint`` against
 ``torchsde.sdeint_adjoint`` (loss ys[-1].sum(), gradients wrt y0 and the SDE's parameters) in
-thread CPU time (``time.thread_time``), the variants interleaved (order alternating); the ratio
-column is ours (default noise) / torchsde (default noise). "ours (their BI)" drives our solver
-with torchsde's BrownianInterval: the solver alone, on the same kind of path.
+thread CPU time, the variants interleaved (order alternating); the ratio column is ours
+(default noise) / torchsde (default noise). "ours (their BI)" drives our solver with
+torchsde's BrownianInterval: the solver alone, on the same kind of path.
 """
 
 from __future__ import annotations
@@ -47,37 +52,66 @@ class MLPSDE(torch.nn.Module):
     def g(self, t, y):
         if self.noise_type == "diagonal":
             return self.scale * torch.sin(y) + 0.1
+        if self.noise_type == "scalar":
+            return (self.scale * torch.sin(y) + 0.1).unsqueeze(-1)
         return (self.scale * (1 + t)).expand(*y.shape, 1)  # additive, one channel
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _interleaved(fns, repeats: int) -> list[float]:
+    """Median thread CPU seconds of each of ``fns``, run in turn ``repeats`` times."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in enumerate(fns):
+            t0 = time.thread_time()
+            fn()
+            times[k].append(time.thread_time() - t0)
+    return [statistics.median(t) for t in times]
 
 
-def _case(torchsde, sde_type, noise_type, method, y0, ts, dt, repeats):
+# (sde_type, noise_type, method, adaptive)
+CASES = [
+    ("ito", "diagonal", "euler", False),
+    ("ito", "diagonal", "milstein", False),
+    ("ito", "diagonal", "srk", False),
+    ("ito", "scalar", "srk", False),
+    ("ito", "additive", "srk", False),
+    ("stratonovich", "diagonal", "heun", False),
+    ("stratonovich", "diagonal", "midpoint", False),
+    ("stratonovich", "diagonal", "euler_heun", False),
+    ("stratonovich", "diagonal", "log_ode", False),
+    ("stratonovich", "diagonal", "milstein", False),
+    ("ito", "diagonal", "milstein", True),
+    ("ito", "additive", "srk", True),
+    ("stratonovich", "diagonal", "heun", True),
+]
+
+
+def _case(torchsde, sde_type, noise_type, method, adaptive, y0, ts, dt, repeats):
     b, d = y0.shape
     sde = MLPSDE(d, noise_type, sde_type)
     m = d if noise_type == "diagonal" else 1
     gen = torch.Generator().manual_seed(0)
+    levy = method in ("srk", "log_ode")
+    approx = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
+    kw = dict(method=method, dt=0.01 if adaptive else dt, adaptive=adaptive, rtol=1e-3, atol=1e-3)
 
     def ours():
-        sdeint(sde, y0, ts, method=method, dt=dt, generator=gen)
+        sdeint(sde, y0, ts, generator=gen, **kw)
 
     def ours_tree():
-        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0, levy_area=method == "srk")
-        sdeint(sde, y0, ts, bm=bm, method=method, dt=dt)
+        bm = BrownianMotion(0.0, 1.0, size=(b, m), seed=0, levy_area=levy)
+        if method == "log_ode":  # needs Davie/Foster areas: not in BrownianMotion
+            bm = torchsde.BrownianInterval(0.0, 1.0, size=(b, m), levy_area_approximation=approx)
+        sdeint(sde, y0, ts, bm, **kw)
 
     def theirs():
-        torchsde.sdeint(sde, y0, ts, method=method, dt=dt)
+        torchsde.sdeint(sde, y0, ts, **kw)
 
-    name = f"sdeint {sde_type}/{noise_type}/{method}"
-    return name, _time(ours, repeats), _time(ours_tree, repeats), _time(theirs, repeats)
+    fns = [ours, ours_tree, theirs]
+    name = f"{sde_type}/{noise_type}/{method}" + (" adaptive" if adaptive else "")
+    if adaptive:  # ~30 ms solves: more repeats against the noise of a shared machine
+        repeats = max(9, 3 * repeats)
+    return (name, *_interleaved(fns, repeats))
 
 
 def _adjoint_solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
@@ -144,70 +178,6 @@ def _adjoint_table(torchsde, args) -> None:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {ratio:.2f} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--dim", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--adjoint-batch", type=int, default=256)
-    ap.add_argument("--adjoint-steps", type=int, default=200)
-    ap.add_argument("--only-adjoint", action="store_true", help="skip the sdeint table")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    import torchsde
-
-    if args.only_adjoint:
-        return _adjoint_table(torchsde, args)
-    b, d, dt = args.batch, args.dim, 1.0 / args.steps
-    ts = torch.linspace(0, 1, 11)
-    y0 = torch.randn(b, d)
-    rows = []
-    cases = [
-        ("ito", "diagonal", "euler"),
-        ("ito", "diagonal", "milstein"),
-        ("ito", "additive", "srk"),
-        ("stratonovich", "diagonal", "heun"),
-    ]
-    with torch.no_grad():
-        for sde_type, noise_type, method in cases:
-            rows.append(_case(torchsde, sde_type, noise_type, method, y0, ts, dt, args.repeats))
-        # per-step overhead: a tiny state
-        name, *times = _case(
-            torchsde, "ito", "diagonal", "euler", y0[:16, :2], ts, dt, args.repeats
-        )
-        rows.append((name + " (batch 16, d 2)", *times))
-
-        grid = torch.linspace(0, 1, args.steps + 1).tolist()
-
-        def queries(bm):
-            for a, c in zip(grid[:-1], grid[1:]):
-                bm(a, c)
-
-        ours_bm = _time(
-            lambda: queries(BrownianMotion(0.0, 1.0, size=(b, d), seed=0)), args.repeats
-        )
-        bi = _time(lambda: queries(torchsde.BrownianInterval(0.0, 1.0, size=(b, d))), args.repeats)
-        bt = _time(
-            lambda: queries(torchsde.BrownianTree(0.0, torch.zeros(b, d), t1=1.0, tol=1e-5)),
-            args.repeats,
-        )
-        rows.append((f"{args.steps} sequential bm(t_k, t_k+1) queries", None, ours_bm, bi))
-        rows.append(("  ... torchsde.BrownianTree(tol=1e-5)", None, None, bt))
-
-    print(
-        f"batch={b} dim={d} steps={args.steps} threads={args.threads} "
-        f"(median of {args.repeats}, seconds)\n"
-    )
-    print("| case | genmodels (drawn) | genmodels (BrownianMotion) | torchsde |")
-    print("|---|---|---|---|")
-    fmt = lambda x: "-" if x is None else f"{x:.3f}"
-    for name, a, c, r in rows:
-        print(f"| {name} | {fmt(a)} | {fmt(c)} | {fmt(r)} |")
-    _adjoint_table(torchsde, args)
-
-
 def _paired(fns: dict, pairs: int) -> dict:
     """Median thread CPU seconds of each function over ``pairs`` interleaved rounds (the order
     alternating), after one warm-up call each."""
@@ -222,11 +192,87 @@ def _paired(fns: dict, pairs: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--dim", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cases", default="", help="comma-separated methods to run (default all)")
+    ap.add_argument("--no-adaptive", action="store_true")
+    ap.add_argument("--no-brownian", action="store_true")
+    ap.add_argument("--adjoint-batch", type=int, default=256)
+    ap.add_argument("--adjoint-steps", type=int, default=200)
+    ap.add_argument("--only-adjoint", action="store_true", help="skip the sdeint table")
+    ap.add_argument("--no-adjoint", action="store_true", help="skip the sdeint_adjoint table")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import torchsde
+
+    if args.only_adjoint:
+        return _adjoint_table(torchsde, args)
+
+    b, d, dt = args.batch, args.dim, 1.0 / args.steps
+    ts = torch.linspace(0, 1, 11)
+    y0 = torch.randn(b, d)
+    wanted = set(filter(None, args.cases.split(",")))
+    rows = []
+    with torch.no_grad():
+        # warm-up (imports, allocator) on a tiny problem
+        for st, nt, meth, ad in CASES[:1]:
+            _case(torchsde, st, nt, meth, ad, y0[:4, :2], ts, 0.1, 1)
+        for sde_type, noise_type, method, adaptive in CASES:
+            if (wanted and method not in wanted) or (adaptive and args.no_adaptive):
+                continue
+            rows.append(
+                _case(torchsde, sde_type, noise_type, method, adaptive, y0, ts, dt, args.repeats)
+            )
+        if not wanted or "euler" in wanted:  # per-step overhead: a tiny state
+            name, *times = _case(
+                torchsde, "ito", "diagonal", "euler", False, y0[:16, :2], ts, dt, args.repeats
+            )
+            rows.append((name + " (batch 16, d 2)", *times))
+
+        if not args.no_brownian:
+            grid = torch.linspace(0, 1, args.steps + 1).tolist()
+
+            def queries(bm):
+                for a, c in zip(grid[:-1], grid[1:]):
+                    bm(a, c)
+
+            ours_bm, bi, bt = _interleaved(
+                [
+                    lambda: queries(BrownianMotion(0.0, 1.0, size=(b, d), seed=0)),
+                    lambda: queries(torchsde.BrownianInterval(0.0, 1.0, size=(b, d))),
+                    lambda: queries(
+                        torchsde.BrownianTree(0.0, torch.zeros(b, d), t1=1.0, tol=1e-5)
+                    ),
+                ],
+                args.repeats,
+            )
+            rows.append((f"{args.steps} sequential bm(t_k, t_k+1) queries", None, ours_bm, bi))
+            rows.append(("  ... torchsde.BrownianTree(tol=1e-5)", None, None, bt))
+
+    print(
+        f"batch={b} dim={d} steps={args.steps} threads={args.threads} "
+        f"(median of {args.repeats} interleaved runs, thread CPU seconds)\n"
+    )
+    print("| case | genmodels (drawn) | genmodels (BrownianMotion) | torchsde | ratios |")
+    print("|---|---|---|---|---|")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"
+    for name, a, c, r in rows:
+        ratio = " / ".join(f"{x / r:.2f}" for x in (a, c) if x is not None and r)
+        print(f"| {name} | {fmt(a)} | {fmt(c)} | {fmt(r)} | {ratio} |")
+    if not args.no_adjoint:
+        _adjoint_table(torchsde, args)
+
+
 def _solvers(torchsde, sde, y0, ts, method, dt, size) -> dict:
     """The three solves of one case: ours with drawn increments, ours on a BrownianMotion tree,
     torchsde's with its defaults."""
     gen = torch.Generator().manual_seed(0)
-    levy = method == "srk"
+    levy = method in ("srk", "log_ode")
     return {
         "ours": lambda: sdeint(sde, y0, ts, method=method, dt=dt, generator=gen),
         "tree": lambda: sdeint(
@@ -263,6 +309,8 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
             ("ito", "diagonal", "milstein"),
             ("ito", "additive", "srk"),
             ("stratonovich", "diagonal", "heun"),
+            ("ito", "diagonal", "srk"),
+            ("stratonovich", "diagonal", "euler_heun"),
         ]
     out = []
     with torch.no_grad():

@@ -1,14 +1,16 @@
-"""Fixed-step solvers for Itô and Stratonovich stochastic differential equations.
+"""Solvers for Itô and Stratonovich stochastic differential equations, fixed-step or adaptive.
 
 The lecture's SDE (section 7; Song et al. 2021, "Score-based generative modeling
 through stochastic differential equations")
 
     dy = f(t, y) dt + g(t, y) dW(t)
 
-is solved on a grid by one stepping loop; a method is one short step function (the
-lines of the scheme as written in the cited paper) plus a row of :data:`METHODS` saying
-which SDE types and noise types it accepts. The interface is torchsde's (Li et al.
-2020): ``sde.f(t, y)``, ``sde.g(t, y)``, ``sde.noise_type``, ``sde.sde_type``.
+is solved by one stepping loop; a method is one short step function (the lines of the
+scheme as written in the cited paper) plus a row of :data:`METHODS` saying which SDE types
+and noise types it accepts. The interface is torchsde's (Li et al. 2020), argument for
+argument: ``sdeint(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names,
+logqp, extra, extra_solver_state)`` with ``sde.f(t, y)``, ``sde.g(t, y)`` (or the fused
+``f_and_g``, ``g_prod(t, y, v)``, ``f_and_g_prod``), ``sde.noise_type``, ``sde.sde_type``.
 
 Noise types, for y of shape (..., d) and m Brownian channels:
 
@@ -23,22 +25,52 @@ general    (..., d, m)           (..., m)             g dW
 
 Methods (h the step, ΔW the Brownian increment over it, G ΔW the noise term above):
 
-=========  ===============  ==================================  =========================
-method     SDE type         noise                               strong order
-=========  ===============  ==================================  =========================
-euler      Itô              any                                 0.5 (1.0 additive)
-milstein   Itô or Strat.    diagonal, scalar, additive          1.0
-heun       Stratonovich     any                                 1.0 commutative, else 0.5
-midpoint   Stratonovich     any                                 1.0 commutative, else 0.5
-srk        Itô or Strat.    additive (Rößler's SRA1)            1.5
-rev. Heun  Stratonovich     any (``reversible_heun``)           0.5 (1.0 additive)
-=========  ===============  ==================================  =========================
+==========  ============  ==========================  ================================
+method      SDE type      noise                       strong order
+==========  ============  ==========================  ================================
+euler       Itô           any                         0.5 (1.0 additive)
+milstein    Itô / Strat.  diagonal, scalar, additive  1.0
+srk         Itô           additive (SRA1),            1.5
+                          diagonal, scalar (SRI2)
+euler_heun  Stratonovich  any                         1.0 (0.5 general)
+heun        Stratonovich  any                         1.0 (0.5 general)
+midpoint    Stratonovich  any                         1.0 (0.5 general)
+log_ode     Stratonovich  any                         1.0 (0.5 general)
+rev. Heun   Stratonovich  any (``reversible_heun``)   0.5 (1.0 additive)
+==========  ============  ==========================  ================================
 
-(For additive noise the Itô and Stratonovich SDEs coincide, so every method accepts it.)
-Default method, following torchsde where sensible: additive noise → ``srk``; Itô with
-diagonal or scalar noise → ``milstein`` (torchsde uses its order-1.0 SRK there; Milstein
-has the same strong order at half the cost); Itô general → ``euler``; Stratonovich →
-``heun`` (torchsde: midpoint; same order).
+(The SDE type is checked as torchsde does: an additive-noise SDE declared Itô is solved by the
+Itô methods, one declared Stratonovich by the Stratonovich ones, although the two coincide.)
+Default method: additive noise → ``srk``; Itô with diagonal or scalar noise → ``milstein``
+(torchsde uses its ``srk`` there; Milstein has strong order 1.0 at a fraction of the
+cost); Itô general → ``euler``; Stratonovich → ``heun`` (torchsde: midpoint; same order).
+
+**Adaptive steps** (``adaptive=True``): step doubling, as torchsde. From t, a step of size h
+is taken once whole and once as two halves on the *same* Brownian path (so ``bm`` must be
+queryable at any time: a :class:`~genmodels.integrate.brownian.BrownianMotion`, or torchsde's
+``BrownianInterval``; with ``bm=None`` one ``BrownianMotion`` per output interval is made
+from ``generator``, and the steps are dyadic fractions of the interval, see
+:func:`_solve_adaptive`). The
+difference of the two results, in the norm
+
+    err = √(mean_i [(y_i^whole - y_i^halves) / (atol + rtol max(|y_i^whole|, |y_i^halves|))]²),
+
+estimates the local error of the whole step; the two-halves result is kept when err ≤ 1
+(or h has reached ``dt_min``), and the next step is h · min(1.4, max(0.2, 0.9 err^(-1/(p+½))))
+with p the method's strong order (no growth after a rejection). The local error of a
+strong-order-p scheme is O(h^(p+½)) in mean square (Burrage, Burrage & Tian 2004, §6; Lamba
+2003, "An adaptive timestepping algorithm for stochastic differential equations"). Every
+output time is landed on exactly.
+
+**logqp** (latent SDEs; Li et al. 2020, §5): with a prior drift h(t, y) (``sde.h`` or
+``names={"prior_drift": ...}``), the posterior path measure Q (drift f) and the prior P
+(drift h, same diffusion g) have, by Girsanov's theorem,
+
+    log dQ/dP = ∫ u · dW + ½ ∫ |u|² dt,   u = g⁻¹ (f - h)   (g⁺ the pseudo-inverse),
+
+so KL(Q ‖ P) = E_Q ½ ∫ |u(t, y_t)|² dt. The solver integrates ½ |u|² alongside y (one extra
+state coordinate with zero noise, as torchsde) and returns its increments over each output
+interval, shape (T - 1, ...): ``(ys, log_ratio)``.
 
 Time runs either way: with decreasing ``ts`` the solver steps backwards (h < 0), as the
 reverse-time SDE of a diffusion model needs (Anderson 1982):
@@ -53,24 +85,40 @@ the step, W(t_{n+1}) - W(t_n), whose variance is σ² |h|.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ._flat import returned
+from .brownian import BrownianMotion, _mix64
 from .checks import NonFiniteSolutionError, check_times
 
 __all__ = ["sdeint", "METHODS", "SDEProtocol"]
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
 SDE_TYPES = ("ito", "stratonovich")
+_NAME_KEYS = {
+    "drift": "f",
+    "diffusion": "g",
+    "prior_drift": "h",
+    "diffusion_prod": "g_prod",
+    "drift_and_diffusion": "f_and_g",
+    "drift_and_diffusion_prod": "f_and_g_prod",
+}
 
 
 class SDEProtocol(Protocol):
-    """What :func:`sdeint` needs of ``sde`` (torchsde's convention)."""
+    """What :func:`sdeint` needs of ``sde`` (torchsde's convention).
+
+    Instead of ``f`` and ``g`` an SDE may provide the fused ``f_and_g(t, y) -> (f, g)``,
+    ``g_prod(t, y, v) -> g v`` or ``f_and_g_prod(t, y, v) -> (f, g v)``; methods that need g
+    itself (``milstein``, ``srk``, ``log_ode`` on general noise) then need ``g`` or ``f_and_g``.
+    ``h(t, y)``, the prior drift, is needed for ``logqp=True`` only.
+    """
 
     noise_type: str  # "diagonal" | "scalar" | "additive" | "general"
     sde_type: str  # "ito" | "stratonovich"
@@ -106,28 +154,35 @@ _NOISE = {
 
 @dataclass
 class _Problem:
-    """Everything a step needs besides the state: the two functions and the noise product."""
+    """Everything a step needs besides the state: the SDE's functions and the noise product.
+
+    ``fg(t, y, v) = (f, G v)`` and ``gp(t, y, v) = G v`` exist for every SDE; ``g`` is None
+    when the SDE provides only products (then the methods that need G itself are refused)."""
 
     f: Callable[[Tensor, Tensor], Tensor]
-    g: Callable[[Tensor, Tensor], Tensor]
+    g: Callable[[Tensor, Tensor], Tensor] | None
+    fg: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    gp: Callable[[Tensor, Tensor, Tensor], Tensor]
     noise: Callable[[Tensor, Tensor], Tensor]
     noise_type: str
     ito: bool
     grad_free: bool
-    carry: dict = field(default_factory=dict)  # state a method keeps between steps
+    gdg: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # memoised derivative
 
 
 # ---------------------------------------------------------------------------------------------
-# the methods: one step each. Arguments: problem, t (start, 0-d tensor), t1 (end), extra
-# stage times, h (signed float), sqrt|h|, y, dW, J (= I_(1,0) / |h| for srk, else None).
+# the methods: one step each. Arguments: problem, t (start, 0-d tensor), t1 (end), ts (the
+# method's extra stage times), h (signed float), sqrt|h|, y, dW, and the method's Lévy area
+# (J = I_(1,0) / |h| for srk, the area matrix A for log_ode on general noise, else None).
 
 
-def _euler_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+def _euler_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     """Euler–Maruyama (Maruyama 1955):  y₁ = y + f(t, y) h + G(t, y) ΔW."""
-    return y + p.f(t, y) * h + p.noise(p.g(t, y), dw)
+    f0, gdw = p.fg(t, y, dw)
+    return y + f0 * h + gdw
 
 
-def _milstein_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+def _milstein_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     """Milstein (1974), diagonal / scalar noise, componentwise (Kloeden & Platen 1992, 10.3):
 
         y₁ = y + f h + G ΔW + ½ (∂g/∂y · g) (ΔW² - |h|)      (Itô; Stratonovich: ΔW²)
@@ -138,10 +193,12 @@ def _milstein_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
     """
     fy = p.f(t, y)
     if p.noise_type == "additive":
-        return y + fy * h + p.noise(p.g(t, y), dw)
+        return y + fy * h + p.gp(t, y, dw)
     if p.grad_free:
         gv = _as_vector(p, p.g(t, y))
         dgg = (_as_vector(p, p.g(t, y + fy * h + gv * rh)) - gv) / rh
+    elif p.gdg is not None:  # adaptive: shared by the whole and the first half step
+        gv, dgg = p.gdg(t, y)
     else:
         gv, dgg = _g_and_derivative(p, t, y)
     sq = dw * dw
@@ -176,47 +233,109 @@ def _g_and_derivative(p: _Problem, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor
         if not gy.requires_grad:  # g does not depend on y at all
             return gy, torch.zeros_like(gy)
     with torch.enable_grad():
-        # allow_unused: g may depend on parameters but not on y (then ∂g/∂y · g = 0)
         if p.noise_type == "diagonal":
             (diag,) = torch.autograd.grad(
                 gy, yy, torch.ones_like(gy), create_graph=training, allow_unused=True
             )
-            dgg = torch.zeros_like(gy) if diag is None else diag * gy
+            if diag is None:
+                return gy, torch.zeros_like(gy)
+            dgg = diag * gy
         else:
             u = torch.zeros_like(gy, requires_grad=True)
             (vjp,) = torch.autograd.grad(gy, yy, u, create_graph=True, allow_unused=True)
+            if vjp is None:
+                return gy, torch.zeros_like(gy)
             v = gy if training else gy.detach()
-            dgg = (
-                torch.zeros_like(gy)
-                if vjp is None
-                else torch.autograd.grad(vjp, u, v, create_graph=training)[0]
-            )
+            (dgg,) = torch.autograd.grad(vjp, u, v, create_graph=training, allow_unused=True)
+            if dgg is None:
+                dgg = torch.zeros_like(gy)
     if not training:
         gy, dgg = gy.detach(), dgg.detach()
     return gy, dgg
 
 
-def _heun_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+def _heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     """Stochastic Heun, Stratonovich (Kloeden & Platen 1992, 15.1; Rümelin 1982):
 
     ỹ = y + f(t, y) h + G(t, y) ΔW
     y₁ = y + ½ [f(t, y) + f(t₁, ỹ)] h + ½ [G(t, y) + G(t₁, ỹ)] ΔW
     """
-    f0, g0 = p.f(t, y), p.g(t, y)
-    y_pred = y + f0 * h + p.noise(g0, dw)
-    return y + (0.5 * h) * (f0 + p.f(t1, y_pred)) + 0.5 * p.noise(g0 + p.g(t1, y_pred), dw)
+    f0, g0 = p.fg(t, y, dw)
+    f1, g1 = p.fg(t1, y + f0 * h + g0, dw)
+    return y + (0.5 * h) * (f0 + f1) + 0.5 * (g0 + g1)
 
 
-def _midpoint_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+def _euler_heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
+    """Euler–Heun, Stratonovich (Burrage, Burrage & Tian 2004, §4): Heun's average for the
+    noise term only, Euler for the drift (one drift evaluation per step):
+
+    ỹ = y + G(t, y) ΔW,   y₁ = y + f(t, y) h + ½ [G(t, y) + G(t₁, ỹ)] ΔW
+    """
+    f0, g0 = p.fg(t, y, dw)
+    return y + f0 * h + 0.5 * (g0 + p.gp(t1, y + g0, dw))
+
+
+def _midpoint_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     """Stochastic midpoint, Stratonovich (Burrage, Burrage & Tian 2004):
 
     ỹ = y + ½ f(t, y) h + ½ G(t, y) ΔW,   y₁ = y + f(t + h/2, ỹ) h + G(t + h/2, ỹ) ΔW
     """
-    y_mid = y + (0.5 * h) * p.f(t, y) + 0.5 * p.noise(p.g(t, y), dw)
-    return y + p.f(tm, y_mid) * h + p.noise(p.g(tm, y_mid), dw)
+    f0, g0 = p.fg(t, y, dw)
+    f1, g1 = p.fg(ts[0], y + (0.5 * h) * f0 + 0.5 * g0, dw)
+    return y + f1 * h + g1
 
 
-def _sra1_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
+def _log_ode_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
+    """Log-ODE midpoint, Stratonovich (Castell & Gaines 1996, "The ordinary differential
+    equation approach to asymptotically efficient schemes for solution of stochastic
+    differential equations"; Foster 2020, thesis, ch. 3): over the step, the driving path's
+    log-signature (h, ΔW, A), A the Lévy area A_kl = ½ ∫ (W_k dW_l - W_l dW_k), defines the
+    vector field  V(z) = f(z) h + G(z) ΔW + Σ_{k<l} [G_k, G_l](z) A_kl  (G_k the k-th column
+    of G, [·,·] the Lie bracket), whose flow over unit time is taken by one explicit midpoint
+    step (Lie–Trotter splitting of the bracket term):
+
+        ỹ = y + ½ f(t, y) h + ½ G(t, y) ΔW
+        y₁ = y + f(t + h/2, ỹ) h + G(t + h/2, ỹ) ΔW + Σ_{l} (∂G_l/∂y)(G A)_l |_(t + h/2, ỹ)
+
+    (Σ_l (∂G_l/∂y)(G A)_l = Σ_{k<l} [G_k, G_l] A_kl as A is antisymmetric.) For diagonal,
+    scalar and additive noise the columns commute
+    (or A vanishes), the last term is dropped, and the scheme is the midpoint method; on
+    general noise A comes from Davie's / Foster's approximation (see :class:`_AreaBrownian`).
+    """
+    f0, g0 = p.fg(t, y, dw)
+    y_mid = y + (0.5 * h) * f0 + 0.5 * g0
+    f1, g1 = p.fg(ts[0], y_mid, dw)
+    y1 = y + f1 * h + g1
+    if j is not None:  # general noise: the Lévy-area term
+        y1 = y1 + _dg_ga(p, ts[0], y_mid, j)
+    return y1
+
+
+def _dg_ga(p: _Problem, t: Tensor, y: Tensor, a: Tensor) -> Tensor:
+    """Σ_l (∂G_{:,l}/∂y) (G A)_{:,l}: one Jacobian-vector product per Brownian channel, each by
+    the double-vjp trick (reverse mode twice); a graph is kept when grad mode is on."""
+    create = torch.is_grad_enabled() and p.g(t, y).requires_grad  # a graph is needed
+    with torch.enable_grad():
+        yy = y if (create and y.requires_grad) else y.detach().requires_grad_()
+        g = p.g(t, yy)
+        ga = torch.matmul(g, a)
+        out = torch.zeros_like(y)
+        for col in range(g.shape[-1]):
+            gc = g[..., col]
+            if not gc.requires_grad:
+                continue
+            u = torch.zeros_like(gc, requires_grad=True)
+            (vjp,) = torch.autograd.grad(gc, yy, u, create_graph=True, allow_unused=True)
+            if vjp is None or not vjp.requires_grad:
+                continue
+            v = ga[..., col] if create else ga[..., col].detach()
+            (jv,) = torch.autograd.grad(vjp, u, v, create_graph=create, allow_unused=True)
+            if jv is not None:
+                out = out + jv
+    return out if create else out.detach()
+
+
+def _sra1_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     """Rößler's SRA1 for additive noise, strong order 1.5 (Rößler 2010, "Runge–Kutta methods
     for the strong approximation of solutions of stochastic differential equations", SIAM J.
     Numer. Anal. 48(3), Table 6.1). With J = I_(1,0) / h, I_(1,0) = ∫ (W(s) - W(t)) ds:
@@ -229,10 +348,56 @@ def _sra1_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
     y + λ y h + λ² y h²/2 + σ ΔW + λ σ I_(1,0) exactly.
     """
     f0 = p.f(t, y)
-    g1 = p.g(t1, y)
-    h2 = y + (0.75 * h) * f0 + 1.5 * p.noise(g1, j)
-    f2 = p.f(tm, h2)
-    return y + h * (f0 / 3.0 + (2.0 / 3.0) * f2) + p.noise(g1, dw - j) + p.noise(p.g(t, y), j)
+    if p.g is None:
+        h2 = y + (0.75 * h) * f0 + 1.5 * p.gp(t1, y, j)
+        noise = p.gp(t1, y, dw - j) + p.gp(t, y, j)
+    else:
+        g1 = p.g(t1, y)
+        h2 = y + (0.75 * h) * f0 + 1.5 * p.noise(g1, j)
+        noise = p.noise(g1, dw - j) + p.noise(p.g(t, y), j)
+    f2 = p.f(ts[0], h2)
+    return y + h * (f0 / 3.0 + (2.0 / 3.0) * f2) + noise
+
+
+def _sri2_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
+    """Rößler's SRI2 for Itô SDEs with diagonal or scalar noise, strong order 1.5 (Rößler 2010,
+    Table 5.2; the scheme torchsde calls SRID2). Componentwise, with I₁ = ΔW, J = I_(1,0)/h,
+    I₁₁ = (ΔW² - h)/2, I₁₁₁ = (ΔW³ - 3hΔW)/6 and stage values H⁰ (drift) and H¹ (diffusion):
+
+        H⁰₁ = y,                      H¹₁ = y
+        H⁰₂ = y + f₁ h,               H¹₂ = y + ¼ f₁ h - ½ g₁ √h
+        H⁰₃ = y + ¼(f₁ + f₂) h + (g₁ + ½ g₂) J,      H¹₃ = y + f₁ h + g₁ √h
+                                      H¹₄ = y + ¼ f₃ h + (2g₁ - g₂ + ½ g₃) √h
+        f_i = f(t + c⁰_i h, H⁰_i),  c⁰ = (0, 1, ½);   g_i = g(t + c¹_i h, H¹_i),  c¹ = (0, ¼, 1, ¼)
+        y₁ = y + (f₁/6 + f₂/6 + ⅔ f₃) h + Σ_i g_i (β¹_i I₁ + β²_i I₁₁/√h + β³_i J + β⁴_i I₁₁₁/h)
+
+    with β¹ = (-1, 4/3, 2/3, 0), β² = (1, -4/3, 1/3, 0), β³ = (2, -4/3, -2/3, 0),
+    β⁴ = (-2, 5/3, -2/3, 1). Three drift and four diffusion evaluations per step.
+    """
+    g = p.g
+    vec = (lambda v: v) if p.noise_type == "diagonal" else (lambda v: v[..., 0])
+    ah = abs(h)
+    f1 = p.f(t, y)
+    g1 = vec(g(t, y))
+    f2 = p.f(t1, y + f1 * h)
+    g2 = vec(g(ts[0], y + (0.25 * h) * f1 - (0.5 * rh) * g1))
+    f3 = p.f(ts[1], y + (0.25 * h) * (f1 + f2) + (g1 + 0.5 * g2) * j)
+    g3 = vec(g(t1, y + f1 * h + g1 * rh))
+    g4 = vec(g(ts[0], y + (0.25 * h) * f3 + (2.0 * g1 - g2 + 0.5 * g3) * rh))
+    i11 = (dw * dw - ah) * (0.5 / rh)  # I₁₁ / √h
+    i111 = dw * (dw * dw - 3.0 * ah) * (1.0 / (6.0 * ah))  # I₁₁₁ / h
+    w1 = -dw + i11 + 2.0 * j - 2.0 * i111
+    w2 = (4.0 / 3.0) * (dw - i11 - j) + (5.0 / 3.0) * i111
+    w3 = (2.0 / 3.0) * (dw - j - i111) + (1.0 / 3.0) * i11
+    drift = (f1 + f2) * (1.0 / 6.0) + (2.0 / 3.0) * f3
+    return y + drift * h + g1 * w1 + g2 * w2 + g3 * w3 + g4 * i111
+
+
+def _srk_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
+    """``srk``: SRA1 for additive noise, SRI2 for diagonal and scalar noise (Rößler 2010)."""
+    if p.noise_type == "additive":
+        return _sra1_step(p, t, t1, (ts[2],), h, rh, y, dw, j)
+    return _sri2_step(p, t, t1, ts, h, rh, y, dw, j)
 
 
 def reversible_heun_step(f, g, noise, t1, h, y, z, f0, g0, dw):
@@ -253,39 +418,98 @@ def reversible_heun_step(f, g, noise, t1, h, y, z, f0, g0, dw):
     return y1, z1, f1, g1
 
 
-def _reversible_heun_step(p: _Problem, t, t1, tm, h, rh, y, dw, j):
-    """:func:`reversible_heun_step`, with (z, f(t, z), g(t, z)) carried in ``p.carry``."""
-    c = p.carry
-    if not c:
-        c["z"], c["f"], c["g"] = y, p.f(t, y), p.g(t, y)
-    y1, c["z"], c["f"], c["g"] = reversible_heun_step(
-        p.f, p.g, p.noise, t1, h, y, c["z"], c["f"], c["g"], dw
-    )
-    return y1
+def _reversible_heun_init(p: _Problem, t0: Tensor, y0: Tensor) -> tuple:
+    """torchsde's extra solver state of reversible Heun: (f(t0, z0), g(t0, z0), z0), z0 = y0."""
+    return p.f(t0, y0), p.g(t0, y0), y0
+
+
+def _reversible_heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j, extra):
+    """:func:`reversible_heun_step` with (f, g, z) carried as the solver state."""
+    f0, g0, z = extra
+    y1, z1, f1, g1 = reversible_heun_step(p.f, p.g, p.noise, t1, h, y, z, f0, g0, dw)
+    return y1, (f1, g1, z1)
 
 
 @dataclass(frozen=True)
 class _Method:
-    step: Callable[..., Tensor]
+    """A method: its step, the SDE and noise types it accepts, where its stage times sit (as
+    fractions of h), the Lévy area it needs ("U": the space-time area I_(1,0), passed to the
+    step as J = I_(1,0)/|h|; "A": the area matrix, on general noise only), which Brownian
+    ``levy_area_approximation`` values it accepts (None: any), its strong order per noise type
+    and whether it needs g itself (not only the products G v).
+
+    ``init_extra`` (methods that carry state between steps, e.g. reversible Heun): None for a
+    stateless step ``step(...) -> y``; else ``init_extra(problem, t0, y0) -> state`` and the
+    step is ``step(..., extra) -> (y, extra)``.
+    """
+
+    step: Callable[..., Any]
     sde_types: tuple[str, ...]
     noise_types: tuple[str, ...]
-    stage: float | None = None  # fraction of h where the extra stage time sits
-    levy_area: bool = False  # needs J = I_(1,0) / |h|
+    strong_order: dict[str, float]
+    stages: tuple[float, ...] = ()
+    levy: str | None = None
+    levy_approximations: tuple[str, ...] | None = None
+    needs_g: bool = False
+    init_extra: Callable[..., Any] | None = None
+
+
+def _orders(general: float, others: float, additive: float | None = None) -> dict[str, float]:
+    return {
+        "diagonal": others,
+        "scalar": others,
+        "additive": others if additive is None else additive,
+        "general": general,
+    }
 
 
 METHODS: dict[str, _Method] = {
-    "euler": _Method(_euler_step, ("ito",), NOISE_TYPES),
-    "milstein": _Method(_milstein_step, SDE_TYPES, ("diagonal", "scalar", "additive")),
-    "heun": _Method(_heun_step, ("stratonovich",), NOISE_TYPES),
-    "midpoint": _Method(_midpoint_step, ("stratonovich",), NOISE_TYPES, stage=0.5),
-    "srk": _Method(_sra1_step, SDE_TYPES, ("additive",), stage=0.75, levy_area=True),
-    "reversible_heun": _Method(_reversible_heun_step, ("stratonovich",), NOISE_TYPES),
+    "euler": _Method(_euler_step, ("ito",), NOISE_TYPES, _orders(0.5, 0.5, 1.0)),
+    "milstein": _Method(
+        _milstein_step,
+        SDE_TYPES,
+        ("diagonal", "scalar", "additive"),
+        _orders(1.0, 1.0),
+        needs_g=True,
+    ),
+    "srk": _Method(
+        _srk_step,
+        ("ito",),
+        ("diagonal", "scalar", "additive"),
+        _orders(1.5, 1.5),
+        stages=(0.25, 0.5, 0.75),
+        levy="U",
+        levy_approximations=("space-time", "davie", "foster"),
+        needs_g=True,
+    ),
+    "euler_heun": _Method(_euler_heun_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0)),
+    "heun": _Method(_heun_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0)),
+    "midpoint": _Method(
+        _midpoint_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0), stages=(0.5,)
+    ),
+    "log_ode": _Method(
+        _log_ode_step,
+        ("stratonovich",),
+        NOISE_TYPES,
+        _orders(0.5, 1.0),
+        stages=(0.5,),
+        levy="A",
+        levy_approximations=("davie", "foster"),
+    ),
+    "reversible_heun": _Method(
+        _reversible_heun_step,
+        ("stratonovich",),
+        NOISE_TYPES,
+        _orders(0.5, 0.5, 1.0),
+        needs_g=True,
+        init_extra=_reversible_heun_init,
+    ),
 }
 
 
 def _default_method(sde_type: str, noise_type: str) -> str:
     if noise_type == "additive":
-        return "srk"
+        return "srk" if sde_type == "ito" else "heun"
     if sde_type == "stratonovich":
         return "heun"
     return "milstein" if noise_type in ("diagonal", "scalar") else "euler"
@@ -295,19 +519,37 @@ def _default_method(sde_type: str, noise_type: str) -> str:
 # Brownian increments for each step
 
 
+def _foster_area(w: Tensor, hh: Tensor, h: float, z: Tensor) -> Tensor:
+    """Lévy area matrix A (..., m, m) of an interval of length h from its increment W and
+    space-time Lévy area H = U/h - W/2 (both (..., m)) and standard normals z (..., m, m):
+
+        A ≈ H Wᵀ - W Hᵀ + σ_kl (Z - Zᵀ),   σ_kl² = (h/10) (h/10 + H_k² + H_l²)
+
+    Davie's approximation (Davie 2014, "KMT theory applied to approximations of SDE") with
+    Foster's variance correction (Foster 2020, thesis, §4.1): it matches the conditional
+    variance of the true area given (W, H), so log-ODE schemes keep their strong order."""
+    area = hh.unsqueeze(-1) * w.unsqueeze(-2) - w.unsqueeze(-1) * hh.unsqueeze(-2)
+    h10 = 0.1 * abs(h)
+    h2 = hh * hh
+    std = (h10 * (h10 + h2.unsqueeze(-1) + h2.unsqueeze(-2))).sqrt()
+    return area + std * (z - z.transpose(-1, -2))
+
+
 class _DrawnIncrements:
     """Increments drawn straight from ``generator`` on the fixed grid: ΔW = σ √|h| Z and, when
-    needed, J = ΔW / 2 + √(|h| / 12) Z' (so that I_(1,0) = |h| J has its exact joint law).
-    Blocks of steps are drawn at once; the blocking depends only on the grid, so the same
-    generator state and grid give the same path."""
+    needed, J = ΔW / 2 + √(|h| / 12) Z' (so that I_(1,0) = |h| J has its exact joint law), or
+    the Lévy area matrix by :func:`_foster_area`. Blocks of steps are drawn at once; the
+    blocking depends only on the grid, so the same generator state and grid give the same
+    path."""
 
     block = 64
 
-    def __init__(self, size, sqrt_h: list[float], levy: bool, dtype, device, generator):
+    def __init__(self, size, sqrt_h: list[float], levy: str | None, dtype, device, generator):
         self.size, self.levy, self.dtype, self.device = size, levy, dtype, device
         self.generator = generator
         self.sqrt_h = sqrt_h
         self.buf: Tensor | None = None
+        self.area: Tensor | None = None
         self.start = 0
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor | None]:
@@ -318,44 +560,92 @@ class _DrawnIncrements:
             scale = torch.tensor(self.sqrt_h[n:stop], dtype=self.dtype, device=self.device)
             scale = scale.view(-1, *([1] * (len(self.size) + 1)))
             z = torch.randn(
-                (stop - n, 2 if self.levy else 1, *self.size),
+                (stop - n, 1 if self.levy is None else 2, *self.size),
                 generator=self.generator,
                 dtype=self.dtype,
                 device=self.device,
             )
             self.buf = z * scale
+            if self.levy == "A":
+                m = self.size[-1]
+                self.area = torch.randn(
+                    (stop - n, *self.size, m),
+                    generator=self.generator,
+                    dtype=self.dtype,
+                    device=self.device,
+                )
         z = self.buf[k]
-        if not self.levy:
+        if self.levy is None:
             return z[0], None
-        return z[0], 0.5 * z[0] + z[1] * (1.0 / math.sqrt(12.0))
+        j = 0.5 * z[0] + z[1] * (1.0 / math.sqrt(12.0))
+        if self.levy == "U":
+            return z[0], j
+        h = self.sqrt_h[n] ** 2
+        return z[0], _foster_area(z[0], j - 0.5 * z[0], h, self.area[k])
+
+
+def _query(bm, levy: str | None, ta: float, tb: float, dtype) -> tuple[Tensor, Tensor | None]:
+    """(ΔW, levy) over [ta, tb] (tb < ta: the backward increment) from a Brownian object with
+    torchsde's protocol; levy is J = I_(1,0)/|h| ("U"), the area matrix ("A") or None."""
+    if tb > ta:
+        if levy is None:
+            out = bm(ta, tb), None
+        elif levy == "U":
+            w, u = bm(ta, tb, return_U=True)
+            out = w, u / (tb - ta)
+        else:
+            out = bm(ta, tb, return_A=True)
+    else:
+        # backwards: ΔW̄ = W(tb) - W(ta) with tb < ta; I_(1,0) in the backward direction is
+        # ∫_tb^ta (W(s) - W(ta)) ds = U(tb, ta) - |h| (W(ta) - W(tb)); the area of the
+        # reversed path is -A
+        if levy is None:
+            out = -bm(tb, ta), None
+        elif levy == "U":
+            w, u = bm(tb, ta, return_U=True)
+            out = -w, u / (ta - tb) - w
+        else:
+            w, a = bm(tb, ta, return_A=True)
+            out = -w, -a
+    dw, lv = out
+    if dw.dtype != dtype:  # e.g. a float64 path driving a float32 state
+        dw, lv = dw.to(dtype), (None if lv is None else lv.to(dtype))
+    return dw, lv
 
 
 class _QueriedIncrements:
     """Increments asked of a Brownian object with torchsde's protocol ``bm(ta, tb)``."""
 
-    def __init__(self, bm, grid: list[float], levy: bool, dtype: torch.dtype):
+    def __init__(self, bm, grid: list[float], levy: str | None, dtype: torch.dtype):
         self.bm, self.grid, self.levy, self.dtype = bm, grid, levy, dtype
-        self.reverse = grid[-1] < grid[0]
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor | None]:
-        dw, j = self._query(n)
-        if dw.dtype != self.dtype:  # e.g. a float64 path driving a float32 state
-            dw, j = dw.to(self.dtype), (None if j is None else j.to(self.dtype))
-        return dw, j
+        return _query(self.bm, self.levy, self.grid[n], self.grid[n + 1], self.dtype)
 
-    def _query(self, n: int) -> tuple[Tensor, Tensor | None]:
-        t0, t1 = self.grid[n], self.grid[n + 1]
-        if not self.reverse:
-            if not self.levy:
-                return self.bm(t0, t1), None
-            w, u = self.bm(t0, t1, return_U=True)
-            return w, u / (t1 - t0)
-        # backwards: ΔW̄ = W(t1) - W(t0) with t1 < t0; I_(1,0) in the backward direction is
-        # ∫_{t1}^{t0} (W(s) - W(t0)) ds = U(t1, t0) - |h| (W(t0) - W(t1))
-        if not self.levy:
-            return -self.bm(t1, t0), None
-        w, u = self.bm(t1, t0, return_U=True)
-        return -w, u / (t0 - t1) - w
+
+class _AreaBrownian:
+    """A :class:`BrownianMotion` with space-time Lévy area that also answers ``return_A`` by
+    Foster's approximation (:func:`_foster_area`); the normals of an interval's area are drawn
+    from a seed hashed from the path's seed and the interval's end points, so a query is
+    reproducible. Used by adaptive ``log_ode`` on general noise when no ``bm`` is given."""
+
+    levy_area_approximation = "foster"
+
+    def __init__(self, bm: BrownianMotion):
+        self.bm = bm
+        self.shape = bm.shape
+        self.gen = torch.Generator(device=bm.device)
+
+    def __call__(self, ta, tb, return_U=False, return_A=False):
+        w, u = self.bm(ta, tb, return_U=True)
+        if not return_A:
+            return (w, u) if return_U else w
+        h = float(tb) - float(ta)
+        key = _mix64(self.bm.seed ^ _mix64(hash((float(ta), float(tb))) & ((1 << 64) - 1)))
+        self.gen.manual_seed(key & ((1 << 63) - 1))
+        z = torch.randn((*w.shape, w.shape[-1]), generator=self.gen, dtype=w.dtype)
+        a = _foster_area(w, u / h - 0.5 * w, h, z.to(w.device))
+        return (w, u, a) if return_U else (w, a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,25 +664,156 @@ def _grid(ts: list[float], dt: float) -> tuple[list[float], list[int]]:
     return grid, marks
 
 
-def _resolve(sde: Any, names: dict[str, str] | None) -> tuple[Callable, Callable, str, str]:
-    names = names or {}
-    unknown = set(names) - {"drift", "diffusion"}
+@dataclass
+class _Functions:
+    """The SDE's functions, looked up once (torchsde's names, or those of ``names``)."""
+
+    f: Callable | None
+    g: Callable | None
+    fg: Callable
+    gp: Callable
+    h: Callable | None
+    noise_type: str
+    sde_type: str
+    plain: bool = False  # fg and gp are built from f and g (so caching f and g caches them)
+
+
+class _Memo:
+    """``fn(t, y)`` remembering its last few calls by the identity of (t, y): the whole step
+    and the first half step of an adaptive attempt start from the same (t, y) objects, so
+    their first drift and diffusion evaluations are shared (the steps never modify their
+    inputs in place)."""
+
+    size = 6
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.calls: list[tuple[Tensor, Tensor, Any]] = []
+
+    def __call__(self, t: Tensor, y: Tensor):
+        for tc, yc, out in self.calls:
+            if tc is t and yc is y:
+                return out
+        out = self.fn(t, y)
+        self.calls.append((t, y, out))
+        if len(self.calls) > self.size:
+            del self.calls[0]
+        return out
+
+
+def _memoised(fns: _Functions) -> _Functions:
+    f, g = _Memo(fns.f), _Memo(fns.g)
+    noise = _NOISE[fns.noise_type]
+    fg = lambda t, y, v: (f(t, y), noise(g(t, y), v))
+    gp = lambda t, y, v: noise(g(t, y), v)
+    return _Functions(f, g, fg, gp, fns.h, fns.noise_type, fns.sde_type, True)
+
+
+def _lookup(sde: Any, names: dict[str, str] | None) -> dict[str, Callable | None]:
+    names = dict(names or {})
+    unknown = set(names) - set(_NAME_KEYS)
     if unknown:
-        raise ValueError(f"sdeint: names may map 'drift' and 'diffusion' only, got {unknown}")
-    f_name, g_name = names.get("drift", "f"), names.get("diffusion", "g")
-    f, g = getattr(sde, f_name, None), getattr(sde, g_name, None)
-    if not callable(f) or not callable(g):
-        raise TypeError(
-            f"sdeint: sde must have callable methods {f_name}(t, y) (drift) and "
-            f"{g_name}(t, y) (diffusion)"
+        raise ValueError(
+            f"sdeint: names may map {sorted(_NAME_KEYS)} to method names, got {sorted(unknown)}"
         )
+    out = {}
+    for key, default in _NAME_KEYS.items():
+        fn = getattr(sde, names.get(key, default), None)
+        out[default] = fn if callable(fn) else None
+    return out
+
+
+def _resolve(sde: Any, names: dict[str, str] | None) -> _Functions:
+    """f, g (when available), (f, G v), G v and the prior drift h, following torchsde's rules:
+    ``f_and_g_prod`` if given, else ``f`` with ``g_prod``, else ``f_and_g`` (or ``f`` and ``g``)
+    followed by the noise product."""
+    fns = _lookup(sde, names)
     noise_type = getattr(sde, "noise_type", None)
     sde_type = getattr(sde, "sde_type", None)
     if noise_type not in NOISE_TYPES:
         raise ValueError(f"sdeint: sde.noise_type must be one of {NOISE_TYPES}, got {noise_type!r}")
     if sde_type not in SDE_TYPES:
         raise ValueError(f"sdeint: sde.sde_type must be one of {SDE_TYPES}, got {sde_type!r}")
-    return f, g, noise_type, sde_type
+    f, g, fandg = fns["f"], fns["g"], fns["f_and_g"]
+    g_prod, fandgp = fns["g_prod"], fns["f_and_g_prod"]
+    if f is None and fandg is None and fandgp is None:
+        raise TypeError(
+            "sdeint: sde must have a callable drift: f(t, y) (or f_and_g(t, y), or "
+            "f_and_g_prod(t, y, v); names={'drift': ...} picks another method name)"
+        )
+    if g is None and fandg is None and g_prod is None and fandgp is None:
+        raise TypeError(
+            "sdeint: sde must have a callable diffusion: g(t, y) (or f_and_g(t, y), g_prod(t, "
+            "y, v) or f_and_g_prod(t, y, v); names={'diffusion': ...} picks another name)"
+        )
+    noise = _NOISE[noise_type]
+    if f is None and fandg is not None:
+        f = lambda t, y: fandg(t, y)[0]
+    if g is None and fandg is not None:
+        g = lambda t, y: fandg(t, y)[1]
+    if fandgp is not None:
+        fg = fandgp
+    elif f is not None and g_prod is not None:
+        fg = lambda t, y, v: (f(t, y), g_prod(t, y, v))
+    elif fandg is not None:
+
+        def fg(t, y, v):
+            f0, g0 = fandg(t, y)
+            return f0, noise(g0, v)
+
+    else:
+        fg = lambda t, y, v: (f(t, y), noise(g(t, y), v))
+    if g_prod is not None:
+        gp = g_prod
+    elif g is not None:
+        gp = lambda t, y, v: noise(g(t, y), v)
+    else:
+        gp = lambda t, y, v: fandgp(t, y, v)[1]
+    plain = fns["f_and_g_prod"] is None and fns["g_prod"] is None and fns["f_and_g"] is None
+    return _Functions(f, g, fg, gp, fns["h"], noise_type, sde_type, plain)
+
+
+def _logqp(fns: _Functions) -> _Functions:
+    """The SDE on the state (y, L) with dL = ½ |u|² dt, u = g⁻¹ (f - h), and no noise on L
+    (module docstring; torchsde's construction): diagonal noise gets one more Brownian
+    channel (with zero diffusion), the others one more row of zeros in g."""
+    f0, g0, h0 = fns.f, fns.g, fns.h
+    if f0 is None or g0 is None or h0 is None:
+        raise ValueError(
+            "sdeint: logqp=True needs the drift f, the diffusion g and the prior drift h "
+            "(sde.h, or names={'prior_drift': ...})"
+        )
+    diagonal = fns.noise_type == "diagonal"
+    noise = _NOISE[fns.noise_type]
+
+    def half_u2(f, g, h):
+        if diagonal:
+            eps = torch.where(g >= 0, 1e-7, -1e-7).to(g.dtype)
+            u = (f - h) / torch.where(g.abs() > 1e-7, g, eps)
+        else:
+            u = torch.matmul(torch.linalg.pinv(g), (f - h).unsqueeze(-1)).squeeze(-1)
+        return 0.5 * (u * u).sum(-1, keepdim=True)
+
+    def aug_g(g):
+        if diagonal:
+            return torch.cat([g, g.new_zeros((*g.shape[:-1], 1))], dim=-1)
+        return torch.cat([g, g.new_zeros((*g.shape[:-2], 1, g.shape[-1]))], dim=-2)
+
+    def fa(t, y):
+        x = y[..., :-1]
+        f, g = f0(t, x), g0(t, x)
+        return torch.cat([f, half_u2(f, g, h0(t, x))], dim=-1)
+
+    def ga(t, y):
+        return aug_g(g0(t, y[..., :-1]))
+
+    def fga(t, y, v):
+        x = y[..., :-1]
+        f, g = f0(t, x), g0(t, x)
+        return torch.cat([f, half_u2(f, g, h0(t, x))], dim=-1), noise(aug_g(g), v)
+
+    gpa = lambda t, y, v: noise(ga(t, y), v)
+    return _Functions(fa, ga, fga, gpa, None, fns.noise_type, fns.sde_type)
 
 
 def _brownian_size(y0: Tensor, g0: Tensor, noise_type: str) -> torch.Size:
@@ -413,52 +834,140 @@ def _brownian_size(y0: Tensor, g0: Tensor, noise_type: str) -> torch.Size:
     return size
 
 
+def _check_method(method: str, fns: _Functions) -> _Method:
+    if method not in METHODS:
+        raise ValueError(f"sdeint: unknown method {method!r}; expected one of {list(METHODS)}")
+    spec = METHODS[method]
+    if fns.noise_type not in spec.noise_types:
+        raise ValueError(
+            f"sdeint: method {method!r} does not support noise_type {fns.noise_type!r} "
+            f"(supports {list(spec.noise_types)})"
+        )
+    if fns.sde_type not in spec.sde_types:
+        raise ValueError(
+            f"sdeint: method {method!r} solves {'/'.join(spec.sde_types)} SDEs, "
+            f"but sde_type is {fns.sde_type!r}"
+        )
+    needs_g = spec.needs_g or (method == "log_ode" and fns.noise_type == "general")
+    if needs_g and (fns.g is None or fns.f is None):
+        raise ValueError(
+            f"sdeint: method {method!r} needs the drift f and the diffusion g themselves "
+            "(sde.f and sde.g, or sde.f_and_g), not only the products g_prod / f_and_g_prod"
+        )
+    return spec
+
+
+def _check_shapes(fns: _Functions, t0: Tensor, y0: Tensor, bm) -> torch.Size:
+    """Evaluate the SDE once at (t0, y0): shapes of f and g, and the Brownian shape."""
+    with torch.no_grad():
+        f0 = fns.f(t0, y0) if fns.f is not None else None
+        g0 = fns.g(t0, y0) if fns.g is not None else None
+    if fns.f is not None:
+        if not isinstance(f0, Tensor):
+            raise TypeError(f"sdeint: the drift f(t, y) returned {returned(f0)}; expected a "
+                            f"tensor of shape {tuple(y0.shape)} like y0")  # fmt: skip
+        if f0.shape != y0.shape:
+            raise ValueError(f"sdeint: f(t, y) returned shape {tuple(f0.shape)}, "
+                             f"expected {tuple(y0.shape)}")  # fmt: skip
+    if fns.g is not None:
+        if not isinstance(g0, Tensor):
+            raise TypeError(f"sdeint: the diffusion g(t, y) returned {returned(g0)}; expected a "
+                            f"tensor (see the noise table for its shape)")  # fmt: skip
+        return _brownian_size(y0, g0, fns.noise_type)
+    # only products G v: the Brownian shape follows from y (diagonal, scalar) or from bm
+    if fns.noise_type == "diagonal":
+        size = y0.shape
+    elif fns.noise_type == "scalar":
+        size = torch.Size((*y0.shape[:-1], 1))
+    elif bm is not None and getattr(bm, "shape", None) is not None:
+        size = torch.Size(bm.shape)
+    else:
+        raise ValueError(
+            "sdeint: cannot infer the number of Brownian channels of an SDE that gives only "
+            "g_prod / f_and_g_prod: pass bm, or give g (or f_and_g)"
+        )
+    with torch.no_grad():
+        v = torch.zeros(size, dtype=y0.dtype, device=y0.device)
+        f1, gv = fns.fg(t0, y0, v)
+    for name, val in (("drift", f1), ("diffusion-vector product", gv)):
+        if not isinstance(val, Tensor) or val.shape != y0.shape:
+            got = tuple(val.shape) if isinstance(val, Tensor) else returned(val)
+            raise ValueError(f"sdeint: the {name} returned {got}, expected {tuple(y0.shape)}")
+    return size
+
+
 def sdeint(
     sde: SDEProtocol,
     y0: Tensor,
     ts: Tensor | Sequence[float],
-    *,
-    bm: Callable[..., Tensor] | None = None,
+    bm: Callable[..., Any] | None = None,
     method: str | None = None,
     dt: float = 1e-3,
-    generator: torch.Generator | None = None,
-    names: dict[str, str] | None = None,
+    adaptive: bool = False,
+    rtol: float = 1e-5,
+    atol: float = 1e-4,
+    dt_min: float = 1e-5,
     options: dict[str, Any] | None = None,
-) -> Tensor:
-    """Solve dy = f(t, y) dt + g(t, y) dW on a fixed grid; return y at each of ``ts``.
+    names: dict[str, str] | None = None,
+    logqp: bool = False,
+    extra: bool = False,
+    extra_solver_state: Any = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor | tuple:
+    """Solve dy = f(t, y) dt + g(t, y) dW; return y at each of ``ts`` (torchsde's signature).
 
     Args:
         sde: an object with ``f(t, y)``, ``g(t, y)`` (t a 0-d tensor of y0's dtype),
             ``noise_type`` in {"diagonal", "scalar", "additive", "general"} and
             ``sde_type`` in {"ito", "stratonovich"} (torchsde's protocol; see the module
-            docstring for g's shape per noise type).
+            docstring for g's shape per noise type). Instead of f and g it may give
+            ``f_and_g(t, y)``, ``g_prod(t, y, v)``, ``f_and_g_prod(t, y, v)``
+            (:class:`SDEProtocol`).
         y0: (..., d) initial state (torchsde requires (batch, d); any leading shape works).
         ts: (T,) output times, strictly increasing, or strictly decreasing to integrate
             backwards in time (reverse-time SDEs).
         bm: the Brownian motion, any callable with torchsde's protocol ``bm(ta, tb)`` =
-            W(tb) - W(ta) of the Brownian shape (and ``return_U=True`` for ``srk``), e.g.
+            W(tb) - W(ta) of the Brownian shape (and ``return_U=True`` for ``srk``,
+            ``return_A=True`` for ``log_ode``), e.g.
             :class:`~genmodels.integrate.brownian.BrownianMotion` (``levy_area=True`` for
             ``srk``) or torchsde's ``BrownianInterval``; it must cover [min ts, max ts].
             Default: increments drawn directly from ``generator`` on the solver's grid
             (much faster than a tree, and reproducible: the same generator state, ts and dt
             give the same path; with ``generator=None`` torch's global generator is used,
-            as ``torch.randn`` does).
-        method: "euler", "milstein", "heun", "midpoint", "srk" or "reversible_heun"; default by
-            the SDE's type
-            (module docstring).
-        dt: largest step. Between consecutive ``ts`` the solver takes the fewest equal steps
-            of at most ``dt`` and lands on every output time exactly (torchsde instead steps
-            on t0 + k dt and interpolates).
-        generator: source of the default Brownian increments.
-        names: {"drift": name, "diffusion": name} to use other methods of ``sde`` than f, g.
+            as ``torch.randn`` does); with ``adaptive=True`` a ``BrownianMotion`` seeded from
+            ``generator``.
+        method: one of :data:`METHODS` ("euler", "milstein", "srk", "euler_heun", "heun",
+            "midpoint", "log_ode", "reversible_heun"); default by the SDE's type (module
+            docstring).
+        dt: the step (fixed steps), or the first step (adaptive). Fixed steps: between
+            consecutive ``ts`` the solver takes the fewest equal steps of at most ``dt`` and
+            lands on every output time exactly (torchsde instead steps on t0 + k dt and
+            interpolates).
+        adaptive: step doubling with error control (module docstring).
+        rtol, atol: the relative and absolute tolerances of ``adaptive``.
+        dt_min: the smallest adaptive step; a step that would need less is taken at
+            ``dt_min`` with a warning.
         options: {"grad_free": True} makes Milstein derivative-free.
+        names: other method names of ``sde``: {"drift", "diffusion", "prior_drift",
+            "diffusion_prod", "drift_and_diffusion", "drift_and_diffusion_prod"} → name.
+        logqp: also return the KL penalty's increments (module docstring).
+        extra: also return the solver's internal state after the last step (``()`` for the
+            methods that keep none; (f, g, z) for ``reversible_heun``, as torchsde), to resume
+            a solve with ``extra_solver_state``.
+        extra_solver_state: that state, to start from (default: the method's initial state).
+        generator: source of the default Brownian increments (keyword only, ours).
 
     Returns:
-        (T, ..., d) tensor, y at each of ``ts`` (``out[0]`` is ``y0``).
+        ``ys``, a (T, ..., d) tensor, y at each of ``ts`` (``ys[0]`` is ``y0``); with
+        ``logqp`` also ``log_ratio`` (T - 1, ...); with ``extra`` also the solver state:
+        ``ys``, ``(ys, log_ratio)``, ``(ys, state)`` or ``(ys, log_ratio, state)``.
 
     Raises:
         ValueError: unknown method, method not defined for the SDE type or noise type, wrong
-            shapes of f/g/bm outputs, non-monotone ts, dt ≤ 0.
+            shapes of f/g/bm outputs, a Brownian motion without the Lévy area a method needs,
+            non-monotone ts, dt ≤ 0, bad tolerances, logqp without a prior drift.
+        TypeError: sde without a drift or a diffusion, or f/g returning a non-tensor.
         NonFiniteSolutionError: (an ``ODESolverError`` and a ``FloatingPointError``) the state
             became NaN/inf (names the output time reached).
 
@@ -472,81 +981,125 @@ def sdeint(
         >>> ys.shape
         torch.Size([2, 1000, 1])
     """
-    f, g, noise_type, sde_type = _resolve(sde, names)
+    fns = _resolve(sde, names)
     if not isinstance(y0, Tensor) or not torch.is_floating_point(y0) or y0.dim() < 1:
         raise ValueError("sdeint: y0 must be a floating-point tensor of shape (..., d)")
-    method = _default_method(sde_type, noise_type) if method is None else method
-    if method not in METHODS:
-        raise ValueError(f"sdeint: unknown method {method!r}; expected one of {list(METHODS)}")
-    spec = METHODS[method]
-    if noise_type not in spec.noise_types:
-        raise ValueError(
-            f"sdeint: method {method!r} does not support noise_type {noise_type!r} "
-            f"(supports {list(spec.noise_types)})"
+    if logqp:
+        fns = _logqp(fns)
+        y0 = torch.cat([y0, y0.new_zeros((*y0.shape[:-1], 1))], dim=-1)
+    method = _default_method(fns.sde_type, fns.noise_type) if method is None else method
+    if adaptive and method == "euler" and fns.noise_type != "additive":  # before the checks,
+        warnings.warn(  # as torchsde
+            "sdeint: adaptive steps with Euler–Maruyama on non-additive noise need not "
+            "converge to the solution (path-dependent steps bias the Itô integral; Gaines "
+            "& Lyons 1997); use milstein or srk",
+            UserWarning,
+            stacklevel=2,
         )
-    if sde_type not in spec.sde_types and noise_type != "additive":
-        raise ValueError(
-            f"sdeint: method {method!r} solves {'/'.join(spec.sde_types)} SDEs, "
-            f"but sde_type is {sde_type!r}"
-        )
+    spec = _check_method(method, fns)
     dt = float(dt)
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"sdeint: dt must be positive and finite, got {dt}")
+    if adaptive:
+        rtol, atol, dt_min = float(rtol), float(atol), float(dt_min)
+        if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
+            raise ValueError(f"sdeint: need rtol, atol >= 0, not both 0; got {rtol}, {atol}")
+        if not (dt_min > 0 and math.isfinite(dt_min)):
+            raise ValueError(f"sdeint: dt_min must be positive and finite, got {dt_min}")
     options = dict(options or {})
     grad_free = bool(options.pop("grad_free", False))
     if options:
-        raise ValueError(f"sdeint: unknown options {sorted(options)}")
+        raise ValueError(f"sdeint: unknown options {sorted(options)}; expected 'grad_free'")
     ts = check_times(ts, name="ts", caller="sdeint", tensor=False)
-    if len(ts) == 1:
-        return y0.unsqueeze(0)
 
-    grid, marks = _grid(ts, dt)
     time_dtype = y0.dtype
-    times = torch.tensor(grid, dtype=time_dtype, device=y0.device).unbind(0)
-    steps = len(grid) - 1
-    hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
-    sqrt_h = [math.sqrt(abs(h)) for h in hs]
-    if spec.stage is not None:
-        st = [a + spec.stage * h for a, h in zip(grid[:-1], hs)]
-        stage_times = torch.tensor(st, dtype=time_dtype, device=y0.device).unbind(0)
-    else:
-        stage_times = [None] * steps
-
-    with torch.no_grad():  # validate shapes once
-        f0, g0 = f(times[0], y0), g(times[0], y0)
-    if not isinstance(f0, Tensor):
-        raise TypeError(f"sdeint: the drift f(t, y) returned {returned(f0)}; expected a tensor "
-                        f"of shape {tuple(y0.shape)} like y0")  # fmt: skip
-    if f0.shape != y0.shape:
-        raise ValueError(f"sdeint: f(t, y) returned shape {tuple(f0.shape)}, "
-                         f"expected {tuple(y0.shape)}")  # fmt: skip
-    if not isinstance(g0, Tensor):
-        raise TypeError(f"sdeint: the diffusion g(t, y) returned {returned(g0)}; expected a "
-                        f"tensor (see the noise table for its shape)")  # fmt: skip
-    size = _brownian_size(y0, g0, noise_type)
-
-    if bm is None:
-        noise = _DrawnIncrements(size, sqrt_h, spec.levy_area, y0.dtype, y0.device, generator)
-    else:
+    t0 = torch.tensor(ts[0], dtype=time_dtype, device=y0.device)
+    size = _check_shapes(fns, t0, y0, bm)
+    levy = spec.levy if (spec.levy != "A" or fns.noise_type == "general") else None
+    if bm is not None:
         bm_shape = getattr(bm, "shape", None)
         if bm_shape is not None and tuple(bm_shape) != tuple(size):
             raise ValueError(
                 f"sdeint: bm has shape {tuple(bm_shape)}, but the SDE needs Brownian motion of "
-                f"shape {tuple(size)} for y0 {tuple(y0.shape)} and {noise_type} noise"
+                f"shape {tuple(size)} for y0 {tuple(y0.shape)} and {fns.noise_type} noise"
+                + (" (logqp adds one state coordinate)" if logqp else "")
             )
-        if spec.levy_area and getattr(bm, "levy_area_approximation", "space-time") not in (
-            "space-time",
-            "davie",
-            "foster",
-        ):
-            raise ValueError(
-                f"sdeint: method {method!r} needs the space-time Lévy area (bm(ta, tb, "
-                "return_U=True)); create it with BrownianMotion(..., levy_area=True)"
-            )
-        noise = _QueriedIncrements(bm, grid, spec.levy_area, y0.dtype)
+        approx = getattr(bm, "levy_area_approximation", None)
+        if spec.levy_approximations is not None and approx is not None:
+            if approx not in spec.levy_approximations:
+                fix = (
+                    "create it with BrownianMotion(..., levy_area=True)"
+                    if spec.levy == "U"
+                    else "e.g. torchsde.BrownianInterval(..., levy_area_approximation='foster'), "
+                    "or bm=None"
+                )
+                raise ValueError(
+                    f"sdeint: method {method!r} needs a Brownian motion with Lévy area "
+                    f"approximation in {list(spec.levy_approximations)}, got {approx!r} "
+                    f"(levy_area=True gives 'space-time'); {fix}"
+                )
 
-    problem = _Problem(f, g, _NOISE[noise_type], noise_type, sde_type == "ito", grad_free)
+    if adaptive and fns.plain:
+        fns = _memoised(fns)
+    problem = _Problem(
+        fns.f, fns.g, fns.fg, fns.gp, _NOISE[fns.noise_type], fns.noise_type,
+        fns.sde_type == "ito", grad_free,
+    )  # fmt: skip
+    if adaptive and fns.plain and method == "milstein":
+        problem.gdg = _Memo(lambda t, y: _g_and_derivative(problem, t, y))
+    state = extra_solver_state
+    if state is None:
+        state = () if spec.init_extra is None else spec.init_extra(problem, t0, y0)
+    if len(ts) == 1:
+        ys = y0.unsqueeze(0)
+    elif adaptive:
+        seed = None
+        if bm is None:  # one BrownianMotion tree per output interval, on dyadic steps
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+        ys, state = _solve_adaptive(
+            spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_min, state, size
+        )
+    else:
+        ys, state = _solve_fixed(spec, problem, bm, levy, ts, y0, dt, generator, state, size)
+
+    if logqp:
+        log_ratio = ys[1:, ..., -1] - ys[:-1, ..., -1]
+        ys = ys[..., :-1]
+        return (ys, log_ratio, state) if extra else (ys, log_ratio)
+    return (ys, state) if extra else ys
+
+
+def _nonfinite(t: float, mark: int, ts: list[float]) -> NonFiniteSolutionError:
+    return NonFiniteSolutionError(
+        f"sdeint: the state became non-finite (NaN/inf) by t={t:g} "
+        f"(output {mark} of {len(ts)}; last finite output at t={ts[mark - 1]:g})",
+        ts[mark - 1],
+    )
+
+
+def _solve_fixed(spec, problem, bm, levy, ts, y0, dt, generator, state, size):
+    """The fixed-step loop: the grid of :func:`_grid`, one step per grid interval."""
+    grid, marks = _grid(ts, dt)
+    dtype, device = y0.dtype, y0.device
+    times = torch.tensor(grid, dtype=dtype, device=device).unbind(0)
+    steps = len(grid) - 1
+    hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
+    sqrt_h = [math.sqrt(abs(h)) for h in hs]
+    if spec.stages:
+        cols = [
+            torch.tensor([a + c * h for a, h in zip(grid[:-1], hs)], dtype=dtype, device=device)
+            for c in spec.stages
+        ]
+        stage_times = list(zip(*(c.unbind(0) for c in cols)))
+    else:
+        stage_times = [()] * steps
+    if bm is None:
+        noise = _DrawnIncrements(size, sqrt_h, levy, dtype, device, generator)
+    else:
+        noise = _QueriedIncrements(bm, grid, levy, dtype)
+
     step = spec.step
+    stateful = spec.init_extra is not None
     out = [y0]
     y = y0
     mark = 1
@@ -556,14 +1109,121 @@ def sdeint(
             raise ValueError(
                 f"sdeint: bm returned increments of shape {tuple(dw.shape)}, expected {tuple(size)}"
             )
-        y = step(problem, times[n], times[n + 1], stage_times[n], hs[n], sqrt_h[n], y, dw, j)
+        args = (problem, times[n], times[n + 1], stage_times[n], hs[n], sqrt_h[n], y, dw, j)
+        if stateful:
+            y, state = step(*args, state)
+        else:
+            y = step(*args)
         if n + 1 == marks[mark]:
             if not bool(torch.isfinite(y).all()):
-                raise NonFiniteSolutionError(
-                    f"sdeint: the state became non-finite (NaN/inf) by t={grid[n + 1]:g} "
-                    f"(output {mark} of {len(ts)}; last finite output at t={ts[mark - 1]:g})",
-                    ts[mark - 1],
-                )
+                raise _nonfinite(grid[n + 1], mark, ts)
             out.append(y)
             mark += 1
-    return torch.stack(out)
+    return torch.stack(out), state
+
+
+def _error_ratio(y1: Tensor, y2: Tensor, rtol: float, atol: float) -> float:
+    """RMS of (y1 - y2) / (atol + rtol max(|y1|, |y2|)) (torchsde's and Hairer's norm)."""
+    with torch.no_grad():
+        tol = torch.maximum(y1.abs(), y2.abs()).mul_(rtol).add_(atol).clamp_min_(1e-7)
+        return float(((y1 - y2) / tol).square().mean().sqrt())
+
+
+def _dyadic_time(pos: int, units: int, lo: float, hi: float, forward: bool) -> float:
+    """The time of dyadic position ``pos`` of ``units`` in [lo, hi] (from lo when forward,
+    from hi otherwise), computed as :class:`BrownianMotion` computes its nodes' times."""
+    frac = pos / units if forward else 1.0 - pos / units
+    return lo if frac == 0.0 else hi if frac == 1.0 else lo + (hi - lo) * frac
+
+
+def _solve_adaptive(spec, problem, bm, seed, levy, ts, y0, dt, rtol, atol, dt_min, state, size):
+    """Step doubling (module docstring): each attempted step is taken whole and in two halves
+    on the same Brownian path; the halves' result is kept when the two agree to tolerance.
+
+    With ``bm`` given, steps go anywhere. Without (``seed`` set), each output interval
+    [a, b] gets its own :class:`BrownianMotion` tree (increments over disjoint intervals are
+    independent, so together they are one Brownian path) and the steps are dyadic rationals:
+    h = m |b - a| 2^-k with m < 8, so every query lands on a node of the tree at most three
+    levels below the step's own (a few splits per new point, no descent to the tree's
+    tolerance; Gaines & Lyons 1997 step on a Brownian tree too); the controller's step is
+    rounded down to the nearest such h (by less than 1/4 of itself)."""
+    dtype, device = y0.dtype, y0.device
+    direction = 1.0 if ts[-1] > ts[0] else -1.0
+    exponent = -1.0 / (spec.strong_order[problem.noise_type] + 0.5)
+    step, stateful = spec.step, spec.init_extra is not None
+    tensor = lambda x: torch.tensor(x, dtype=dtype, device=device)
+    warned = False
+
+    def one(path, ta, tb, y, st, t_a):
+        h = tb - ta
+        dw, j = _query(path, levy, ta, tb, dtype)
+        stages = tuple(tensor(ta + c * h) for c in spec.stages)
+        args = (problem, t_a, tensor(tb), stages, h, math.sqrt(abs(h)), y, dw, j)
+        return step(*args, st) if stateful else (step(*args), st)
+
+    def attempt(path, t, t_mid, t_next, y, h, st):
+        """One step-doubling attempt: (accepted, y, state, next proposed step)."""
+        nonlocal warned
+        t_start = tensor(t)  # one object for both steps from t (see _Memo)
+        y_whole, _ = one(path, t, t_next, y, st, t_start)
+        y_half, st_half = one(path, t, t_mid, y, st, t_start)
+        y_two, st_two = one(path, t_mid, t_next, y_half, st_half, tensor(t_mid))
+        err = _error_ratio(y_whole, y_two, rtol, atol)
+        if not math.isfinite(err):
+            raise _nonfinite(t_next, mark, ts)
+        taken = abs(t_next - t)
+        accept = err <= 1.0 or taken <= dt_min * (1 + 1e-12)
+        factor = 0.9 * max(err, 1e-10) ** exponent
+        factor = min(1.4 if accept else 1.0, max(0.2, factor))
+        h = (h if accept else taken) * factor
+        if h < dt_min:
+            if not warned:
+                warnings.warn(
+                    f"sdeint: adaptive step hit dt_min={dt_min:g} at t={t:g}; "
+                    "steps of dt_min are taken regardless of the error",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                warned = True
+            h = dt_min
+        return accept, y_two, st_two, h
+
+    out = [y0]
+    t, y, h = ts[0], y0, dt
+    for mark, target in enumerate(ts[1:], start=1):
+        if seed is None:
+            while (target - t) * direction > 0:
+                room = abs(target - t)
+                t_next = target if h >= room * (1 - 1e-12) else t + direction * h
+                ok, y_new, st_new, h = attempt(bm, t, 0.5 * (t + t_next), t_next, y, h, state)
+                if ok:
+                    t, y, state = t_next, y_new, st_new
+        else:
+            lo, hi = min(t, target), max(t, target)
+            length = hi - lo
+            levels = max(2, math.ceil(math.log2(length / dt_min)) + 1)  # 2 units <= dt_min
+            units = 1 << levels
+            path = BrownianMotion(
+                lo, hi, size, seed=_mix64(seed + mark), dtype=dtype, device=device,
+                tol=length / 2.0 ** (levels + 1), levy_area=levy is not None,
+            )  # fmt: skip
+            if levy == "A":
+                path = _AreaBrownian(path)
+
+            at = lambda pos, k=(units, lo, hi, direction > 0): _dyadic_time(pos, *k)
+            pos = 0
+            while pos < units:
+                u = int(min(h / length * units, units))
+                cut = max(0, u.bit_length() - 3)  # keep 3 significant bits: a node < 3 levels
+                u = max(2, (u >> cut) << cut & ~1)  # below the step's own level; even (halves)
+                u = min(u, units - pos)
+                ok, y_new, st_new, h = attempt(
+                    path, at(pos), at(pos + u // 2), at(pos + u), y, h, state
+                )
+                if ok:
+                    pos, y, state = pos + u, y_new, st_new
+            t = target
+        if not bool(torch.isfinite(y).all()):
+            raise _nonfinite(t, mark, ts)
+        out.append(y)
+    return torch.stack(out), state
