@@ -999,14 +999,18 @@ def _check_event_setup(event_fn, ts, solver, o: _Options, method) -> None:
             f"direction of time), got len(t)={len(ts)}"
         )
     if not isinstance(solver, ButcherTableau):
-        raise ValueError(
-            f"event_fn is not supported with method={method!r}: it needs a Runge–Kutta "
-            "method (dopri5, tsit5, bosh3, dopri8, euler, ...)"
-        )
-    fixed = not solver.adaptive or o.step_size is not None or o.grid_constructor is not None
+        if getattr(solver, "event", None) is None:
+            raise ValueError(
+                f"event_fn is not supported with method={method!r}: it needs a Runge–Kutta "
+                "method (dopri5, tsit5, bosh3, dopri8, euler, ...) or an Adams method"
+            )
+        fixed, name = True, method
+    else:
+        fixed = not solver.adaptive or o.step_size is not None or o.grid_constructor is not None
+        name = solver.name
     if fixed and o.step_size is None:
         raise ValueError(
-            f"event_fn with the fixed-step method {solver.name!r} needs options['step_size'] "
+            f"event_fn with the fixed-step method {name!r} needs options['step_size'] "
             "(as torchdiffeq); grid_constructor is not supported with events"
         )
 
@@ -1021,7 +1025,10 @@ def integrate_event(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first, c
             return t0, [y0, y0]
     tol = atol if atol > 0 else 1e-12
     search = EventSearch(g, tol)
-    if tab.adaptive and o.step_size is None:
+    if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS method with an event search
+        o.callbacks = callbacks
+        out = tab.event(f, y0, t0, direction, rtol, atol, o, stats, grad, f_first, search)
+    elif tab.adaptive and o.step_size is None:
         out = _adaptive(f, y0, [t0, direction * math.inf], tab, rtol, atol, norm, o, stats,
                         grad, f_first, callbacks, search)  # fmt: skip
     else:
