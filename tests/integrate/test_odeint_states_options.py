@@ -178,3 +178,29 @@ def test_min_step_accepts_large_steps_whatever_their_error():
         odeint(decay, torch.ones(1), torch.tensor([0.0, 1.0]), options=dict(min_step=2, max_step=1))
     with pytest.raises(ValueError, match="max_step"):
         odeint(decay, torch.ones(1), torch.tensor([0.0, 1.0]), options=dict(max_step=0))
+
+
+def test_time_tensors_are_shared_but_never_stale():
+    """The field's time tensors are reused between evaluations and solves (a fixed grid asks for
+    the same times again): one the field modifies in place is replaced, so the next solve sees
+    the right times; one made under inference mode can still be saved for backward later."""
+    seen = []
+
+    def vandal(t, y):
+        seen.append(float(t))
+        t.add_(100.0)  # in place: must not leak into the next evaluation at this time
+        return -y
+
+    opts = dict(step_size=0.25)
+    for _ in range(2):
+        seen.clear()
+        odeint(vandal, torch.ones(2), torch.tensor([0.0, 1.0]), method="euler", options=opts)
+        assert seen == [0.0, 0.25, 0.5, 0.75]
+    w = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    field = lambda t, y: -w * t * y  # noqa: E731  y(1) = e^{-w/2}
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with torch.inference_mode():
+        odeint(field, torch.ones(1, dtype=F64), t, method="rk4", options=dict(step_size=0.01))
+    y = odeint(field, torch.ones(1, dtype=F64), t, method="rk4", options=dict(step_size=0.01))
+    (g,) = torch.autograd.grad(y[-1, 0], w)
+    assert abs(g.item() + 0.5 * math.exp(-1.0)) < 1e-8

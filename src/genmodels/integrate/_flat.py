@@ -10,6 +10,34 @@ from torch import Tensor
 
 State = Tensor | tuple[Tensor, ...]
 
+# 0-d time tensors by (dtype, device), then by the float time: a solve on a fixed grid (every
+# training step of a model trained through rk4 steps) asks for the same few hundred times again
+# and again, and ``torch.scalar_tensor`` costs about as much as a small elementwise op.
+_TIME_TENSORS: dict = {}
+_TIME_CACHE_SIZE = 1 << 14
+
+
+def time_cache(dtype: torch.dtype, device: torch.device) -> Callable[[float], Tensor]:
+    """``tt(t)``: the 0-d tensor of time ``t`` (a Python float) in ``dtype`` on ``device``.
+
+    Tensors are shared between calls (and solves); one that the vector field modified in place
+    (its version counter moved) or turned into a leaf requiring grad is replaced, so the field
+    always sees a fresh-valued, grad-free time, as with a new tensor per call.  They are made
+    outside inference mode, so a time first asked for under ``torch.inference_mode`` can still
+    be saved for backward in a later solve."""
+    cache = _TIME_TENSORS.setdefault((dtype, device), {})
+
+    def tt(t: float) -> Tensor:
+        x = cache.get(t)
+        if x is None or x._version or x.requires_grad:
+            if len(cache) >= _TIME_CACHE_SIZE:
+                cache.clear()
+            with torch.inference_mode(False):  # a normal tensor, also when made in inference
+                x = cache[t] = torch.scalar_tensor(t, dtype=dtype, device=device)
+        return x
+
+    return tt
+
 
 class FlatState:
     """Packs a tensor or a tuple of tensors into one 1-D tensor once, and back.
@@ -61,20 +89,20 @@ class FlatState:
 
     def wrap(self, func: Callable, time_dtype: torch.dtype | None = None) -> Callable:
         """``func(t, y)`` on structured states as ``f(t_float, y_flat, out=None) -> flat``."""
-        dtype, device = time_dtype or self.dtype, self.device
+        tt = time_cache(time_dtype or self.dtype, self.device)
         shapes = self.shapes
         if not self.is_tuple:
             shape = shapes[0]
 
             def f(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
-                r = func(torch.scalar_tensor(t, dtype=dtype, device=device), y.view(shape))
+                r = func(tt(t), y.view(shape))
                 if out is None:
                     return r.reshape(-1)
                 return out.copy_(r.reshape(-1))
 
             def shaped(t: float, y: Tensor, out: Tensor) -> Tensor:
                 # y and out already have the state's shape: no view ops in the hot loop
-                return out.copy_(func(torch.scalar_tensor(t, dtype=dtype, device=device), y))
+                return out.copy_(func(tt(t), y))
 
             shaped.shape = shape
             f.shaped = shaped
@@ -83,7 +111,7 @@ class FlatState:
 
         def f(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
             ys = tuple(y[a:b].view(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes))
-            r = func(torch.scalar_tensor(t, dtype=dtype, device=device), ys)
+            r = func(tt(t), ys)
             flat = [ri.reshape(-1) for ri in r]
             if out is None:
                 return torch.cat(flat)
@@ -94,10 +122,10 @@ class FlatState:
     def wrap_shaped(self, func: Callable) -> Callable:
         """``func(t, y)`` of a single-tensor state as ``f(t_float, y, out=None)`` on the state's
         own shape (the autograd path: no view ops, so no extra nodes in the graph)."""
-        dtype, device = self.dtype, self.device
+        tt = time_cache(self.dtype, self.device)
 
         def f(t: float, y: Tensor, out: Tensor | None = None) -> Tensor:
-            r = func(torch.scalar_tensor(t, dtype=dtype, device=device), y)
+            r = func(tt(t), y)
             return r if out is None else out.copy_(r)
 
         return f

@@ -30,6 +30,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
+from .checks import MaxStepsExceededError
 from .odeint import EXTRA_SOLVERS, SolverStats, _hermite, nextafter, runge_kutta_step
 from .tableaus import TABLEAUS
 
@@ -110,61 +111,82 @@ def _adams_options(o, implicit: bool, name: str) -> tuple[int, int, bool]:
     return max_order, max_iters, implicit
 
 
+class _AdamsStepper:
+    """The steps of an Adams method with their history of slopes, shared by the solve on a
+    grid and the event search: ``step(g0, g1, y)`` -> ``(y1, f0, t1p)`` (``f0 = f(t0, y)``,
+    ``t1p`` the time the step's end is evaluated at)."""
+
+    def __init__(self, f, rtol, atol, o, stats: SolverStats, f_first, implicit: bool, name: str):
+        self.max_order, self.max_iters, self.impl = _adams_options(o, implicit, name)
+        self.f, self.f_first, self.rtol, self.atol = f, f_first, rtol, atol
+        self.o, self.stats, self.name = o, stats, name
+        self.hist: deque = deque(maxlen=max(self.max_order - 1, 1))
+        self.h_prev, self.warned = None, False
+
+    def step(self, g0: float, g1: float, y: Tensor, f0: Tensor | None = None):
+        o, stats, f = self.o, self.stats, self.f
+        h = g1 - g0
+        t0p = nextafter(g0, g1, y.dtype) if o.perturb else g0  # one ulp of the state's
+        t1p = nextafter(g1, g0, y.dtype) if o.perturb else g1  # dtype (float32 too)
+        if o.callbacks is not None and o.callbacks.step is not None:
+            o.callbacks.step(g0, y, h)
+        if f0 is None:
+            f0 = (self.f_first if self.f_first is not None else f)(t0p, y)
+            stats.nfe += 1
+        self.f_first = None
+        hist, h_prev, max_order = self.hist, self.h_prev, self.max_order
+        if h_prev is None or abs(h - h_prev) > 1e-10 * abs(h):
+            hist.clear()  # equal steps only: restart the history
+        hist.appendleft(f0)
+        self.h_prev = h
+        k = min(len(hist), max_order - 1)
+        if k < _MIN_HISTORY:
+            rk4 = TABLEAUS["rk4"]
+            y1 = runge_kutta_step(f, g0, y, h, f0, rk4, t_last=t1p)[0]
+            stats.nfe += rk4.stages - 1
+        else:
+            dy = _dot(_AB[k], hist, h)
+            if self.impl:
+                gam = _AM[k + 1]
+                delta = _dot(gam[1:], hist, h)
+                for _ in range(self.max_iters):
+                    f1 = f(t1p, y + dy)
+                    stats.nfe += 1
+                    new = torch.add(delta, f1, alpha=h * gam[0])
+                    ok = _converged(dy, new, self.rtol, self.atol)
+                    dy = new
+                    if ok:
+                        break
+                else:
+                    self._not_converged(g1)
+            y1 = y + dy
+        stats.n_steps += 1
+        stats.n_accepted += 1
+        return y1, f0, t1p
+
+    def _not_converged(self, g1: float) -> None:
+        extra = self.stats.extra
+        extra["adams_not_converged"] = extra.get("adams_not_converged", 0) + 1
+        if not self.warned:
+            warnings.warn(
+                f"{self.name}: the corrector's fixed-point iteration did not converge "
+                f"in max_iters={self.max_iters} at t={g1!r}; the solution may be "
+                "inaccurate (smaller steps, or an implicit method for stiff problems)",
+                stacklevel=5,
+            )
+            self.warned = True
+
+
 def _solve_adams(implicit: bool, name: str):
     def solve(f, y0, ts, rtol, atol, norm, o, stats: SolverStats, grad, grid, f_first):
-        max_order, max_iters, impl = _adams_options(o, implicit, name)
-        rk4 = TABLEAUS["rk4"]
+        stepper = _AdamsStepper(f, rtol, atol, o, stats, f_first, implicit, name)
         g = list(ts) if grid is None else grid
-        hist: deque = deque(maxlen=max(max_order - 1, 1))
         out, j, n = [y0], 1, len(ts)
         direction = 1.0 if ts[-1] > ts[0] else -1.0
-        y, h_prev, first, warned = y0, None, True, False
+        y = y0
         for g0, g1 in zip(g[:-1], g[1:]):
             h = g1 - g0
-            t0p = nextafter(g0, g1, y0.dtype) if o.perturb else g0  # one ulp of the state's
-            t1p = nextafter(g1, g0, y0.dtype) if o.perturb else g1  # dtype (float32 too)
-            if o.callbacks is not None and o.callbacks.step is not None:
-                o.callbacks.step(g0, y, h)
-            f0 = (f_first if first else f)(t0p, y)
-            first = False
-            stats.nfe += 1
-            if h_prev is None or abs(h - h_prev) > 1e-10 * abs(h):
-                hist.clear()  # equal steps only: restart the history
-            hist.appendleft(f0)
-            h_prev = h
-            k = min(len(hist), max_order - 1)
-            if k < _MIN_HISTORY:
-                y1 = runge_kutta_step(f, g0, y, h, f0, rk4, t_last=t1p)[0]
-                stats.nfe += rk4.stages - 1
-            else:
-                dy = _dot(_AB[k], hist, h)
-                if impl:
-                    gam = _AM[k + 1]
-                    delta = _dot(gam[1:], hist, h)
-                    for _ in range(max_iters):
-                        f1 = f(t1p, y + dy)
-                        stats.nfe += 1
-                        new = torch.add(delta, f1, alpha=h * gam[0])
-                        ok = _converged(dy, new, rtol, atol)
-                        dy = new
-                        if ok:
-                            break
-                    else:
-                        stats.extra["adams_not_converged"] = (
-                            stats.extra.get("adams_not_converged", 0) + 1
-                        )
-                        if not warned:
-                            warnings.warn(
-                                f"{name}: the corrector's fixed-point iteration did not converge "
-                                f"in max_iters={max_iters} at t={g1!r}; the solution may be "
-                                "inaccurate (smaller steps, or an implicit method for stiff "
-                                "problems)",
-                                stacklevel=4,
-                            )
-                            warned = True
-                y1 = y + dy
-            stats.n_steps += 1
-            stats.n_accepted += 1
+            y1, f0, t1p = stepper.step(g0, g1, y)
             f_end = None
             while j < n and (ts[j] - g1) * direction <= 0:
                 tj = ts[j]
@@ -181,7 +203,44 @@ def _solve_adams(implicit: bool, name: str):
             y = y1
         return out
 
+    def event(f, y0, t0, direction, rtol, atol, o, stats, grad, f_first, search):
+        """Steps of ``options['step_size']`` from ``t0`` until ``search`` (an
+        :class:`~genmodels.integrate.events.EventSearch`) finds the event inside one; the
+        event is located on the step's linear or cubic Hermite interpolant (the ``interp``
+        option), as torchdiffeq's fixed-grid solvers do.  At most ``max_num_steps`` steps
+        (20000 unless given).  Returns ``[y0, y_event]``."""
+        stepper = _AdamsStepper(f, rtol, atol, o, stats, f_first, implicit, name)
+        h = direction * o.step_size
+        limit = o.max_num_steps if o.max_num_steps_given else 20000
+        y, f_next, t = y0, None, t0
+        for i in range(limit):
+            t, t1 = t0 + i * h, t0 + (i + 1) * h
+            y1, f0, t1p = stepper.step(t, t1, y, f_next)
+            f1: list[Tensor] = []
+
+            def interp(tj, t=t, y=y, y1=y1, f0=f0, f1=f1, t1p=t1p, h=h):
+                if o.interp != "cubic":
+                    return torch.lerp(y, y1, (tj - t) / h)
+                if not f1:
+                    with torch.set_grad_enabled(grad):  # the search bisects under no_grad
+                        f1.append(f(t1p, y1))
+                    stats.nfe += 1
+                return _hermite(y, f0, y1, f1[0], t, h, tj)
+
+            if search(t, t1, y, y1, interp):
+                return [y0, search.y_event]
+            # the cubic interpolant's end slope is the next step's first (not under perturb,
+            # where the next step starts one ulp later)
+            f_next = f1[0] if f1 and not o.perturb else None
+            y = y1
+        raise MaxStepsExceededError(
+            f"no event after {limit} fixed steps of {o.step_size!r} from t={t0!r} (reached "
+            f"t={t0 + limit * h!r}); options['max_num_steps'] allows more",
+            t0 + limit * h,
+        )
+
     solve.__name__ = f"solve_{name}"
+    solve.event = event
     return solve
 
 

@@ -444,21 +444,21 @@ def runge_kutta_step(
     Returns:
         ``(y1, K, err)``; ``err`` is ``None`` unless ``error``.
     """
-    s, c, a, b = tab.stages, tab.c, tab.a, tab.b
     t_last = t + h if t_last is None else t_last
-    fsal = tab.fsal
     if work is None:
+        rows, b_row, fsal = _plan(tab)
         ks = [k0]
-        for i in range(1, s):
-            yi = _combine(y, ks, a[i], h)
-            ks.append(f(_stage_time(t, c[i], h, t_last), yi))
-        y1 = yi if fsal else _combine(y, ks, b, h)
+        for ci, row in rows:
+            yi = _combine_planned(y, ks, row, h)
+            ks.append(f(t_last if ci == 1.0 else t + ci * h, yi))
+        y1 = yi if fsal else _combine_planned(y, ks, b_row, h)
         err = None
         if error:
             with torch.no_grad():
                 e = _coefficients(tab, y.dtype, y.device)[2]
                 err = torch.stack([k.detach() for k in ks], -1).matmul(e).mul_(h)
         return y1, ks, err
+    s, c, fsal = tab.stages, tab.c, tab.fsal
     A, B, E = work.A, work.B, work.E
     rows, Kt, g = work.rows, work.Kt, work.g
     if k0 is not rows[0]:
@@ -491,6 +491,38 @@ def _combine(y: Tensor, ks: Sequence[Tensor], w: Sequence[float], h: float) -> T
     w0, acc = terms[0]  # y + h w0 (k0 + sum_j (w_j / w0) k_j): one op per term, as before
     for wj, kj in terms[1:]:
         acc = torch.add(acc, kj, alpha=wj / w0)
+    return torch.add(y, acc, alpha=h * w0)
+
+
+def _weights(w: Sequence[float]) -> tuple[int, float, tuple[tuple[int, float], ...]] | None:
+    """``y + h sum_j w_j k_j`` as ``(j0, w0, ((j, w_j / w0), ...))`` over the nonzero weights
+    (``None`` when all are zero): the recipe :func:`_combine` follows, made once."""
+    terms = [(j, wj) for j, wj in enumerate(w) if wj != 0.0]
+    if not terms:
+        return None
+    j0, w0 = terms[0]
+    return j0, w0, tuple((j, wj / w0) for j, wj in terms[1:])
+
+
+def _plan(tab: ButcherTableau):
+    """``(rows, b_row, fsal)`` of a tableau for the autograd stage recursion, made once: the
+    node and weight recipe (:func:`_weights`) of stages ``2..s``, that of ``b``."""
+    key = (tab, "plan")
+    hit = _COEFF_CACHE.get(key)
+    if hit is None:
+        rows = tuple((tab.c[i], _weights(tab.a[i])) for i in range(1, tab.stages))
+        hit = _COEFF_CACHE[key] = (rows, _weights(tab.b), tab.fsal)
+    return hit
+
+
+def _combine_planned(y: Tensor, ks: Sequence[Tensor], row, h: float) -> Tensor:
+    """:func:`_combine` with the weights' recipe made beforehand (same operations)."""
+    if row is None:
+        return y
+    j0, w0, rest = row
+    acc = ks[j0]
+    for j, r in rest:
+        acc = torch.add(acc, ks[j], alpha=r)
     return torch.add(y, acc, alpha=h * w0)
 
 
@@ -999,14 +1031,18 @@ def _check_event_setup(event_fn, ts, solver, o: _Options, method) -> None:
             f"direction of time), got len(t)={len(ts)}"
         )
     if not isinstance(solver, ButcherTableau):
-        raise ValueError(
-            f"event_fn is not supported with method={method!r}: it needs a Runge–Kutta "
-            "method (dopri5, tsit5, bosh3, dopri8, euler, ...)"
-        )
-    fixed = not solver.adaptive or o.step_size is not None or o.grid_constructor is not None
+        if getattr(solver, "event", None) is None:
+            raise ValueError(
+                f"event_fn is not supported with method={method!r}: it needs a Runge–Kutta "
+                "method (dopri5, tsit5, bosh3, dopri8, euler, ...) or an Adams method"
+            )
+        fixed, name = True, method
+    else:
+        fixed = not solver.adaptive or o.step_size is not None or o.grid_constructor is not None
+        name = solver.name
     if fixed and o.step_size is None:
         raise ValueError(
-            f"event_fn with the fixed-step method {solver.name!r} needs options['step_size'] "
+            f"event_fn with the fixed-step method {name!r} needs options['step_size'] "
             "(as torchdiffeq); grid_constructor is not supported with events"
         )
 
@@ -1021,7 +1057,10 @@ def integrate_event(f, y0, ts, tab, rtol, atol, norm, o, stats, grad, f_first, c
             return t0, [y0, y0]
     tol = atol if atol > 0 else 1e-12
     search = EventSearch(g, tol)
-    if tab.adaptive and o.step_size is None:
+    if not isinstance(tab, ButcherTableau):  # an EXTRA_SOLVERS method with an event search
+        o.callbacks = callbacks
+        out = tab.event(f, y0, t0, direction, rtol, atol, o, stats, grad, f_first, search)
+    elif tab.adaptive and o.step_size is None:
         out = _adaptive(f, y0, [t0, direction * math.inf], tab, rtol, atol, norm, o, stats,
                         grad, f_first, callbacks, search)  # fmt: skip
     else:
