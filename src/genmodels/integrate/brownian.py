@@ -112,7 +112,8 @@ class BrownianMotion:
         tol: width below which nodes are not split further. Default (t1 - t0) * 2**-20
             (interpolation error below 5e-4 σ √(t1 - t0)); smaller is exact to finer
             scales, larger is faster on non-dyadic queries (fewer levels).
-        cache_size: number of split nodes kept (LRU); memory ≈ cache_size × 4 × size.
+        cache_size: number of split nodes kept (LRU); memory: per node one tensor of
+            ``size`` (W only), up to six with Lévy area; plus the last query's path.
         levy_area: also carry the space-time Lévy area, so that ``return_U=True`` works (as
             ``srk`` needs). Off by default, like torchsde's ``levy_area_approximation="none"``:
             a W-only tree draws half the normals and does a third of the arithmetic. The two
