@@ -22,9 +22,12 @@ JAX's keys). Knowing W at both ends of a node (and the node's space-time Lévy a
 below), the values at its midpoint are drawn from the exact conditional law (the
 Brownian bridge) with the node's own seed. A query at time t walks from the root to
 the node whose end point is t, or down to a node narrower than ``tol`` and then takes
-the conditional mean inside it. Nothing depends on the order of queries, nothing is
-stored but an LRU cache of recently split nodes (sequential queries share their path
-from the root, so the cache makes a sweep over a grid cheap).
+the conditional mean inside it. Nothing depends on the order of queries; what is stored
+only saves work: an LRU cache of recently split nodes, the path from the root of the last
+query (the next query starts from the deepest node of it that holds its time strictly
+inside, where a walk from the root would pass anyway), and the last few answers (a sweep
+over a grid asks each time twice). A sweep's cost is then the normals themselves: one draw
+of ``size`` normals per new node, about log2(spacing / tol) new nodes per query.
 
 With ``levy_area=True`` the tree also carries the running time integral
 I(t) = ∫_{t0}^t W(s) ds, so it also answers the *space-time Lévy area* that stochastic
@@ -109,7 +112,8 @@ class BrownianMotion:
         tol: width below which nodes are not split further. Default (t1 - t0) * 2**-20
             (interpolation error below 5e-4 σ √(t1 - t0)); smaller is exact to finer
             scales, larger is faster on non-dyadic queries (fewer levels).
-        cache_size: number of split nodes kept (LRU); memory ≈ cache_size × 4 × size.
+        cache_size: number of split nodes kept (LRU); memory: per node one tensor of
+            ``size`` (W only), up to six with Lévy area; plus the last query's path.
         levy_area: also carry the space-time Lévy area, so that ``return_U=True`` works (as
             ``srk`` needs). Off by default, like torchsde's ``levy_area_approximation="none"``:
             a W-only tree draws half the normals and does a third of the arithmetic. The two
@@ -167,16 +171,23 @@ class BrownianMotion:
         self._seed = int(seed) & _MASK64
         self._gen = torch.Generator(device=self._device)
         # A node's state: W(a), W(b), I(a), H(a, b), each of shape size.
-        self._cache: OrderedDict[tuple[int, int], tuple[_State, _State]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], list] = OrderedDict()
         self._cache_size = int(cache_size)
         # root: W(t0) = 0, I(t0) = 0; W(t1) ~ N(0, σ² L), H ~ N(0, σ² L / 12) independent
-        z = self._normal(_mix64(self._seed))
+        z = self._normal(_mix64(self._seed)).to(self._tree_dtype)
         sd = sigma * math.sqrt(self._length)
         zero = torch.zeros(size, dtype=self._tree_dtype, device=self._device)
         if self._levy:
             self._root = (zero, sd * z[0], zero, sd / math.sqrt(12.0) * z[1])
         else:
             self._root = (zero, sd * z[0])
+        # The path from the root to the node reached by the last query, one entry per level:
+        # [a, b, state, seed, level, index, children or None]. A new query resumes from the
+        # deepest node on it that holds t strictly inside (see _query).
+        self._stack: list[list] = [[t0, t1, self._root, self._seed, 0, 0, None]]
+        # the last four answers of _query, by time (a grid sweep asks each time twice, a
+        # step-doubling attempt each of its three times twice)
+        self._memo: list[tuple[float, tuple[Tensor, Tensor | None]]] = []
 
     # --- torchsde's Brownian protocol -------------------------------------------------------
     @property
@@ -276,19 +287,23 @@ class BrownianMotion:
         return t
 
     def _normal(self, seed: int) -> Tensor:
+        """The node's standard normals, shape (1 or 2, *size), in float32: drawn in float32
+        (4x faster on CPU than float64), so the path does not depend on the requested dtype.
+        The tree's arithmetic is float64; widening float32 to float64 is exact, so a normal
+        used once may enter it through a mixed-dtype op (no copy), with the same result."""
         self._gen.manual_seed(_torch_seed(seed))
-        # drawn in float32 (4x faster on CPU than float64), so the path does not depend on
-        # the requested dtype; the tree's arithmetic is float64
-        z = torch.randn(
+        return torch.randn(
             (2 if self._levy else 1, *self._size),
             generator=self._gen,
             dtype=torch.float32,
             device=self._device,
         )
-        return z.to(self._tree_dtype)
 
-    def _split(self, level: int, seed: int, state: _State) -> tuple[_State, _State]:
-        """Both children's states of a node at ``level`` with ``state``.
+    def _split(self, level: int, seed: int, state: _State) -> list:
+        """The children of a node at ``level`` with ``state``: ``[left, right]`` states, or,
+        with Lévy area, ``[None, None, pending]``: the parts both children share are
+        computed here, each child's own parts only when a walk first enters it
+        (:meth:`_child`; a sweep over a grid enters one side of most deep nodes only).
 
         With h the node's width, s = σ√h, k = s/√12 and m = (a + b)/2 (derivation: σ = 1,
         halves of width h/2 have independent (W_i, H_i), W_i ~ N(0, h/2), H_i ~ N(0, h/24);
@@ -305,43 +320,68 @@ class BrownianMotion:
         if not self._levy:  # the Brownian bridge midpoint: N((W(a) + W(b))/2, σ² h/4)
             wa, wb = state
             wm = torch.add(wa, wb).mul_(0.5).add_(self._normal(seed)[0], alpha=0.5 * s)
-            return (wa, wm), (wm, wb)
+            return [(wa, wm), (wm, wb)]
         k = s / math.sqrt(12.0)
-        z1, z2 = self._normal(seed)
+        z1, z2 = self._normal(seed).to(self._tree_dtype)  # each used twice: widen once
         wa, wb, ia, hh = state
         wm = torch.add(wa, wb).mul_(0.5).add_(hh, alpha=1.5).add_(z1, alpha=0.25 * s)
         c = torch.add(hh, z1, alpha=-0.5 * s).mul_(0.25)
-        h_left = torch.add(c, z2, alpha=0.5 * k)
-        h_right = torch.add(c, z2, alpha=-0.5 * k)
-        im = torch.add(ia, wa, alpha=0.375 * h).add_(wb, alpha=0.125 * h)
-        im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
-        return (wa, wm, ia, h_left), (wm, wb, im, h_right)
+        return [None, None, (h, k, z2, c, wm, state)]
+
+    @staticmethod
+    def _child(children: list, side: int) -> _State:
+        """Child ``side`` of a split (Lévy area): H(a, m) or H(m, b) and I(m), see _split."""
+        h, k, z2, c, wm, (wa, wb, ia, hh) = children[2]
+        if side == 0:
+            child = (wa, wm, ia, torch.add(c, z2, alpha=0.5 * k))
+        else:
+            im = torch.add(ia, wa, alpha=0.375 * h).add_(wb, alpha=0.125 * h)
+            im = im.add_(hh, alpha=0.5 * h).add_(z2, alpha=0.25 * h * k)
+            child = (wm, wb, im, torch.add(c, z2, alpha=-0.5 * k))
+        children[side] = child
+        return child
 
     def _query(self, t: float) -> tuple[Tensor, Tensor | None]:
-        """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds (None without Lévy area)."""
-        t0, length = self._t0, self._length
-        a, b = t0, self._t1
-        state = self._root
-        seed = self._seed
-        level, index = 0, 0
+        """(W(t), I(t)) in the tree dtype, I(t) = ∫_{t0}^t W(s) ds (None without Lévy area).
+
+        The walk from the root stops at the first node that has t as an end point, or at a
+        leaf narrower than ``tol``. Every node it passes before that holds t strictly
+        inside, so a walk may start at the deepest node of the previous walk's path
+        (``self._stack``) that holds t strictly inside: it goes on exactly as a walk from the
+        root would, and returns the same tensors. Sequential queries thus only walk the
+        levels below the node their times share.
+        """
+        for tm, res in self._memo:
+            if tm == t:
+                return res
+        stack = self._stack
+        while len(stack) > 1 and not (stack[-1][0] < t < stack[-1][1]):
+            stack.pop()
+        a, b, state, seed, level, index, children = stack[-1]
+        t0, length, levy, tol = self._t0, self._length, self._levy, self._tol
         cache = self._cache
         while True:
             if t == a:
-                return state[0], (state[2] if self._levy else None)
+                res = state[0], (state[2] if levy else None)
+                break
             h = b - a
             if t == b:
-                return state[1], (self._integral_at(h, h, state) if self._levy else None)
-            if h <= self._tol:
-                return self._interpolate(t - a, h, state)
-            key = (level, index)
-            children = cache.get(key)
+                res = state[1], (self._integral_at(h, h, state) if levy else None)
+                break
+            if h <= tol:
+                res = self._interpolate(t - a, h, state)
+                break
             if children is None:
-                children = self._split(level, seed, state)
-                cache[key] = children
-                if len(cache) > self._cache_size:
-                    cache.popitem(last=False)
-            else:
-                cache.move_to_end(key)
+                key = (level, index)
+                children = cache.get(key)
+                if children is None:
+                    children = self._split(level, seed, state)
+                    cache[key] = children
+                    if len(cache) > self._cache_size:
+                        cache.popitem(last=False)
+                else:
+                    cache.move_to_end(key)
+                stack[-1][6] = children
             level += 1
             mid = t0 + length * ((2 * index + 1) / 2.0**level)
             side = 0 if t < mid else 1
@@ -350,8 +390,17 @@ class BrownianMotion:
             else:
                 a = mid
             state = children[side]
+            if state is None:
+                state = self._child(children, side)
             seed = _child_seed(seed, side)
             index = 2 * index + side
+            children = None
+            stack.append([a, b, state, seed, level, index, None])
+        memo = self._memo
+        memo.append((t, res))
+        if len(memo) > 4:
+            del memo[0]
+        return res
 
     @staticmethod
     def _integral_at(tau: float, h: float, state: _State) -> Tensor:
