@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import fold_fields
 from ..distributions import Standardize, check_batch
-from ..nn import time_network
+from ..nn import time_network_for
 from ..registry import DataInfo, register
 from .noise import LinearVP, NoiseProcess, NoiseSchedule, ddim_timesteps
 from .samplers import SAMPLERS, ancestral, ddim, pf_ode_log_prob
@@ -548,15 +548,7 @@ def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
         schedule = NoiseSchedule.linear(config.timesteps, config.beta_start, config.beta_end)
     else:
         schedule = NoiseSchedule.cosine(config.timesteps)
-    net = time_network(
-        info.event_shape,
-        net=config.net,
-        width=config.width,
-        depth=config.depth,
-        emb_dim=config.emb_dim,
-        activation=config.activation,
-        mults=config.mults,
-    )
+    net = time_network_for(info.event_shape, config)
     images = info.kind == "images"
     return DDPM(
         net,

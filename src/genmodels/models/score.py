@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..nn import time_network
+from ..nn import time_network_for
 from ..registry import DataInfo, register
 from .samplers import SAMPLERS
 
@@ -430,15 +430,7 @@ def build_ncsn(config: NCSNConfig, info: DataInfo) -> NCSN:
     if info.kind not in ("points", "images"):
         raise ValueError(f"ncsn has no default network for {info.kind} data")
     config.validate()
-    net = time_network(
-        info.event_shape,
-        net=config.net,
-        width=config.width,
-        depth=config.depth,
-        emb_dim=config.emb_dim,
-        activation=config.activation,
-        mults=config.mults,
-    )
+    net = time_network_for(info.event_shape, config)
     return NCSN(
         net,
         info.event_shape,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..distributions import Standardize, check_batch
-from ..nn import time_network
+from ..nn import time_network_for
 from ..registry import DataInfo, register
 from .samplers import SAMPLERS, pf_ode_log_prob
 from .sde import (
@@ -221,15 +221,7 @@ class VESDEConfig(ScoreSDEConfig):
 def _build(config: ScoreSDEConfig, info: DataInfo, sde: SDE) -> ScoreSDE:
     if info.kind not in ("points", "images"):
         raise ValueError(f"score SDE models have no default network for {info.kind} data")
-    net = time_network(
-        info.event_shape,
-        net=config.net,
-        width=config.width,
-        depth=config.depth,
-        emb_dim=config.emb_dim,
-        activation=config.activation,
-        mults=config.mults,
-    )
+    net = time_network_for(info.event_shape, config)
     return ScoreSDE(
         net,
         info.event_shape,

@@ -11,6 +11,7 @@ from .factory import (
     conditioner_options,
     time_network,
     time_network_choice,
+    time_network_for,
 )
 from .mlp import MLP, TimeMLP, activation
 from .unet import UNet
@@ -26,6 +27,7 @@ __all__ = [
     "FlatTimeNetwork",
     "NetworkChoice",
     "time_network",
+    "time_network_for",
     "time_network_choice",
     "conditioner_choice",
     "conditioner_options",

@@ -59,6 +59,7 @@ __all__ = [
     "NetworkChoice",
     "FlatTimeNetwork",
     "time_network",
+    "time_network_for",
     "time_network_choice",
     "conditioner_choice",
     "conditioner_options",
@@ -154,6 +155,21 @@ def time_network(
         return UNet(shape[0], choice.width, tuple(mults), choice.depth, emb_dim)
     mlp = TimeMLP(math.prod(shape), choice.width, choice.depth, emb_dim, activation)
     return FlatTimeNetwork(mlp) if len(shape) == 3 else mlp
+
+
+def time_network_for(event_shape: Sequence[int], config) -> nn.Module:
+    """:func:`time_network` from a model config's network fields (``net``, ``width``,
+    ``depth``, ``emb_dim``, ``activation``, ``mults``: the fields every diffusion and score
+    model's config shares)."""
+    return time_network(
+        event_shape,
+        net=config.net,
+        width=config.width,
+        depth=config.depth,
+        emb_dim=config.emb_dim,
+        activation=config.activation,
+        mults=config.mults,
+    )
 
 
 def conditioner_choice(
