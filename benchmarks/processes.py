@@ -42,12 +42,20 @@ class _SingleZ(torch.nn.Module):
         return torch.distributions.Normal(p.mean[0], p.stddev[0])
 
 
-def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
+def _split_sets(sets: dict) -> tuple[dict, dict]:
+    """``--set`` pairs into (model config, training budget) by the TrainConfig's fields."""
+    fields = set(TrainConfig.__dataclass_fields__)
+    return ({k: v for k, v in sets.items() if k not in fields},
+            {k: v for k, v in sets.items() if k in fields})  # fmt: skip
+
+
+def run(name: str, model_name: str, seed: int, steps: int | None, sets: dict | None = None):
     train, test = data.load(name), data.load(name, "test")
     spec = registry.get(model_name)
+    model_sets, train_sets = _split_sets(sets or {})
     torch.manual_seed(seed)
-    model = spec.build(spec.make_config(), train.info)
-    budget = dict(model.train_defaults)
+    model = spec.build(spec.make_config(model_sets), train.info)
+    budget = dict(model.train_defaults, **train_sets)
     if steps is not None:
         budget["steps"] = steps
     cfg = TrainConfig(seed=seed, progress=False, **budget)
@@ -60,6 +68,7 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
         "model": model_name,
         "seed": seed,
         "steps": cfg.steps,
+        **({"set": sets} if sets else {}),
         "train_s": round(secs, 1),
         "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
@@ -306,7 +315,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
     ap.add_argument("--step-time", action="store_true")
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config or training fields (JSON values), e.g. r_dim=0 n_steps=16",
+    )
     a = ap.parse_args()
+    sets = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        try:
+            sets[k] = json.loads(v)
+        except json.JSONDecodeError:
+            sets[k] = v
     torch.set_num_threads(1)
     if a.step_time:
         for model in a.models:
@@ -320,7 +343,7 @@ def main() -> None:
             print(json.dumps(oracle(name)), flush=True)
         for model in a.models:
             for seed in a.seeds:
-                print(json.dumps(run(name, model, seed, a.steps)), flush=True)
+                print(json.dumps(run(name, model, seed, a.steps, sets)), flush=True)
 
 
 if __name__ == "__main__":
