@@ -284,7 +284,8 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
 
 def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 50) -> dict:
     """Thread CPU ms of one training step (batch 5: ``loss``, then backward and Adam), mean
-    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest."""
+    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest; for
+    NDP/ND2P also the forward's fixed-step ODE solve with its interpolation."""
     train = data.load(name)
     spec = registry.get(model_name)
     torch.manual_seed(0)
@@ -293,7 +294,20 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
     g = torch.Generator().manual_seed(0)
     batches = [train.batch(5, torch.Generator().manual_seed(i)) for i in range(warm + steps)]
     fwd = rest = 0.0
+    solve_s = [0.0]
+    if hasattr(model, "_solve_fixed"):
+        inner = model._solve_fixed
+
+        def timed(*args):
+            t = time.thread_time()
+            out = inner(*args)
+            solve_s[0] += time.thread_time() - t
+            return out
+
+        model._solve_fixed = timed
     for i, b in enumerate(batches):
+        if i == warm:
+            solve_s[0] = 0.0
         t0 = time.thread_time()
         opt.zero_grad()
         loss = model.loss(b, generator=g)
@@ -303,8 +317,11 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
         if i >= warm:
             fwd, rest = fwd + t1 - t0, rest + time.thread_time() - t1
     ms = lambda v: round(1000 * v / steps, 2)  # noqa: E731
-    return {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
-            "backward_adam_ms": ms(rest)}  # fmt: skip
+    out = {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
+           "backward_adam_ms": ms(rest)}  # fmt: skip
+    if hasattr(model, "_solve_fixed"):
+        out["forward_solve_ms"] = ms(solve_s[0])
+    return out
 
 
 def main() -> None:
