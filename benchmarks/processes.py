@@ -8,7 +8,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     NP/NDP, n_samples=1 ("single z"); training seconds and, for NDP, field evaluations.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py \\
-        --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000]
+        --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000] [--set r_dim=0 ...]
+        # --set: model config fields (or training fields such as lr) for an ablation
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
         # one training step's thread CPU time (forward, backward + Adam) on sine
