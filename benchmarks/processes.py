@@ -8,7 +8,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     NP/NDP, n_samples=1 ("single z"); training seconds and, for NDP, field evaluations.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py \\
-        --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000]
+        --data sine exp --models cnp np ndp --seeds 0 1 2 [--steps 1000] [--set r_dim=0 ...]
+        # --set: model config fields (or training fields such as lr) for an ablation
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
         # one training step's thread CPU time (forward, backward + Adam) on sine
@@ -42,12 +43,20 @@ class _SingleZ(torch.nn.Module):
         return torch.distributions.Normal(p.mean[0], p.stddev[0])
 
 
-def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
+def _split_sets(sets: dict) -> tuple[dict, dict]:
+    """``--set`` pairs into (model config, training budget) by the TrainConfig's fields."""
+    fields = set(TrainConfig.__dataclass_fields__)
+    return ({k: v for k, v in sets.items() if k not in fields},
+            {k: v for k, v in sets.items() if k in fields})  # fmt: skip
+
+
+def run(name: str, model_name: str, seed: int, steps: int | None, sets: dict | None = None):
     train, test = data.load(name), data.load(name, "test")
     spec = registry.get(model_name)
+    model_sets, train_sets = _split_sets(sets or {})
     torch.manual_seed(seed)
-    model = spec.build(spec.make_config(), train.info)
-    budget = dict(model.train_defaults)
+    model = spec.build(spec.make_config(model_sets), train.info)
+    budget = dict(model.train_defaults, **train_sets)
     if steps is not None:
         budget["steps"] = steps
     cfg = TrainConfig(seed=seed, progress=False, **budget)
@@ -60,6 +69,7 @@ def run(name: str, model_name: str, seed: int, steps: int | None) -> dict:
         "model": model_name,
         "seed": seed,
         "steps": cfg.steps,
+        **({"set": sets} if sets else {}),
         "train_s": round(secs, 1),
         "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
@@ -275,7 +285,8 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
 
 def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 50) -> dict:
     """Thread CPU ms of one training step (batch 5: ``loss``, then backward and Adam), mean
-    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest."""
+    of ``steps`` steps after ``warm`` warm-up steps, split into forward and the rest; for
+    NDP/ND2P also the forward's fixed-step ODE solve with its interpolation."""
     train = data.load(name)
     spec = registry.get(model_name)
     torch.manual_seed(0)
@@ -284,7 +295,20 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
     g = torch.Generator().manual_seed(0)
     batches = [train.batch(5, torch.Generator().manual_seed(i)) for i in range(warm + steps)]
     fwd = rest = 0.0
+    solve_s = [0.0]
+    if hasattr(model, "_solve_fixed"):
+        inner = model._solve_fixed
+
+        def timed(*args):
+            t = time.thread_time()
+            out = inner(*args)
+            solve_s[0] += time.thread_time() - t
+            return out
+
+        model._solve_fixed = timed
     for i, b in enumerate(batches):
+        if i == warm:
+            solve_s[0] = 0.0
         t0 = time.thread_time()
         opt.zero_grad()
         loss = model.loss(b, generator=g)
@@ -294,8 +318,11 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
         if i >= warm:
             fwd, rest = fwd + t1 - t0, rest + time.thread_time() - t1
     ms = lambda v: round(1000 * v / steps, 2)  # noqa: E731
-    return {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
-            "backward_adam_ms": ms(rest)}  # fmt: skip
+    out = {"data": name, "model": model_name, "step_ms": ms(fwd + rest), "forward_ms": ms(fwd),
+           "backward_adam_ms": ms(rest)}  # fmt: skip
+    if hasattr(model, "_solve_fixed"):
+        out["forward_solve_ms"] = ms(solve_s[0])
+    return out
 
 
 def main() -> None:
@@ -306,7 +333,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
     ap.add_argument("--step-time", action="store_true")
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config or training fields (JSON values), e.g. r_dim=0 n_steps=16",
+    )
     a = ap.parse_args()
+    sets = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        try:
+            sets[k] = json.loads(v)
+        except json.JSONDecodeError:
+            sets[k] = v
     torch.set_num_threads(1)
     if a.step_time:
         for model in a.models:
@@ -320,7 +361,7 @@ def main() -> None:
             print(json.dumps(oracle(name)), flush=True)
         for model in a.models:
             for seed in a.seeds:
-                print(json.dumps(run(name, model, seed, a.steps)), flush=True)
+                print(json.dumps(run(name, model, seed, a.steps, sets)), flush=True)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,26 @@ def test_cli_train_evaluate_and_load_without_the_data(tmp_path, model, data_name
     b = next(data.load(data_name, "test").batches(2))
     pred = loaded.predict(b.x_context, b.y_context, b.x_target)
     assert pred.mean.shape == b.y_target.shape
+
+
+def test_deterministic_path_is_read_by_the_decoder_and_r_dim_0_is_the_papers_ndp():
+    """With ``r_dim > 0`` the decoder reads the context's ``r`` beside ``(t, l(t), d)``: at a
+    fixed latent ``(L0, D)`` the prediction still moves with the context. With ``r_dim = 0``
+    (the authors' NDP) the latent is all the decoder knows of the context."""
+    torch.manual_seed(3)
+    xc, yc, xt, _ = _tasks()
+    for r_dim in (64, 0):
+        m = NDP(1, 1, t0=-0.1, r_dim=r_dim)
+        assert hasattr(m, "encoder") == (r_dim > 0)
+        assert m.decoder[0][0].in_features == 1 + m.l_dim + m.d_dim + r_dim
+        w = torch.randn(3, m.l_dim + m.d_dim)
+        with torch.no_grad():
+            a = m._decode_latent(xc, yc, xt, w)[0]
+            b = m._decode_latent(xc, yc + 1.0, xt, w)[0]
+            torch.testing.assert_close(
+                a, m.decode(w, xt, m.represent(xc, yc) if r_dim else None)[0]
+            )
+        moved = float((a - b).abs().max())
+        assert (moved > 1e-4) if r_dim else (moved == 0.0)
+    with pytest.raises(ValueError, match="r_dim"):
+        NDP(1, 1, t0=-0.1).decode(w.new_zeros(3, 32), xt)

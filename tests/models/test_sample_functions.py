@@ -27,7 +27,7 @@ def _models():
         "cnp": CNP(1, 1),
         "np": NP(1, 1),
         "ndp": NDP(1, 1, t0=-0.1),
-        "nd2p": NDP(1, 1, t0=-0.1, l_dim=14, d_dim=36, second_order=True),
+        "nd2p": NDP(1, 1, t0=-0.1, l_dim=14, d_dim=18, second_order=True),
     }
 
 

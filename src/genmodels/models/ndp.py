@@ -2,17 +2,24 @@
 
 The lecture's section 5: NDP keeps the NP's three parts and puts a Neural ODE in the latent::
 
-    encoder     s = mean_i h(x_i, y_i)                               over the context C
+    encoders    s = mean_i h(x_i, y_i),  r = mean_i h_r(x_i, y_i)     over the context C
                 L0 ~ q_L(l(t0) | C) = N(mu_L(s), sigma_L(s)^2)        the ODE's initial state
                 D  ~ q_D(d | C)     = N(mu_D(s), sigma_D(s)^2)        the control latent
     ODE         l(t) = l(t0) + int_{t0}^{t} f_theta(l(u), d, u) du     (odeint, one solve)
-    decoder     p(y | l(t), t) = N(mu, sigma^2),  (mu, sigma) = g(t, l(t), d),
+    decoder     p(y | l(t), t) = N(mu, sigma^2),  (mu, sigma) = g(t, l(t), d, r),
                 sigma = 0.1 + 0.9 softplus(.)
 
-The decoder reads the time, the state and the control, and its output layer sees the state
-again (a skip connection), as the authors' public code's ``MlpNormalODEDecoder`` does; the
-sizes are that code's for 1-D regression: representation and hidden width 50, ``l_dim`` 10
-(ND2P: 14) and the control the rest of a 50-dimensional latent (``d_dim`` 40).
+The decoder reads the time, the state, the control and the deterministic representation
+``r``, and its output layer sees the state again (a skip connection, as the authors' public
+code's ``MlpNormalODEDecoder``). **This NDP is our NP plus a latent ODE, a superset:** the
+same deterministic path ``r`` (size 64, width 64, as ``np``) and a latent ``(L0, D)`` of
+10 + 22 = 32 dimensions, the size of the NP's ``z``; with the ODE's field at zero,
+``l(t) = L0`` and the decoder (its skip weights at zero) is the NP's on ``z = (L0, D)``.
+The authors' code has no deterministic path (its NP has none either) and uses width 50,
+``l_dim`` 10 and ``d_dim`` 40: ``r_dim=0, d_dim=40, hidden=50, n_steps=16`` builds our
+earlier version of that model, which reached ll 0.71 on sine against our NP's 0.90
+(docs/processes.md, "Why NDP was behind NP"). The ODE's field reads ``(l, d, t)`` only:
+feeding it ``r`` as well was worse (ll 0.56 against 0.88, one seed).
 
 ND2P is the paper's second-order variant: ``l = (position, velocity)``,
 ``d position/dt = velocity``, ``d velocity/dt = f_theta(position, velocity, d, t)``; the
@@ -22,8 +29,8 @@ with ``q(· | C ∪ T)`` and the conditional prior ``q(· | C)``.
 The ODE is solved once per batch from the family's initial time ``t0`` (stored in the data
 options and the run's ``config.json``; ``t0`` must precede every time asked for) to the
 batch's last target time; target times may come in any order and repeat. The default solver
-is RK4 with 16 equal steps (64 field evaluations, plus one batched evaluation of the slopes at
-the 17 grid points), and each task's times are read off by cubic Hermite interpolation on
+is RK4 with 8 equal steps (32 field evaluations, plus one batched evaluation of the slopes at
+the 9 grid points), and each task's times are read off by cubic Hermite interpolation on
 the grid, vectorised over all of them: its cost is fixed, unlike the official code's adaptive
 dopri5, whose number of steps grows as the learned field stiffens. An adaptive solver
 (``n_steps=None``) outputs at the sorted, de-duplicated union of the batch's times instead and
@@ -52,10 +59,11 @@ class NDP(LatentProcess, nn.Module):
     Args:
         dx, dy: input (time: 1) and output dimensions; t0: the initial time.
         l_dim: the ODE state's size (ND2P: position + velocity, even); d_dim: the control's;
-        hidden: MLP width; method, n_steps, rtol, atol: the ODE solver (``odeint``): a
-        fixed-step method takes ``n_steps`` equal steps from ``t0`` to the last target time
-        and interpolates cubically between them; ``n_steps=None`` with an adaptive method
-        (``dopri5``) steps by ``rtol``/``atol``.
+        hidden: MLP width; r_dim: the deterministic path's size (0: none, the authors' NDP);
+        method, n_steps, rtol, atol: the ODE solver (``odeint``): a fixed-step method
+        takes ``n_steps`` equal steps from ``t0`` to the last target time and interpolates
+        cubically between them; ``n_steps=None`` with an adaptive method (``dopri5``) steps
+        by ``rtol``/``atol``.
     """
 
     train_defaults = {"lr": 1e-3}
@@ -67,12 +75,13 @@ class NDP(LatentProcess, nn.Module):
         *,
         t0: float = 0.0,
         l_dim: int = 10,
-        d_dim: int = 40,
-        hidden: int = 50,
+        d_dim: int = 22,
+        hidden: int = 64,
+        r_dim: int = 64,
         second_order: bool = False,
         sigma_floor: float = 0.1,
         method: str = "rk4",
-        n_steps: int | None = 16,
+        n_steps: int | None = 8,
         rtol: float = 1e-3,
         atol: float = 1e-4,
     ):
@@ -83,13 +92,18 @@ class NDP(LatentProcess, nn.Module):
             raise ValueError(f"ND2P needs an even l_dim (position + velocity), got {l_dim}")
         self.dx, self.dy, self.t0 = dx, dy, float(t0)
         self.l_dim, self.d_dim, self.second_order = l_dim, d_dim, second_order
+        self.r_dim = r_dim
         self.sigma_floor = sigma_floor
         self.method, self.n_steps, self.rtol, self.atol = method, n_steps, rtol, atol
         self.latent_encoder = mlp([dx + dy, hidden, hidden, hidden])
         self.latent_head = nn.Linear(hidden, 2 * (l_dim + d_dim))
         n_out = l_dim // 2 if second_order else l_dim
+        if r_dim:  # the deterministic path r = mean_i h_r(x_i, y_i), as the NP's
+            self.encoder = mlp([dx + dy, hidden, hidden, r_dim])
         self.field = mlp([l_dim + d_dim + 1, hidden, hidden, n_out], act=nn.Tanh)
-        self.decoder = nn.Sequential(mlp([1 + l_dim + d_dim, hidden, hidden, hidden]), nn.ReLU())
+        self.decoder = nn.Sequential(
+            mlp([1 + l_dim + d_dim + r_dim, hidden, hidden, hidden]), nn.ReLU()
+        )
         self.head = nn.Linear(hidden + l_dim, 2 * dy)  # the state skips to the output
         self.stats = SolverStats()  # function evaluations, accumulated over solves
 
@@ -172,24 +186,33 @@ class NDP(LatentProcess, nn.Module):
         w = w.unsqueeze(-1)  # (4, B, m, 1)
         return w[0] * a[..., :k] + w[1] * a[..., k:] + w[2] * b[..., :k] + w[3] * b[..., k:]
 
-    def decode(self, latent: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+    def represent(self, xc: Tensor, yc: Tensor) -> Tensor:
+        """The deterministic path ``r = mean_i h_r(x_i, y_i)``: ``(B, n, ·)`` -> ``(B, r_dim)``."""
+        return self.encoder(torch.cat([xc, yc], -1)).mean(1)
+
+    def decode(self, latent: Tensor, xt: Tensor, r: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(mu, sigma)`` at times ``xt`` ``(B, m, 1)`` from ``latent = (L0, D)``
-        ``(..., B, l_dim + d_dim)`` (any leading sample dimensions)."""
+        ``(..., B, l_dim + d_dim)`` (any leading sample dimensions) and, with a deterministic
+        path (``r_dim > 0``), the context's ``r`` ``(B, r_dim)``."""
         self._check_times(xt)
+        if (r is None) != (self.r_dim == 0):
+            raise ValueError(f"r must be given exactly when r_dim > 0 (r_dim={self.r_dim})")
         lead = latent.shape[:-1]
         flat = latent.reshape(-1, latent.shape[-1])
         l0, d = flat[:, : self.l_dim], flat[:, self.l_dim :]
         solve = self._solve_adaptive if self.n_steps is None else self._solve_fixed
         lt = solve(self._rhs(d), l0, xt, lead)  # (..., B, m, l_dim)
+        if r is not None:  # the decoder reads (d, r) beside t and l(t)
+            d = torch.cat([d, r.expand(*lead, self.r_dim).reshape(-1, self.r_dim)], -1)
         t = xt.expand(*lead[:-1], *xt.shape)
-        dd = d.reshape(*lead, 1, self.d_dim).expand(*lt.shape[:-1], self.d_dim)
+        dd = d.reshape(*lead, 1, d.shape[-1]).expand(*lt.shape[:-1], d.shape[-1])
         h = self.decoder(torch.cat([t, lt, dd], -1))
         mu, raw = self.head(torch.cat([h, lt], -1)).chunk(2, -1)
         return mu, self.sigma_floor + (1 - self.sigma_floor) * F.softplus(raw)
 
     def _decode_latent(self, xc, yc, xt, latent):
-        """The latent's decoding needs no context beyond ``(L0, D)``."""
-        return self.decode(latent, xt)
+        """Decode ``(L0, D)``; with a deterministic path, also the context's ``r``."""
+        return self.decode(latent, xt, self.represent(xc, yc) if self.r_dim else None)
 
 
 @dataclass
@@ -197,11 +220,12 @@ class NDPConfig:
     """``ndp``/``nd2p``: latent sizes, width, the solver (``n_steps`` null: adaptive)."""
 
     l_dim: int = 10
-    d_dim: int = 40
-    hidden: int = 50
+    d_dim: int = 22
+    hidden: int = 64
+    r_dim: int = 64
     sigma_floor: float = 0.1
     method: str = "rk4"
-    n_steps: int | None = 16
+    n_steps: int | None = 8
     rtol: float = 1e-3
     atol: float = 1e-4
 
@@ -211,7 +235,7 @@ class ND2PConfig(NDPConfig):
     """``nd2p``: as ``ndp`` with a 14-dimensional state (7 position + 7 velocity)."""
 
     l_dim: int = 14
-    d_dim: int = 36
+    d_dim: int = 18
 
 
 def _build(config: NDPConfig, info: DataInfo, second_order: bool) -> NDP:
@@ -227,6 +251,7 @@ def _build(config: NDPConfig, info: DataInfo, second_order: bool) -> NDP:
         l_dim=config.l_dim,
         d_dim=config.d_dim,
         hidden=config.hidden,
+        r_dim=config.r_dim,
         second_order=second_order,
         sigma_floor=config.sigma_floor,
         method=config.method,
