@@ -15,11 +15,14 @@ errors are the methods'.
 With ``--ddpm-run RUN`` (a trained ``ddpm`` on a 2-D toy, e.g. the registered default on
 8gaussians) it compares instead, on those weights and from the **same** x_T ~ N(0, I) (one
 seeded generator per sampler: the samplers draw x_T first and nothing else), the PF-ODE
-sampler ``ode`` (dopri5, rtol = atol = 1e-5) with deterministic DDIM at 1000 and 50 steps:
-the distance between paired outputs, each one's sliced W1 to the test split beside the
-floor of ``genmodels evaluate`` (10k training points against the test split), and NFE:
+sampler ``ode`` (dopri5, rtol = atol = 1e-5, in each integration ``variable``: t, σ̄,
+log σ̄; and in t at the looser tolerances 1e-4 and 1e-3) with deterministic DDIM at 1000 and
+50 steps: the distance between paired outputs, each one's sliced W1 to the test split beside
+the floor of ``genmodels evaluate`` (10k training points against the test split), and NFE;
+``--stochastic`` adds ancestral (1000 steps) and pc (1000 steps) from the same x_T (their
+noise draws follow x_T in the same generator):
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--n 10000]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--stochastic]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from genmodels.models.samplers import euler_maruyama, ode, pc, pf_ode_log_prob
 from genmodels.models.sde import VESDE, VPSDE, SubVPSDE, gaussian_mixture_marginal
 
 
-def ode_vs_ddim(run: str, n: int, seed: int) -> None:
+def ode_vs_ddim(run: str, n: int, seed: int, stochastic: bool = False) -> None:
     """The PF-ODE sampler against DDIM from the same x_T on a trained DDPM (module docstring)."""
     import genmodels
     from genmodels import data
@@ -50,22 +53,31 @@ def ode_vs_ddim(run: str, n: int, seed: int) -> None:
     floor = sliced_wasserstein(train.x[pick], test.x)
     print(f"{run} ({name}): sliced W1 floor (n={n} training points vs test): {floor:.4f}")
     out = {}
-    for label, opts in (
+    runs = [
         ("ddim-1000", dict(sampler="ddim", steps=1000)),
         ("ddim-50", dict(sampler="ddim", steps=50)),
         ("ode", dict(sampler="ode")),
-    ):
+        ("ode-sigma", dict(sampler="ode", variable="sigma")),
+        ("ode-log_sigma", dict(sampler="ode", variable="log_sigma")),
+        ("ode-1e-4", dict(sampler="ode", rtol=1e-4, atol=1e-4)),
+        ("ode-1e-3", dict(sampler="ode", rtol=1e-3, atol=1e-3)),
+    ]
+    if stochastic:
+        runs += [("ancestral", dict(sampler="ancestral")), ("pc", dict(sampler="pc"))]
+    for label, opts in runs:
         st, t0 = {}, time.thread_time()
         g = torch.Generator().manual_seed(seed)  # the same x_T for every sampler
         out[label] = y = model.sample(n, generator=g, stats=st, **opts)
         r = sliced_wasserstein(y, test.x)
         print(
-            f"{label:>9}: sliced W1 {r:.4f} = {r / floor:.2f}x floor, NFE {st.get('nfe')}, "
-            f"{time.thread_time() - t0:.1f} s CPU"
+            f"{label:>13}: sliced W1 {r:.4f} = {r / floor:.3f}x floor, NFE {st.get('nfe')}, "
+            f"{time.thread_time() - t0:.1f} s CPU",
+            flush=True,
         )
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, *model.event_shape, generator=g)
-    for a, b in (("ode", "ddim-1000"), ("ode", "ddim-50"), ("ddim-50", "ddim-1000")):
+    pairs = [(a, "ddim-1000") for a, _ in runs if a.startswith("ode")]
+    for a, b in pairs + [("ode", "ddim-50"), ("ddim-50", "ddim-1000")]:
         d = (out[a] - out[b]).norm(dim=-1)
         print(
             f"|{a} - {b}| from the same x_T: mean {float(d.mean()):.4f}, median "
@@ -79,10 +91,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ddpm-run", default=None)
+    ap.add_argument("--stochastic", action="store_true", help="with --ddpm-run: also ancestral, pc")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.ddpm_run is not None:
-        ode_vs_ddim(a.ddpm_run, a.n, a.seed)
+        ode_vs_ddim(a.ddpm_run, a.n, a.seed, a.stochastic)
         return
     K = 8
     ang = torch.arange(K) * 2 * math.pi / K
