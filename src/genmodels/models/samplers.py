@@ -572,6 +572,18 @@ class _FlowCoordinates:
         sb = u if self.variable == "sigma" else math.exp(u)
         return min(max(float(self.sde.time_at_sigma_bar(sb)), self.lo), self.hi)
 
+    def grid(self, u0: float, u1: float, steps: int) -> Tensor:
+        """``steps`` fixed steps from u0 to u1: equal in t and in log σ̄; in σ̄ equal in
+        σ̄^(1/7) (Karras et al. 2022, eq. 5, ρ = 7: short steps near the data)."""
+        k = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+        if self.variable == "sigma":
+            a, b = u0 ** (1 / 7), u1 ** (1 / 7)
+            g = (a + k * (b - a)) ** 7
+        else:
+            g = u0 + k * (u1 - u0)
+        g[0], g[-1] = u0, u1
+        return g
+
     def scale(self, t) -> float:
         """m(t): x = m(t) x̄ (1 in the coordinates ``"t"``, where the state is x)."""
         return 1.0 if self.variable == "t" else float(self.sde.mean_coef(t))
@@ -604,8 +616,9 @@ def ode(
     eps: float = 1e-3,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    method: str = "dopri5",
+    method: str | None = None,
     variable: Literal["t", "sigma", "log_sigma"] = "t",
+    steps: int | None = None,
     callback: Callback | None = None,
     stats: dict | None = None,
 ) -> Tensor:
@@ -632,6 +645,13 @@ def ode(
     steps, whose piecewise-constant β jumps at each grid point) ``"log_sigma"`` /
     ``"sigma"`` reach the solution in a fraction of the evaluations that ``"t"`` needs.
 
+    ``steps``: None (default) solves adaptively with ``method`` (default ``"dopri5"``) to
+    ``rtol``/``atol``; an integer K runs ``method`` (default ``"heun2"``, Heun's second-order
+    method, 2 evaluations a step: Karras et al. 2022's deterministic sampler) on K fixed
+    steps, equal in t or log σ̄, in σ̄ equal in σ̄^(1/7) (EDM's ρ = 7). On the default
+    ``ddpm`` on moons Heun with K = 75 in t (150 evaluations) lands within 0.003 of the
+    adaptive solution on average, where dopri5 at 1e-5 takes ~660 (docs/sde.md).
+
     ``ts``: output times (default ``[1, eps]``); ``callback`` runs at each of them with x
     (not x̄). ``stats["nfe"]`` grows by the solver's field evaluations.
     """
@@ -643,10 +663,26 @@ def ode(
     field = coords.field(score_fn, x_T.shape)
     us = coords.u(ts)
     y0 = x_T / coords.scale(ts[0])
+    options = None
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
+        grid = coords.grid(float(us[0]), float(us[-1]), steps)
+        options = {"grid_constructor": lambda f, y, t: grid}
+        method = method or "heun2"
 
     st = SolverStats()
     try:
-        ys = odeint(field, y0, us.to(x_T.dtype), rtol=rtol, atol=atol, method=method, stats=st)
+        ys = odeint(
+            field,
+            y0,
+            us,
+            rtol=rtol,
+            atol=atol,
+            method=method or "dopri5",
+            options=options,
+            stats=st,
+        )
     except NonFiniteSolutionError:
         raise _nonfinite("ode") from None
     finally:
@@ -774,14 +810,9 @@ def _on_protocol(sde_sampler: Callable[..., Tensor], stochastic: bool = True):
         if spacing not in (None, "uniform"):
             raise ValueError(f"{sde_sampler.__name__}: spacing must be 'uniform', got {spacing!r}")
         sde = as_sde(process)
-        kw = dict(callback=callback, stats=stats, **own)
+        kw = dict(callback=callback, stats=stats, steps=steps, **own)
         if stochastic:
-            kw.update(steps=steps, generator=generator)
-        elif steps is not None:
-            raise ValueError(
-                f"the {sde_sampler.__name__} sampler is adaptive (dopri5): it takes rtol/atol, "
-                "not steps"
-            )
+            kw.update(generator=generator)
         return sde_sampler(score_from_eps(eps_model, sde), sde, x, ts, **kw)
 
     sampler.__name__ = sde_sampler.__name__
