@@ -31,7 +31,8 @@ log σ̄; in t at the looser tolerances 1e-4 and 1e-3; Heun on 75 fixed steps in
 50 in σ̄) with deterministic DDIM at 1000 and
 50 steps: the distance between paired outputs, each one's sliced W1 to the test split beside
 the floor of ``genmodels evaluate`` (10k training points against the test split), and NFE;
-``--stochastic`` adds ancestral (1000 steps) and pc (1000 steps) from the same x_T (their
+``--stochastic`` adds ancestral, pc (snr 0.16 and 0.04) and Euler–Maruyama (1000 steps each)
+from the same x_T (their
 noise draws follow x_T in the same generator):
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--stochastic]
@@ -78,7 +79,12 @@ def ode_vs_ddim(run: str, n: int, seed: int, stochastic: bool = False) -> None:
         ("ode-heun-50-sigma", dict(sampler="ode", steps=50, variable="sigma")),
     ]
     if stochastic:
-        runs += [("ancestral", dict(sampler="ancestral")), ("pc", dict(sampler="pc"))]
+        runs += [
+            ("ancestral", dict(sampler="ancestral")),
+            ("pc", dict(sampler="pc")),
+            ("euler_maruyama", dict(sampler="euler_maruyama")),
+            ("pc-snr-0.04", dict(sampler="pc", snr=0.04)),
+        ]
     for label, opts in runs:
         st, t0 = {}, time.thread_time()
         g = torch.Generator().manual_seed(seed)  # the same x_T for every sampler
