@@ -12,14 +12,30 @@ errors are the methods'.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py [--n 10000]
 
+``--coordinates``: the PF-ODE sampler in t, σ̄ = σ/m and log σ̄ (``ode(variable=)``) and on
+fixed Heun steps (``ode(steps=K)``) with an exact score, for six noise processes (see
+``coordinates``):
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --coordinates
+
+``--where RUN``: where in t the adaptive solve on a trained DDPM spends its evaluations
+(2000 points), and the ε-network's output against its (real-valued) time input:
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --where RUN
+
 With ``--ddpm-run RUN`` (a trained ``ddpm`` on a 2-D toy, e.g. the registered default on
 8gaussians) it compares instead, on those weights and from the **same** x_T ~ N(0, I) (one
 seeded generator per sampler: the samplers draw x_T first and nothing else), the PF-ODE
-sampler ``ode`` (dopri5, rtol = atol = 1e-5) with deterministic DDIM at 1000 and 50 steps:
-the distance between paired outputs, each one's sliced W1 to the test split beside the
-floor of ``genmodels evaluate`` (10k training points against the test split), and NFE:
+sampler ``ode`` (dopri5, rtol = atol = 1e-5, in each integration ``variable``: t, σ̄,
+log σ̄; in t at the looser tolerances 1e-4 and 1e-3; Heun on 75 fixed steps in t and in σ̄,
+50 in σ̄) with deterministic DDIM at 1000 and
+50 steps: the distance between paired outputs, each one's sliced W1 to the test split beside
+the floor of ``genmodels evaluate`` (10k training points against the test split), and NFE;
+``--stochastic`` adds ancestral, pc (snr 0.16 and 0.04) and Euler–Maruyama (1000 steps each)
+from the same x_T (their
+noise draws follow x_T in the same generator):
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--n 10000]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--stochastic]
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ from genmodels.models.samplers import euler_maruyama, ode, pc, pf_ode_log_prob
 from genmodels.models.sde import VESDE, VPSDE, SubVPSDE, gaussian_mixture_marginal
 
 
-def ode_vs_ddim(run: str, n: int, seed: int) -> None:
+def ode_vs_ddim(run: str, n: int, seed: int, stochastic: bool = False) -> None:
     """The PF-ODE sampler against DDIM from the same x_T on a trained DDPM (module docstring)."""
     import genmodels
     from genmodels import data
@@ -50,22 +66,39 @@ def ode_vs_ddim(run: str, n: int, seed: int) -> None:
     floor = sliced_wasserstein(train.x[pick], test.x)
     print(f"{run} ({name}): sliced W1 floor (n={n} training points vs test): {floor:.4f}")
     out = {}
-    for label, opts in (
+    runs = [
         ("ddim-1000", dict(sampler="ddim", steps=1000)),
         ("ddim-50", dict(sampler="ddim", steps=50)),
         ("ode", dict(sampler="ode")),
-    ):
+        ("ode-sigma", dict(sampler="ode", variable="sigma")),
+        ("ode-log_sigma", dict(sampler="ode", variable="log_sigma")),
+        ("ode-1e-4", dict(sampler="ode", rtol=1e-4, atol=1e-4)),
+        ("ode-1e-3", dict(sampler="ode", rtol=1e-3, atol=1e-3)),
+        ("ode-heun-75", dict(sampler="ode", steps=75)),
+        ("ode-heun-75-sigma", dict(sampler="ode", steps=75, variable="sigma")),
+        ("ode-heun-50-sigma", dict(sampler="ode", steps=50, variable="sigma")),
+    ]
+    if stochastic:
+        runs += [
+            ("ancestral", dict(sampler="ancestral")),
+            ("pc", dict(sampler="pc")),
+            ("euler_maruyama", dict(sampler="euler_maruyama")),
+            ("pc-snr-0.04", dict(sampler="pc", snr=0.04)),
+        ]
+    for label, opts in runs:
         st, t0 = {}, time.thread_time()
         g = torch.Generator().manual_seed(seed)  # the same x_T for every sampler
         out[label] = y = model.sample(n, generator=g, stats=st, **opts)
         r = sliced_wasserstein(y, test.x)
         print(
-            f"{label:>9}: sliced W1 {r:.4f} = {r / floor:.2f}x floor, NFE {st.get('nfe')}, "
-            f"{time.thread_time() - t0:.1f} s CPU"
+            f"{label:>17}: sliced W1 {r:.4f} = {r / floor:.3f}x floor, NFE {st.get('nfe')}, "
+            f"{time.thread_time() - t0:.1f} s CPU",
+            flush=True,
         )
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, *model.event_shape, generator=g)
-    for a, b in (("ode", "ddim-1000"), ("ode", "ddim-50"), ("ddim-50", "ddim-1000")):
+    pairs = [(a, "ddim-1000") for a, _ in runs if a.startswith("ode")]
+    for a, b in pairs + [("ode", "ddim-50"), ("ddim-50", "ddim-1000")]:
         d = (out[a] - out[b]).norm(dim=-1)
         print(
             f"|{a} - {b}| from the same x_T: mean {float(d.mean()):.4f}, median "
@@ -74,15 +107,108 @@ def ode_vs_ddim(run: str, n: int, seed: int) -> None:
         )
 
 
+def where(run: str, n: int, seed: int) -> None:
+    """Where in t the adaptive PF-ODE solve of a trained DDPM spends its evaluations (dopri5,
+    rtol = atol = 1e-5, ``n`` points), per variable, and the ε-network's wiggle in t: its
+    output at one point against the real-valued net time near steps 800, 100 and 5."""
+    import genmodels
+    from genmodels.models.sde import score_from_eps
+
+    model = genmodels.load(run).eval()
+    sde = model.sde
+    score = score_from_eps(model.eps_model, sde)
+    x_T = torch.randn(n, *model.event_shape, generator=torch.Generator().manual_seed(seed))
+    edges = [0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0001]
+    print("evaluations with t in " + " ".join(f"[{a:g},{b:.3g})" for a, b in zip(edges, edges[1:])))
+    for v in ("t", "sigma", "log_sigma"):
+        times = []
+
+        def rec(x, t, times=times):
+            times.append(float(t))
+            return score(x, t)
+
+        ode(rec, sde, x_T, variable=v)
+        tt = torch.tensor(times)
+        counts = [int(((tt >= a) & (tt < b)).sum()) for a, b in zip(edges, edges[1:])]
+        print(f"{v:>9}: NFE {len(times)}: {counts}")
+    x = torch.tensor([[0.5, -0.3]])
+    with torch.no_grad():
+        for base in (800.0, 100.0, 5.0):
+            tn = base + torch.linspace(0, 6, 13, dtype=torch.float64)
+            e = [float(model.eps_model(x, u.reshape(1))[0, 0]) for u in tn]
+            print(
+                f"ε̂_1((0.5, -0.3), net time {base:g} + 0..6 by 0.5): "
+                + " ".join(f"{v:.4f}" for v in e)
+            )
+
+
+def coordinates(seed: int) -> None:
+    """The PF-ODE sampler in t, σ̄ and log σ̄ with the exact score of the 4-component mixture
+    of ``tests/test_pf_ode_coordinates.py`` (500 points, float64): NFE at the default
+    rtol = atol = 1e-5 and the largest distance to a converged solve (σ̄ at 1e-10), for the
+    linear VP, sub-VP, VE and two DDPM schedules (β piecewise constant in t); then Heun on
+    K fixed steps (``steps=K``, 2K evaluations): mean distance to the converged solve; and
+    ``pf_ode_log_prob`` in each variable on 300 data points: NFE, mean |error| in nats."""
+    from genmodels.models.noise import NoiseSchedule
+
+    means = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]])
+    w, s = torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.3, 0.4, 0.3, 0.5])
+    sdes = [
+        ("VP (linear β)", VPSDE()),
+        ("sub-VP", SubVPSDE()),
+        ("VE", VESDE()),
+        ("DDPM linear T=1000", VPSDE(process=NoiseSchedule.linear(1000))),
+        ("DDPM linear T=100", VPSDE(process=NoiseSchedule.linear(100))),
+        ("DDPM cosine T=100", VPSDE(process=NoiseSchedule.cosine(100))),
+    ]
+    for label, sde in sdes:
+        g = torch.Generator().manual_seed(seed)
+        _, score = gaussian_mixture_marginal(w, means, s, sde)
+        x_T = sde.prior_sample((500, 2), generator=g, dtype=torch.float64)
+        ref = ode(score, sde, x_T, variable="sigma", rtol=1e-10, atol=1e-10)
+        row = []
+        for v in ("t", "sigma", "log_sigma"):
+            st = {}
+            x = ode(score, sde, x_T, variable=v, stats=st)
+            row.append(f"{v} {st['nfe']} ({float((x - ref).norm(dim=1).max()):.1e})")
+        heun = []
+        for v in ("t", "sigma", "log_sigma"):
+            errs = []
+            for k in (50, 75, 100):
+                x = ode(score, sde, x_T, variable=v, steps=k)
+                errs.append(f"{float((x - ref).norm(dim=1).mean()):.1e}")
+            heun.append(f"{v} {'/'.join(errs)}")
+        lp_t, _ = gaussian_mixture_marginal(w, means, s, sde)
+        k = torch.multinomial(w, 300, True, generator=g)
+        x0 = (means[k] + s[k, None] * torch.randn(300, 2, generator=g)).double()
+        lik = []
+        for v in ("t", "sigma", "log_sigma"):
+            st = {}
+            err = pf_ode_log_prob(score, sde, x0, variable=v, stats=st) - lp_t(x0, 0.0)
+            lik.append(f"{v} {st['nfe']} ({float(err.abs().mean()):.1e})")
+        print(f"{label:>19} dopri5 1e-5, NFE (max err): {', '.join(row)}", flush=True)
+        print(f"{'':>19} Heun K = 50/75/100, mean err: {', '.join(heun)}", flush=True)
+        print(f"{'':>19} likelihood, NFE (mean |err| nats): {', '.join(lik)}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ddpm-run", default=None)
+    ap.add_argument("--stochastic", action="store_true", help="with --ddpm-run: also ancestral, pc")
+    ap.add_argument("--coordinates", action="store_true", help="the PF-ODE in t, σ̄, log σ̄")
+    ap.add_argument("--where", default=None, help="RUN: where the PF-ODE solve spends its NFE")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.coordinates:
+        coordinates(a.seed)
+        return
+    if a.where is not None:
+        where(a.where, min(a.n, 2000), a.seed)
+        return
     if a.ddpm_run is not None:
-        ode_vs_ddim(a.ddpm_run, a.n, a.seed)
+        ode_vs_ddim(a.ddpm_run, a.n, a.seed, a.stochastic)
         return
     K = 8
     ang = torch.arange(K) * 2 * math.pi / K

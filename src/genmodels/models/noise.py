@@ -113,6 +113,22 @@ class NoiseProcess:
         """σ(t) = sqrt(1 - ᾱ(t)), the noise's standard deviation in x_t."""
         return (-torch.expm1(self.log_alpha_bar(t))).sqrt()
 
+    def time_at(self, log_alpha_bar) -> Tensor:
+        """The inverse of :meth:`log_alpha_bar`: the t ∈ [0, 1] with log ᾱ(t) = the argument
+        (clamped to [0, 1] outside ᾱ's range), float64, the argument's shape.
+
+        Here by bisection (log ᾱ decreases in t; 60 halvings of [0, 1]); subclasses with a
+        closed form override it. The probability flow ODE in σ̄ = σ/sqrt(ᾱ) coordinates
+        (:func:`~genmodels.models.samplers.ode`) reads the network's time through it.
+        """
+        target = _time(log_alpha_bar)
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            above = self.log_alpha_bar(mid) > target  # mid is still before the target
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
     def net_time(self, t) -> Tensor:
         """The ε-network's time input for process time ``t``: t itself."""
         return _time(t)
@@ -156,6 +172,15 @@ class LinearVP(NoiseProcess):
 
     def beta(self, t) -> Tensor:
         return self.beta_min + _time(t) * (self.beta_max - self.beta_min)
+
+    def time_at(self, log_alpha_bar) -> Tensor:
+        """t = -2L / (β_min + sqrt(β_min² - 2 (β_max - β_min) L)) for L = log ᾱ: the root
+        in [0, 1] of ½ (β_max - β_min) t² + β_min t + L = 0 (in the form without
+        cancellation), clamped to [0, 1]."""
+        L = _time(log_alpha_bar).clamp(max=0.0)
+        d = self.beta_max - self.beta_min
+        t = -2 * L / (self.beta_min + (self.beta_min**2 - 2 * d * L).sqrt())
+        return t.nan_to_num(0.0).clamp(0.0, 1.0)  # 0/0 only at L = 0 with β_min = 0
 
     def __repr__(self) -> str:
         return f"LinearVP(beta_min={self.beta_min}, beta_max={self.beta_max})"
@@ -261,6 +286,17 @@ class NoiseSchedule(NoiseProcess):
     def beta(self, t) -> Tensor:
         i, _ = self._cell(t)
         return (self._log_ab[i] - self._log_ab[i + 1]) * len(self)
+
+    def time_at(self, log_alpha_bar) -> Tensor:
+        """The exact inverse of the piecewise-linear log ᾱ: the cell [i/T, (i+1)/T] whose
+        end values bracket L, then linear interpolation in it; clamped to [0, 1]."""
+        L = _time(log_alpha_bar)
+        neg = -self._log_ab  # increasing: 0 = -log ᾱ_0 < ... < -log ᾱ_T
+        j = torch.searchsorted(neg, (-L).reshape(-1).contiguous()).reshape(L.shape)
+        i = (j - 1).clamp(0, len(self) - 1)
+        lo, hi = self._log_ab[i], self._log_ab[i + 1]
+        frac = ((L - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return (i + frac) / len(self)
 
     def net_time(self, t) -> Tensor:
         """``t·T - 1``: the integer DDPM step input at grid points (long), else real."""
