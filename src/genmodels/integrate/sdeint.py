@@ -94,7 +94,7 @@ import torch
 from torch import Tensor
 
 from ._flat import returned
-from .brownian import ForwardBrownian
+from .brownian import BrownianMotion, ForwardBrownian, _mix64
 from .checks import NonFiniteSolutionError, check_times
 
 __all__ = ["sdeint", "METHODS", "SDEProtocol"]
@@ -624,6 +624,32 @@ class _QueriedIncrements:
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor | None]:
         return _query(self.bm, self.levy, self.grid[n], self.grid[n + 1], self.dtype)
+
+
+class _AreaBrownian:
+    """A :class:`BrownianMotion` with space-time Lévy area that also answers ``return_A`` by
+    Foster's approximation (:func:`_foster_area`); the normals of an interval's area are drawn
+    from a seed hashed from the path's seed and the interval's end points, so a query is
+    reproducible. It lets a ``BrownianMotion`` drive ``log_ode`` on general noise
+    (``sdeint(..., bm=_AreaBrownian(BrownianMotion(..., levy_area=True)))``)."""
+
+    levy_area_approximation = "foster"
+
+    def __init__(self, bm: BrownianMotion):
+        self.bm = bm
+        self.shape = bm.shape
+        self.gen = torch.Generator(device=bm.device)
+
+    def __call__(self, ta, tb, return_U=False, return_A=False):
+        w, u = self.bm(ta, tb, return_U=True)
+        if not return_A:
+            return (w, u) if return_U else w
+        h = float(tb) - float(ta)
+        key = _mix64(self.bm.seed ^ _mix64(hash((float(ta), float(tb))) & ((1 << 64) - 1)))
+        self.gen.manual_seed(key & ((1 << 63) - 1))
+        z = torch.randn((*w.shape, w.shape[-1]), generator=self.gen, dtype=w.dtype)
+        a = _foster_area(w, u / h - 0.5 * w, h, z.to(w.device))
+        return (w, u, a) if return_U else (w, a)
 
 
 # ---------------------------------------------------------------------------------------------
