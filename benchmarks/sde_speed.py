@@ -11,8 +11,9 @@ returns y at 11 times. torchsde uses its defaults (BrownianInterval for the nois
 uses its default (increments drawn from a generator on the grid) and, separately, its
 BrownianMotion tree (the like-for-like comparison: a queryable path). Adaptive cases
 (``adaptive=True``, first step 0.01) need a queryable path on both sides, so there the two
-genmodels columns differ in the path: made internally (one tree per output interval,
-dyadic steps) or a BrownianMotion passed in (steps anywhere). Adaptive cases are timed over
+genmodels columns differ in the path: made internally (a ForwardBrownian drawn from the
+generator as the steps ask for it) or a BrownianMotion passed in (a tree walked to its
+tolerance at every new time). Adaptive cases are timed over
 at least 9 interleaved repeats.
 
 The second table times forward + backward of ``sdeint_adjoint`` against

@@ -211,7 +211,7 @@ def test_adaptive_steps_meet_the_tolerance(method):
 
 
 def test_adaptive_matches_a_fine_fixed_step_reference_and_runs_backwards():
-    # nonlinear additive-noise SDE; bm=None: a BrownianMotion from the generator
+    # nonlinear additive-noise SDE; bm=None: a ForwardBrownian drawn from the generator
     class Nonlinear:
         noise_type, sde_type = "additive", "ito"
 
@@ -235,7 +235,7 @@ def test_adaptive_matches_a_fine_fixed_step_reference_and_runs_backwards():
     g = torch.Generator().manual_seed(1)
     a = sdeint(Nonlinear(), y0, ts, dt=0.1, adaptive=True, generator=g.manual_seed(1))
     b = sdeint(Nonlinear(), y0, ts, dt=0.1, adaptive=True, generator=g.manual_seed(1))
-    assert torch.equal(a, b)  # the internal BrownianMotion is seeded from the generator
+    assert torch.equal(a, b)  # the internal path is drawn from the generator
 
 
 def test_adaptive_warnings_and_dt_min():
@@ -477,7 +477,7 @@ def test_every_method_has_its_strong_orders():
 
 
 def test_adaptive_without_bm_has_the_right_law():
-    # bm=None: one BrownianMotion per output interval, dyadic steps. OU from 0: the variance at
+    # bm=None: a ForwardBrownian drawn as the steps ask. OU from 0: the variance at
     # each output time is σ² (1 - e^{-2θt}) / (2θ)
     class OU:
         noise_type, sde_type = "additive", "ito"

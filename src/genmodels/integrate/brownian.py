@@ -49,6 +49,7 @@ Marginally W_left | W is the Brownian bridge midpoint N(W/2, σ² h / 4).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["BrownianMotion"]
+__all__ = ["BrownianMotion", "ForwardBrownian"]
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -423,3 +424,214 @@ class BrownianMotion:
         wa, wb, _, hh = state
         w_tau = wa + r * (wb - wa) + (6.0 * r * (1.0 - r)) * hh
         return w_tau, self._integral_at(tau, h, state)
+
+
+class ForwardBrownian:
+    """One Brownian path drawn on the fly at the times it is asked for, forward in time only:
+    what an adaptive solver without a given ``bm`` needs (step doubling asks for the end and
+    the midpoint of each attempted step, and after a rejection for times in between).
+
+    It keeps the points t_now = t_0 < t_1 < ... drawn so far at and to the right of the
+    current time ``t_now``, with W(t_k) - W(t_now) and, with ``levy_area=True``, the running
+    area I(t_k) = ∫_{t_now}^{t_k} (W(s) - W(t_now)) ds. A value at a new time s
+
+    - past the last known point a: W(s) - W(a) ~ N(0, σ² d), d = s - a (with Lévy area, the
+      pair (w, U), U = ∫_a^s (W - W(a)) ds, has Var w = σ² d, Cov(w, U) = σ² d²/2,
+      Var U = σ² d³/3: U = d w / 2 + σ √(d³/12) Z₂);
+    - between two known points a < s < b: the Brownian bridge, W(s) | W(a), W(b) ~
+      N(W(a) + r w, σ² h r q), h = b - a, r = (s - a)/h, q = 1 - r, w = W(b) - W(a). With
+      Lévy area, (w_s, U_s) = (W(s) - W(a), ∫_a^s (W - W(a))) given (w, U) over [a, b] is
+      Gaussian (conditioning the joint law of (w_s, U_s, w, U), whose covariances follow
+      from Cov(W_u, W_v) = min(u, v)); in units σ = h = 1:
+
+          E[w_s] = r (3r - 2) w + 6 r q U,        E[U_s] = -r² q w + r² (3 - 2r) U,
+          Var w_s = r q (1 - 3 r q),  Cov(w_s, U_s) = r² q² (1 - 2r) / 2,  Var U_s = r³ q³ / 3
+
+      (w scales as σ √h, U as σ h^(3/2)), sampled with the 2 × 2 Cholesky factor.
+
+    Each new point costs one draw of ``size`` normals (two with Lévy area) and two or three
+    tensor operations; a known time returns its stored value (repeated queries agree). Every
+    value is drawn from its exact conditional law given all values drawn before, so the path
+    is a Brownian motion whatever the order of the queries, also when the times depend on the
+    values drawn so far (as an adaptive solver's do). By the Markov property of (W, I), the
+    values left of t_now do not change the law of the future given W(t_now), so
+    :meth:`advance` forgets them and re-expresses the rest relative to the new t_now: the
+    stored values are increments over the current window, accurate in the state's own dtype
+    (no float64 copy of an absolute path). A query before t_now is an error.
+
+    Unlike :class:`BrownianMotion`, the path depends on the order of the queries and on
+    ``generator``'s state, not on a seed: the same generator state and the same sequence of
+    queries give the same path. The normals are drawn in float32 (several times faster than
+    float64 on CPU) and widened exactly for a float64 path, as :class:`BrownianMotion` does
+    (in the path's dtype when that is narrower).
+
+    Args:
+        t0: the start time; W(t0) = 0.
+        size: batch shape of the process.
+        sigma: σ.
+        levy_area: also carry the area, so that ``return_U=True`` works.
+        dtype, device: of the path and of returned values (default: torch's default dtype,
+            CPU).
+        generator: the source of the normals (torch's global generator when None).
+
+    Example:
+        >>> path = ForwardBrownian(0.0, (3,), generator=torch.Generator().manual_seed(0))
+        >>> w = path(0.0, 0.5)                            # an increment past the last point
+        >>> torch.equal(path(0.0, 0.25) + path(0.25, 0.5), w)   # a bridge point in between
+        True
+        >>> path.advance(0.25)                            # forget [0, 0.25)
+        >>> path.t_now
+        0.25
+    """
+
+    def __init__(
+        self,
+        t0: float,
+        size: Sequence[int] | torch.Size | int,
+        *,
+        sigma: float = 1.0,
+        levy_area: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        t0 = float(t0)
+        if not math.isfinite(t0):
+            raise ValueError(f"ForwardBrownian: t0 must be finite, got {t0}")
+        sigma = float(sigma)
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"ForwardBrownian: sigma must be positive and finite, got {sigma}")
+        self._size = torch.Size((size,) if isinstance(size, int) else size)
+        if any(n < 0 for n in self._size):
+            raise ValueError(f"ForwardBrownian: size must be non-negative, got {tuple(size)}")
+        self._sigma = sigma
+        self._levy = bool(levy_area)
+        self._dtype = dtype if dtype is not None else torch.get_default_dtype()
+        if not self._dtype.is_floating_point:
+            raise TypeError(f"ForwardBrownian: dtype must be a floating type, got {self._dtype}")
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._gen = generator
+        wide = self._dtype in (torch.float32, torch.float64)
+        self._normal_dtype = torch.float32 if wide else self._dtype
+        zero = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+        # the known points at and right of t_now, sorted: times, W - W(t_now), and
+        # ∫_{t_now} (W - W(t_now)) (Lévy area only; else the same tensors as W, unused)
+        self._ts: list[float] = [t0]
+        self._w: list[Tensor] = [zero]
+        self._i: list[Tensor] = [zero]
+
+    @property
+    def shape(self) -> torch.Size:
+        """Batch shape of the process (torchsde's name)."""
+        return self._size
+
+    @property
+    def levy_area_approximation(self) -> str:
+        """torchsde's attribute: "space-time" with ``levy_area=True``, else "none"."""
+        return "space-time" if self._levy else "none"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def t_now(self) -> float:
+        """The earliest time that may still be queried."""
+        return self._ts[0]
+
+    def __len__(self) -> int:
+        """The number of points kept (t_now included)."""
+        return len(self._ts)
+
+    def advance(self, t: float) -> None:
+        """Make ``t`` (a drawn time) the new t_now: forget the points before it and express
+        the values after it relative to W(t) (and the area from t)."""
+        t = float(t)
+        k = bisect.bisect_left(self._ts, t)
+        if k == len(self._ts) or self._ts[k] != t:
+            raise ValueError(f"ForwardBrownian.advance: {t} is not a drawn time")
+        if k == 0:
+            return
+        ts, ws, its = self._ts[k:], self._w[k:], self._i[k:]
+        wk, ik = ws[0], its[0]
+        for j in range(1, len(ts)):  # usually none: the accepted end is the last point
+            w = ws[j] - wk
+            if self._levy:
+                its[j] = torch.sub(its[j], ik).sub_(wk, alpha=ts[j] - t)
+                ws[j] = w
+            else:
+                ws[j] = its[j] = w
+        ws[0] = its[0] = torch.zeros_like(wk)
+        self._ts, self._w, self._i = ts, ws, its
+
+    def __call__(
+        self, ta: float, tb: float, return_U: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """W(tb) - W(ta) for t_now <= ta <= tb; with ``return_U`` also
+        U = ∫_ta^tb (W(s) - W(ta)) ds (torchsde's protocol). New tensors each call."""
+        if return_U and not self._levy:
+            raise ValueError("ForwardBrownian: return_U needs levy_area=True")
+        ta, tb = float(ta), float(tb)
+        if not ta <= tb:
+            raise ValueError(f"ForwardBrownian: need ta <= tb, got ta={ta}, tb={tb}")
+        wa, ia = self._at(ta)
+        wb, ib = self._at(tb)
+        w = wb - wa
+        if not return_U:
+            return w
+        return w, torch.sub(ib, ia).sub_(wa, alpha=tb - ta)
+
+    def _normal(self) -> Tensor:
+        return torch.randn(
+            (2 if self._levy else 1, *self._size),
+            generator=self._gen,
+            dtype=self._normal_dtype,
+            device=self._device,
+        )
+
+    def _at(self, s: float) -> tuple[Tensor, Tensor]:
+        """(W(s), I(s)) relative to t_now: the stored values, or new ones drawn and stored."""
+        ts = self._ts
+        k = bisect.bisect_left(ts, s)
+        if k < len(ts) and ts[k] == s:
+            return self._w[k], self._i[k]
+        if k == 0:
+            raise ValueError(
+                f"ForwardBrownian: time {s} is before t_now = {ts[0]} (the path only moves forward)"
+            )
+        sig = self._sigma
+        z = self._normal()
+        wa, ia, a = self._w[k - 1], self._i[k - 1], ts[k - 1]
+        if k == len(ts):  # past the last point: a Gaussian increment (and its area)
+            d = s - a
+            w = z[0].to(self._dtype).mul_(sig * math.sqrt(d))
+            ws = w + wa
+            if self._levy:  # I(s) = I(a) + d (W(a) - W(t_now)) + d w / 2 + σ √(d³/12) Z₂
+                i_s = torch.add(ia, wa, alpha=d).add_(w, alpha=0.5 * d)
+                i_s = i_s.add_(z[1], alpha=sig * math.sqrt(d**3 / 12.0))
+            else:
+                i_s = ws
+        else:  # between a and b: the bridge
+            b = ts[k]
+            h = b - a
+            r, q = (s - a) / h, (b - s) / h
+            wb, ib = self._w[k], self._i[k]
+            if not self._levy:
+                ws = torch.lerp(wa, wb, r).add_(z[0], alpha=sig * math.sqrt(h * r * q))
+                i_s = ws
+            else:
+                w = wb - wa
+                u = torch.sub(ib, ia).sub_(wa, alpha=h)  # U over [a, b]
+                l11 = math.sqrt(r * q * (1.0 - 3.0 * r * q))
+                l21 = r * r * q * q * (1.0 - 2.0 * r) / (2.0 * l11)
+                l22 = math.sqrt(max(r**3 * q**3 / 3.0 - l21 * l21, 0.0))
+                sh = sig * math.sqrt(h)
+                ws = torch.add(wa, w, alpha=r * (3.0 * r - 2.0)).add_(u, alpha=6.0 * r * q / h)
+                ws = ws.add_(z[0], alpha=sh * l11)
+                us = torch.mul(w, -r * r * q * h).add_(u, alpha=r * r * (3.0 - 2.0 * r))
+                us = us.add_(z[0], alpha=sh * h * l21).add_(z[1], alpha=sh * h * l22)
+                i_s = us.add_(ia).add_(wa, alpha=s - a)
+        ts.insert(k, s)
+        self._w.insert(k, ws)
+        self._i.insert(k, i_s)
+        return ws, i_s
