@@ -338,9 +338,10 @@ def bench_latent_ode(args) -> None:
     test series, fit time (wall and the process's thread CPU time)."""
     opts = dict(n_obs=args.n_obs)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spirals", opts, seed, args.steps)
+        fit_s, m, cfg = _train_eval(args.model, "spirals", opts, seed, args.steps, sets=args.set)
         print(
-            f"| {args.model} | n_obs {args.n_obs} | seed {seed} | {cfg.steps} x {cfg.batch_size} "
+            f"| {args.model} {' '.join(args.set)} | n_obs {args.n_obs} | seed {seed} "
+            f"| {cfg.steps} x {cfg.batch_size} "
             f"| interp {m['rmse_interp']:.3f} | extrap {m['rmse_extrap']:.3f} | "
             f"fit {fit_s:.1f} s wall, {m['fit_cpu_s']:.1f} s CPU |",
             flush=True,
@@ -534,6 +535,7 @@ def main() -> None:
     c.add_argument("--n-obs", type=int, default=30)
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(1)
     parts = {

@@ -24,20 +24,24 @@ def _cell(gru: torch.nn.GRU) -> torch.nn.GRUCell:
     return cell
 
 
-def test_encoder_and_decoder_are_the_gru_recursions():
+@pytest.mark.parametrize("union", [False, True])
+def test_encoder_and_decoder_are_the_gru_recursions(union):
     """h_0 = W e + b with e the encoder read backwards over (x m, m, t_{i+1} - t_i), then
-    h_j = GRU(τ_j - τ_{j-1}, h_{j-1}) from τ_0 = t0 over the sorted targets, written out
-    with GRUCell; predict returns them in the targets' own (unsorted) order."""
+    h_j = GRU(τ_j - τ_{j-1}, h_{j-1}) from τ_0 = t0, written out with GRUCell: τ each row's
+    own sorted targets, or (union) the sorted union of every row's targets; predict returns
+    the means in the targets' own (unsorted) order."""
     torch.manual_seed(0)
-    model = GRUSeq2Seq(2, 6).double()
+    model = GRUSeq2Seq(2, 6, union=union).double()
     t, v = _batch()
     v[1, 2, 0] = NAN
     mask = ~torch.isnan(v)
     x = torch.nan_to_num(v) * mask
     enc, dec = _cell(model.encoder), _cell(model.decoder)
-    targets = torch.tensor([0.7, 0.0, 3.5, 0.2, 0.2], dtype=torch.float64)
-    order = targets.argsort()
-    p = model.predict(t, v, targets[:, None])
+    targets = torch.tensor(
+        [[0.7, 0.0, 3.5, 0.2, 0.2], [0.1, 0.7, 0.0, 5.0, 0.3], [0.7, 0.0, 3.5, 0.2, 0.2]],
+        dtype=torch.float64,
+    ).unsqueeze(-1)
+    p = model.predict(t, v, targets)
     for b in range(3):
         h = torch.zeros(1, 6, dtype=torch.float64)
         for i in range(6, -1, -1):
@@ -45,20 +49,29 @@ def test_encoder_and_decoder_are_the_gru_recursions():
             inp = torch.cat([x[b, i], mask[b, i].double(), gap.view(1)])[None]
             h = enc(inp, h)
         h = model.to_h0(h)
-        prev, means = 0.0, {}
-        for j in order.tolist():
-            h = dec((targets[j] - prev).view(1, 1), h)
-            means[j] = model.readout(h)[0]
-            prev = targets[j]
-        ref = torch.stack([means[j] for j in range(5)])
+        # union: one step per distinct time of the batch; own: one per target of the row (a
+        # repeated time takes a step of gap 0)
+        steps = targets.unique().tolist() if union else targets[b, :, 0].sort().values.tolist()
+        prev, means = 0.0, []
+        for tau in steps:
+            h = dec(torch.tensor([[tau - prev]], dtype=torch.float64), h)
+            means.append(model.readout(h)[0])
+            prev = tau
+        where = (
+            [steps.index(tau) for tau in targets[b, :, 0].tolist()]
+            if union
+            else targets[b, :, 0].argsort(stable=True).argsort().tolist()
+        )
+        ref = torch.stack([means[j] for j in where])
         torch.testing.assert_close(p.mean[b], ref, rtol=0, atol=1e-12)
 
 
-def test_loss_is_the_gaussian_nll_of_the_observed_values():
+@pytest.mark.parametrize("union", [False, True])
+def test_loss_is_the_gaussian_nll_of_the_observed_values(union):
     """With the readout at 0 the loss is -mean log N(v | 0, s²) over observed values; in
     general it is predict's log-density at the observation times, averaged the same way."""
     torch.manual_seed(1)
-    model = GRUSeq2Seq(2, obs_std=0.5).double()
+    model = GRUSeq2Seq(2, obs_std=0.5, union=union).double()
     t, v = _batch()
     v[0, 2, 1] = NAN
     v[2, 0, :] = NAN
@@ -74,6 +87,7 @@ def test_loss_is_the_gaussian_nll_of_the_observed_values():
 def test_predict_shapes_irregular_rows_and_target_orders():
     torch.manual_seed(2)
     model = GRUSeq2Seq(2).double()
+    assert model.union  # the default: the decoder steps over the batch's union of times
     t, v = _batch(b=3, n=6)
     v[1, 0, :] = NAN
     shared = torch.tensor([[0.5], [0.2], [3.0], [10.0]], dtype=torch.float64)  # unsorted
@@ -82,13 +96,20 @@ def test_predict_shapes_irregular_rows_and_target_orders():
     torch.testing.assert_close(p.stddev, model.obs_std.expand(3, 4, 2).double())
     rows = model.predict(t, v, shared.unsqueeze(0).expand(3, -1, -1).clone())
     torch.testing.assert_close(rows.mean, p.mean, rtol=0, atol=1e-12)
-    # per-row targets, each row in its own order, are each row's own sorted decode
-    per_row = torch.stack([shared, shared.flip(0), shared[[2, 0, 3, 1]]])
-    q = model.predict(t, v, per_row)
+    # per-row targets in other orders: the same union, so each row's means permuted
+    perms = [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]]
+    q = model.predict(t, v, torch.stack([shared[i] for i in perms]))
+    for b, i in enumerate(perms):
+        torch.testing.assert_close(q.mean[b], p.mean[b, i], rtol=0, atol=1e-12)
+    # each row on its own times: a row's prediction depends on its own targets only
+    own = GRUSeq2Seq(2, union=False).double()
+    own.load_state_dict(model.state_dict())
+    per_row = torch.stack([shared, shared[:, :1] + 1.0, shared.flip(0)])
+    r = own.predict(t, v, per_row)
     for b in range(3):
-        ref = model.predict(t[b : b + 1], v[b : b + 1], per_row[b]).mean[0]
-        torch.testing.assert_close(q.mean[b], ref, rtol=0, atol=1e-12)
-    torch.testing.assert_close(q.mean[1], p.mean[1].flip(0), rtol=0, atol=1e-12)
+        ref = own.predict(t[b : b + 1], v[b : b + 1], per_row[b]).mean[0]
+        torch.testing.assert_close(r.mean[b], ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(r.mean[2], own.predict(t, v, shared).mean[2].flip(0))
     # deterministic: posterior draws change nothing
     k = model.predict(t, v, shared, n_samples=3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(k.mean, p.mean, rtol=0, atol=0)

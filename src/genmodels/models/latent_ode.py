@@ -439,8 +439,7 @@ class GRUSeq2Seq(nn.Module):
     (here ``nn.GRU`` over the whole reversed sequence: a time with nothing observed is read
     as an input of mask 0 rather than skipped); its last state ``e`` gives the decoder's
     first state ``h_0 = W e + b`` at the origin ``t_0``. The decoder replaces the latent ODE's
-    ``dz/dt = f(z)`` by discrete GRU steps over the requested times ``τ_1 <= ... <= τ_m``
-    (sorted per row):
+    ``dz/dt = f(z)`` by discrete GRU steps over the times ``τ_1 <= ... <= τ_m``:
 
         h_j = GRU(τ_j - τ_{j-1}, h_{j-1}),  τ_0 = t_0,
         p(x_{τ_j} | observations) = N(readout(h_j), diag s²),
@@ -448,10 +447,18 @@ class GRUSeq2Seq(nn.Module):
     deterministic (no latent variable: the same context gives the same prediction), trained
     by the Gaussian negative log-likelihood of the observed values decoded at their own times
     (reconstruction, as the latent ODE's ELBO; per observed value, nats); ``s`` learned or
-    fixed. Extrapolation is the decoder rolled on past the observations. Unlike the ODE, the
-    state moves by one GRU step per requested time whatever the gap, so a prediction depends
-    on which other times are asked for (a dense grid takes more, smaller steps than training
-    ever saw): the weakness the latent ODE's continuous time removes.
+    fixed. Extrapolation is the decoder rolled on past the observations.
+
+    Which times the decoder steps over: unlike the ODE, its state moves by one GRU step per
+    time whatever the gap, so a prediction depends on which other times are asked for. With
+    ``union=True`` (the default) the τ are the sorted union of the batch's times, in
+    training (the observation times of every series of the batch, as the latent ODE's
+    union-of-times solve) and in ``predict`` (every row's targets), and each row reads its
+    own; on ``spirals`` a training batch's union is nearly the whole grid, so the decoder
+    learns the grid's step, which the evaluation asks for. With ``union=False`` the τ are each
+    row's own times: trained on ~30 sparse observation times and asked for the 200-point grid,
+    it takes 3x more, smaller steps than training ever saw and fails off the observations
+    (docs/series.md measures both): the weakness the latent ODE's continuous time removes.
 
     Targets must lie at or after ``t_0`` (the decoder only runs forwards).
 
@@ -460,6 +467,7 @@ class GRUSeq2Seq(nn.Module):
         hidden: the encoder's and decoder's hidden size.
         obs_std: the observation noise s; None: learned (softplus, starting at 0.1).
         t0: the decoder's time origin.
+        union: step over the sorted union of the batch's times (True) or each row's own.
 
     Example:
         >>> model = GRUSeq2Seq(2)
@@ -471,14 +479,20 @@ class GRUSeq2Seq(nn.Module):
     train_defaults = {"lr": 1e-2}
 
     def __init__(
-        self, obs_dim: int, hidden: int = 25, *, obs_std: float | None = None, t0: float = 0.0
+        self,
+        obs_dim: int,
+        hidden: int = 25,
+        *,
+        obs_std: float | None = None,
+        t0: float = 0.0,
+        union: bool = True,
     ):
         super().__init__()
         if isinstance(obs_dim, bool) or not isinstance(obs_dim, int) or obs_dim < 1:
             raise ValueError(f"obs_dim must be a positive integer, got {obs_dim!r}")
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-        self.obs_dim, self.t0 = obs_dim, t0
+        self.obs_dim, self.t0, self.union = obs_dim, t0, bool(union)
         self.encoder = nn.GRU(2 * obs_dim + 1, hidden, batch_first=True)
         self.to_h0 = nn.Linear(hidden, hidden)
         self.decoder = nn.GRU(1, hidden, batch_first=True)
@@ -510,13 +524,26 @@ class GRUSeq2Seq(nn.Module):
         hs, _ = self.decoder(gaps, h0.unsqueeze(0).contiguous())
         return self.readout(hs)
 
+    def decode_at(self, h0: Tensor, targets: Tensor) -> Tensor:
+        """The means ``(B, m, D)`` at ``targets (B, m, 1)`` (any order, at or after ``t0``):
+        the decoder rolled over each row's own sorted times, or (``union``) over the sorted
+        union of the batch's times, each row reading its own."""
+        if self.union:
+            union, where = torch.unique(targets[..., 0], sorted=True, return_inverse=True)
+            grid = union.view(1, -1, 1).expand(targets.shape[0], -1, -1)
+            mean = self.decode(h0, grid)
+            return mean.gather(1, where.unsqueeze(-1).expand(-1, -1, mean.shape[-1]))
+        order = targets.argsort(dim=1, stable=True)
+        mean = self.decode(h0, targets.gather(1, order))
+        return torch.empty_like(mean).scatter_(1, order.expand_as(mean), mean)
+
     def loss(self, batch, *, generator: torch.Generator | None = None) -> Tensor:
         """The Gaussian negative log-likelihood per observed value (nats) of the observations
         decoded at their own times; ``batch = (times, values)`` with NaN = missing, or a
         :class:`~genmodels.data.batches.Series`. ``generator`` is unused (deterministic)."""
         times, values, mask = split_series(batch, self.obs_dim)
         self._check_after_t0(times, "times")
-        mean = self.decode(self.initial_state(times, values, mask), times)
+        mean = self.decode_at(self.initial_state(times, values, mask), times)
         m = mask.to(values.dtype)
         return -(Normal(mean, self.obs_std).log_prob(values) * m).sum() / m.sum()
 
@@ -544,9 +571,7 @@ class GRUSeq2Seq(nn.Module):
         if x_target.dim() != 3 or x_target.shape[0] != B:
             raise ValueError(f"x_target must be (m, 1) or ({B}, m, 1), got {tuple(x_target.shape)}")
         self._check_after_t0(x_target, "x_target")
-        order = x_target.argsort(1)  # the decoder runs forwards over each row's sorted times
-        mean = self.decode(self.initial_state(times, values, mask), x_target.gather(1, order))
-        mean = torch.empty_like(mean).scatter_(1, order.expand_as(mean), mean)
+        mean = self.decode_at(self.initial_state(times, values, mask), x_target)
         return Normal(mean, self.obs_std.expand_as(mean))
 
     def _check_after_t0(self, times: Tensor, name: str) -> None:
@@ -598,6 +623,7 @@ class GRUSeq2SeqConfig:
 
     hidden: int = 25
     obs_std: float = 0.0
+    union: bool = True
 
 
 @register(
@@ -612,4 +638,6 @@ class GRUSeq2SeqConfig:
 def build_gru_seq2seq(config: GRUSeq2SeqConfig, info: DataInfo) -> GRUSeq2Seq:
     if info.kind != "series" or len(info.event_shape) != 1:
         raise ValueError(f"gru-seq2seq needs series data (times, values); got {info.kind}")
-    return GRUSeq2Seq(info.event_shape[0], config.hidden, obs_std=config.obs_std or None)
+    return GRUSeq2Seq(
+        info.event_shape[0], config.hidden, obs_std=config.obs_std or None, union=config.union
+    )
