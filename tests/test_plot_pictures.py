@@ -192,6 +192,23 @@ def test_a_series_model_draws_reconstructions_of_one_series_per_label(tmp_path):
     assert model.calls == [((2, 5, 1), (2, 5, 2), (20, 1))]
 
 
+def test_spiral_extrapolations_draws_one_row_per_model():
+    from genmodels.plot.series import spiral_extrapolations
+
+    split = SpiralSplit()
+    args = (split.times, split.values, split.grid, split.clean)
+    fig = spiral_extrapolations(*args, {"a": split.clean, "b": -split.clean}, titles=list("xyz"))
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "a: x"
+    assert fig.axes[5].get_title() == "b: z"
+    # the second row's reconstruction is the second mean's first half
+    line = fig.axes[3].lines[1].get_xydata()
+    assert line.shape == (10, 2) and line[0, 0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="mean 'b'"):
+        spiral_extrapolations(*args, {"a": split.clean, "b": split.clean[:2]})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        spiral_extrapolations(*args, {})
+
+
 def test_accuracy_vs_dropped_draws_mean_and_range():
     from genmodels.plot.series import accuracy_vs_dropped
 

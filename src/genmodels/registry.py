@@ -84,6 +84,7 @@ MODULES = {
     "neural-cde": "genmodels.models.neural_cde",
     "gru-classifier": "genmodels.models.neural_cde",
     "latent-ode": "genmodels.models.latent_ode",
+    "gru-seq2seq": "genmodels.models.latent_ode",
     "ffjord": "genmodels.models.cnf",
     "planar-cnf": "genmodels.models.cnf",
     "odenet": "genmodels.models.odenet",

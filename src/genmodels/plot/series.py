@@ -27,36 +27,49 @@ def spiral_extrapolations(
 ):
     """One panel per series: the noise-free curve (grey), the observations (dots), the model's
     mean on ``grid``: solid over the observed part (the first half of ``grid``), dashed beyond
-    it (extrapolation).
+    it (extrapolation). ``mean`` a mapping of model names to means: one row of panels per
+    model (e.g. the latent ODE above its GRU baseline, Chen et al. 2018, Fig. 8).
 
     Args:
         times: ``(k, n, 1)`` observation times (unused but for ordering; kept for checks).
         values: ``(k, n, 2)`` observed values (NaN = missing, not drawn).
         grid: ``(m,)`` the times of ``clean`` and ``mean``.
-        clean, mean: ``(k, m, 2)``.
+        clean: ``(k, m, 2)``; mean: ``(k, m, 2)``, or ``{name: (k, m, 2)}``.
         titles: k panel titles.
         path: where to save the figure (closed then); None: the figure is returned.
     """
+    means = dict(mean) if isinstance(mean, Mapping) else {None: mean}
+    if not means:
+        raise ValueError("mean: expected a (k, m, 2) tensor or a non-empty mapping of them")
     t, v, g = _np(times), _np(values), _np(grid)
-    c, mu = _np(clean), _np(mean)
+    c = _np(clean)
     k, half = v.shape[0], g.shape[0] // 2
-    if t.shape[:2] != v.shape[:2] or c.shape != mu.shape or c.shape[:2] != (k, g.shape[0]):
-        raise ValueError(
-            f"shapes: times (k, n, 1), values (k, n, 2), clean/mean (k, m, 2) with m = "
-            f"len(grid); got {t.shape}, {v.shape}, {c.shape}, {mu.shape}, grid {g.shape}"
-        )
-    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 4.2), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        ax.plot(c[i, :, 0], c[i, :, 1], c="0.7", lw=3, label="true (noise-free)")
-        ax.plot(mu[i, :half, 0], mu[i, :half, 1], c="tab:blue", lw=1.5, label="reconstruction")
-        ax.plot(
-            mu[i, half - 1 :, 0], mu[i, half - 1 :, 1], "--", c="tab:red", lw=1.5,
-            label="extrapolation",
-        )  # fmt: skip
-        ax.scatter(v[i, :, 0], v[i, :, 1], s=10, c="k", zorder=3, label="observed")
-        ax.set_aspect("equal")
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=10)
+    for name, mu in means.items():
+        mu = _np(mu)
+        if t.shape[:2] != v.shape[:2] or c.shape != mu.shape or c.shape[:2] != (k, g.shape[0]):
+            raise ValueError(
+                f"shapes: times (k, n, 1), values (k, n, 2), clean/mean (k, m, 2) with m = "
+                f"len(grid); got {t.shape}, {v.shape}, {c.shape}, {mu.shape} "
+                f"(mean {name!r}), grid {g.shape}"
+            )
+    rows = len(means)
+    fig, axes = plt.subplots(rows, k, figsize=(4.2 * k, 4.2 * rows), squeeze=False)
+    for r, (name, mu) in enumerate(means.items()):
+        mu = _np(mu)
+        for i, ax in enumerate(axes[r]):
+            ax.plot(c[i, :, 0], c[i, :, 1], c="0.7", lw=3, label="true (noise-free)")
+            ax.plot(mu[i, :half, 0], mu[i, :half, 1], c="tab:blue", lw=1.5, label="reconstruction")
+            ax.plot(
+                mu[i, half - 1 :, 0], mu[i, half - 1 :, 1], "--", c="tab:red", lw=1.5,
+                label="extrapolation",
+            )  # fmt: skip
+            ax.scatter(v[i, :, 0], v[i, :, 1], s=10, c="k", zorder=3, label="observed")
+            ax.set_aspect("equal")
+            title = [] if titles is None else [titles[i]]
+            if name is not None:
+                title.insert(0, str(name))
+            if title:
+                ax.set_title(": ".join(title), fontsize=10)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.tight_layout()
     if path is None:

@@ -107,6 +107,7 @@ SMALL_STEPS = {
     "ffjord": 300,
     "planar-cnf": 500,
     "latent-ode": 300,
+    "gru-seq2seq": 300,
     "neural-cde": 240,
     "gru-classifier": 240,
     "gp": 300,
