@@ -21,7 +21,9 @@ density where one is known, training seconds per 1000 steps, and the time to dra
         --steps 400 --batch 256 --lr 2e-3 --no-sample   # FFJORD vs zuko.flows.CNF
 
 For ``ffjord`` and ``planar-cnf`` the peer is ``zuko.flows.CNF`` (3 hidden layers of 64, exact
-trace, dopri5 rtol = atol = 1e-5 on both sides; our NLL is evaluated with the exact trace).
+trace, dopri5 on both sides at our config's training tolerances while training (ffjord:
+``train_rtol = train_atol = 1e-4``) and at rtol = atol = 1e-5 for the test NLL; our NLL is
+evaluated with the exact trace). ``--budget`` trains both at the model's registered recipe.
 
 Needs ``zuko`` (a benchmark-only dependency).
 """
@@ -77,30 +79,50 @@ def _train_paired(
     seed: int,
     fused: bool = False,
     lr: float = 1e-3,
+    recipe: dict | None = None,
 ) -> dict:
     """Train every side in lock-step on the same batches (one index stream), timing each
     side's step separately in thread CPU time, so both see the same machine load.
 
-    ``sides``: name -> (loss_fn(batch indices) -> scalar, parameters). Returns
-    name -> (median seconds per 1000 steps, total seconds per 1000 steps, diverged).
+    ``sides``: name -> (loss_fn(batch indices) -> scalar, module). ``recipe``: the same
+    optimizer recipe for every side, as ``genmodels.train.fit`` runs it (``warmup_steps``,
+    ``lr_schedule``, ``optimizer``, ``weight_decay``, ``ema_decay``: the keys of a
+    ``models/budgets.py`` entry); with ``ema_decay`` each module ends holding its EMA weights.
+    Returns name -> (median seconds per 1000 steps, total seconds per 1000 steps, diverged).
     """
-    opts = {k: torch.optim.Adam(list(p), lr=lr, fused=fused) for k, (_, p) in sides.items()}
+    from genmodels.train.ema import EMA
+    from genmodels.train.loop import TrainConfig, _lr_at
+
+    recipe = dict(recipe or {})
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, **recipe)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    opts = {
+        k: cls(list(m.parameters()), lr=lr, fused=fused, weight_decay=cfg.weight_decay)
+        for k, (_, m) in sides.items()
+    }
+    emas = {k: EMA(m, cfg.ema_decay) for k, (_, m) in sides.items()} if cfg.ema_decay else {}
     times: dict[str, list[float]] = {k: [] for k in sides}
     diverged = dict.fromkeys(sides, False)
     g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(len(pool), (batch,), generator=g)
         for k, (loss_fn, _) in sides.items():
             if diverged[k]:
                 continue
             t0 = time.thread_time()
+            for group in opts[k].param_groups:
+                group["lr"] = _lr_at(step, cfg)
             loss = loss_fn(idx)
             opts[k].zero_grad(set_to_none=True)
             loss.backward()
             opts[k].step()
+            if k in emas:
+                emas[k].update(copy=step + 1 <= cfg.ema_start)
             times[k].append(time.thread_time() - t0)
             if not torch.isfinite(loss.detach()):
                 diverged[k] = True
+    for k, ema in emas.items():  # evaluate the averaged weights, as genmodels.train does
+        sides[k][1].load_state_dict(ema.state_dict(sides[k][1]))
     return {
         k: (statistics.median(t) * 1000, sum(t) / len(t) * 1000, diverged[k])
         for k, t in times.items()
@@ -138,8 +160,14 @@ def run_one(
     fused: bool = False,
     lr: float = 1e-3,
     sample: bool = True,
+    recipe: dict | None = None,
 ) -> dict:
-    """Train ours and zuko's ``model`` on ``toy`` with paired seeds; return the numbers."""
+    """Train ours and zuko's ``model`` on ``toy`` with paired seeds; return the numbers.
+
+    ``recipe``: the optimizer recipe of both sides (see :func:`_train_paired`). For a CNF
+    whose registered config trains with looser tolerances (``train_rtol``/``train_atol``),
+    zuko's CNF trains with the same ones, and both evaluate at their own ``rtol``/``atol``.
+    """
     from genmodels import data as gdata
 
     train, test = gdata.load(toy, split="train"), gdata.load(toy, split="test")
@@ -159,10 +187,13 @@ def run_one(
     torch.manual_seed(seed)
     flow = _zuko(model)
     zpool = (pool - loc) / scale
+    cnf = getattr(ours, "cnf", None)
+    if cnf is not None:  # zuko's tolerances follow ours: training, then evaluation
+        flow.transform.rtol, flow.transform.atol = cnf.train_rtol, cnf.train_atol
     timing = _train_paired(
         {
-            "ours": (lambda i: ours.loss(pool[i]), ours.parameters()),
-            "zuko": (lambda i: -flow().log_prob(zpool[i]).mean(), flow.parameters()),
+            "ours": (lambda i: ours.loss(pool[i]), ours),
+            "zuko": (lambda i: -flow().log_prob(zpool[i]).mean(), flow),
         },
         pool,
         steps,
@@ -170,7 +201,10 @@ def run_one(
         seed,
         fused,
         lr,
+        recipe,
     )
+    if cnf is not None:
+        flow.transform.rtol, flow.transform.atol = cnf.rtol, cnf.atol
     ours.eval()
     out["ours"] = {
         "nll": _nll(ours.log_prob, xt),
@@ -292,12 +326,14 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
         ours.init_from_data(pool)
         torch.manual_seed(0)
         flow = _zuko("ffjord")
+        # the same training tolerances on both sides (ours' train_rtol/train_atol)
+        flow.transform.rtol, flow.transform.atol = ours.cnf.train_rtol, ours.cnf.train_atol
         zpool = (pool - pool.mean(0)) / pool.std(0)
         cnf_steps = 10 if quick else 100
         timing = _train_paired(
             {
-                "ours": (lambda i: ours.loss(pool[i]), ours.parameters()),
-                "zuko": (lambda i: -flow().log_prob(zpool[i]).mean(), flow.parameters()),
+                "ours": (lambda i: ours.loss(pool[i]), ours),
+                "zuko": (lambda i: -flow().log_prob(zpool[i]).mean(), flow),
             },
             pool,
             cnf_steps,
@@ -320,6 +356,20 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
     return out
 
 
+def _budget(model: str) -> tuple[int, int, float, dict]:
+    """``(steps, batch, lr, recipe)`` of ``model``'s registered budget on 2D points."""
+    from genmodels.models.budgets import budget
+
+    b = budget(model, "points")
+    steps, batch, lr = b.pop("steps"), b.pop("batch_size"), b.pop("lr")
+    unsupported = set(b) - {"warmup_steps", "lr_schedule", "optimizer", "weight_decay",
+                            "ema_decay", "ema_start"}  # fmt: skip
+    if unsupported:
+        raise ValueError(f"--budget: {model}'s budget has fields this benchmark does not "
+                         f"run: {sorted(unsupported)}")  # fmt: skip
+    return steps, batch, lr, {k: v for k, v in b.items() if v is not None}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="realnvp,nsf")
@@ -336,6 +386,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--no-sample", action="store_true", help="skip the 100k-sample timing")
+    p.add_argument(
+        "--budget",
+        action="store_true",
+        help="each model's registered budget (models/budgets.py: steps, batch, lr, warm-up, "
+        "schedule, weight decay, EMA) for both sides, instead of --steps/--batch/--lr",
+    )
     p.add_argument(
         "--fused-adam",
         action="store_true",
@@ -354,9 +410,15 @@ def main(argv: list[str] | None = None) -> None:
         toys, seeds, steps = ["8gaussians", "checkerboard"], 1, 1000
     rows = []
     for model in a.models.split(","):
+        batch, lr, recipe = a.batch, a.lr, None
+        if a.budget:
+            steps, batch, lr, recipe = _budget(model)
+            print(f"{model}: registered budget steps={steps} batch={batch} lr={lr} {recipe}")
         for toy in toys:
             for seed in range(a.first_seed, a.first_seed + seeds):
-                r = run_one(toy, model, seed, steps, a.batch, a.fused_adam, a.lr, not a.no_sample)
+                r = run_one(toy, model, seed, steps, batch, a.fused_adam, lr, not a.no_sample,
+                            recipe)  # fmt: skip
+                r.update(steps=steps, batch=batch, lr=lr, recipe=recipe)
                 rows.append(r)
                 print(
                     f"{model:8s} {toy:12s} seed {seed}: ours {r['ours']['nll']:.4f} "
@@ -369,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
                         json.dump(rows, f, indent=1)
     print()
     opt = "fused Adam" if a.fused_adam else "Adam"
-    print(f"steps={steps} batch={a.batch} lr={a.lr} seeds={seeds} threads=1 float32 {opt}")
+    print(f"steps={steps} batch={batch} lr={lr} seeds={seeds} threads=1 float32 {opt} {recipe}")
     print(summarise(rows))
 
 

@@ -244,10 +244,63 @@ def test_trajectory_ends_where_forward_does_and_splits_the_log_det():
     torch.testing.assert_close(z2[-1], z, rtol=1e-7, atol=1e-7)
 
 
-def test_concat_field_activation_is_a_choice_and_starts_as_the_identity():
+@pytest.mark.parametrize("layer", ["concat", "concatsquash"])
+def test_concat_field_activation_is_a_choice_and_starts_as_the_identity(layer):
     for act in ("tanh", "softplus", "elu"):
-        f = ConcatField(2, hidden=8, depth=2, activation=act)
+        f = ConcatField(2, hidden=8, depth=2, activation=act, layer=layer)
         z = torch.randn(3, 2)
         assert torch.equal(f(torch.tensor(0.3), z), torch.zeros(3, 2))  # last layer zero
     with pytest.raises(ValueError, match="activation must be one of"):
-        ConcatField(2, activation="relu")
+        ConcatField(2, activation="relu", layer=layer)
+    with pytest.raises(ValueError, match=r"layer must be one of \('concat', 'concatsquash'\)"):
+        ConcatField(2, layer="squash")
+
+
+def test_concatsquash_layer_is_gated_and_shifted_by_t():
+    # FFJORD's ConcatSquashLinear: (W h + b) * sigmoid(g t + c) + e t, then tanh between layers
+    torch.manual_seed(1)
+    f = ConcatField(3, hidden=5, depth=2, layer="concatsquash").double()
+    for p in f.parameters():
+        nn.init.normal_(p, std=0.7)
+    t, z = torch.tensor(0.37, dtype=D64), torch.randn(4, 3, dtype=D64)
+    h = z
+    for i, (lin, gate, shift) in enumerate(zip(f.layers, f.gates, f.shifts)):
+        W, b = lin.weight, lin.bias
+        g, c, e = gate.weight[:, 0], gate.bias, shift.weight[:, 0]
+        h = (h @ W.T + b) * torch.sigmoid(g * t + c) + e * t
+        h = torch.tanh(h) if i < 2 else h
+    torch.testing.assert_close(f(t, z), h, rtol=1e-12, atol=1e-12)
+    # the field depends on t only through the gates and shifts: at t = 0 with c = 0 every
+    # gate is 1/2 and every shift 0
+    for gate in f.gates:
+        nn.init.zeros_(gate.bias)
+    h = z
+    for i, lin in enumerate(f.layers):
+        h = 0.5 * lin(h)
+        h = torch.tanh(h) if i < 2 else h
+    torch.testing.assert_close(f(torch.tensor(0.0, dtype=D64), z), h, rtol=1e-12, atol=1e-12)
+
+
+def test_training_tolerances_apply_only_while_autograd_records():
+    # train_rtol/train_atol (FFJORD's training vs test tolerances): a loose solve when
+    # gradients are recorded, the tight one under no_grad (log_prob in evaluation)
+    x = torch.randn(6, 2, dtype=D64)
+    tight = CNF(_field(2), rtol=1e-9, atol=1e-9)
+    loose = CNF(_field(2), rtol=1e-2, atol=1e-2)
+    both = CNF(_field(2), rtol=1e-9, atol=1e-9, train_rtol=1e-2, train_atol=1e-2)
+    with torch.no_grad():
+        z_tight, l_tight = tight(x)
+        z_loose, _ = loose(x)
+        z_both, l_both = both(x)
+    assert torch.equal(z_both, z_tight) and torch.equal(l_both, l_tight)
+    assert not torch.allclose(z_loose, z_tight, rtol=1e-7, atol=1e-7)  # the two solves differ
+    z_train, l_train = both(x)  # autograd on: the loose solve, bit for bit
+    z_ref, l_ref = loose(x)
+    assert torch.equal(z_train.detach(), z_ref.detach())
+    assert torch.equal(l_train.detach(), l_ref.detach())
+    assert z_train.requires_grad
+    for bad in (0.0, -1e-3, math.nan):
+        with pytest.raises(ValueError, match="train_rtol must be > 0 or None"):
+            CNF(_field(2), train_rtol=bad)
+        with pytest.raises(ValueError, match="train_atol must be > 0 or None"):
+            CNF(_field(2), train_atol=bad)

@@ -66,6 +66,7 @@ from ..registry import DataInfo, register
 from .flows import FlowModel
 
 __all__ = [
+    "LAYERS",
     "CNF",
     "ConcatField",
     "PlanarField",
@@ -81,37 +82,73 @@ TRACES = ("exact", "hutchinson", "field")
 ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
 
+LAYERS = ("concat", "concatsquash")
+
+
 class ConcatField(nn.Module):
     """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose every layer also sees ``t``.
 
-    Each layer is ``W [h, t] + b`` (FFJORD's ``ConcatLinear``), with a smooth activation (the
-    trace needs second derivatives through training) between layers: ``tanh`` by default (as
-    FFJORD's toy experiments), ``softplus`` or ``elu``.  The last layer starts at zero, so a new
-    CNF is the identity map.
+    Two ways for a layer to see ``t`` (Grathwohl et al. 2019, FFJORD; ``layer_type`` of
+    their code, ``lib/layers/diffeq_layers/basic.py``):
+
+    - ``"concat"`` (``ConcatLinear``): ``W [h, t] + b``: ``t`` is one more input;
+    - ``"concatsquash"`` (``ConcatSquashLinear``, FFJORD's toy default):
+      ``(W h + b) ⊙ σ(g t + c) + e t``: ``t`` gates every output unit and shifts it, so the
+      field can switch units on and off along the path (the gate is what "squash" means).
+
+    A smooth activation (the trace needs second derivatives through training) between
+    layers: ``tanh`` by default (as FFJORD's toy experiments), ``softplus`` or ``elu``. The
+    last layer starts at zero (its weight and bias, and with ``concatsquash`` its time shift
+    ``e``), so a new CNF is the identity map.
 
     Args:
-        dim: D; hidden: width; depth: number of hidden layers; activation: the nonlinearity.
+        dim: D; hidden: width; depth: number of hidden layers; activation: the
+        nonlinearity; layer: ``"concat"`` or ``"concatsquash"``.
     """
 
     def __init__(
-        self, dim: int, hidden: int = 64, depth: int = 3, activation: str = "tanh"
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 3,
+        activation: str = "tanh",
+        layer: str = "concat",
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+        self.squash = layer == "concatsquash"
         sizes = [dim] + [hidden] * depth + [dim]
-        self.layers = nn.ModuleList(nn.Linear(a + 1, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        pairs = list(zip(sizes[:-1], sizes[1:]))
+        extra = 0 if self.squash else 1
+        self.layers = nn.ModuleList(nn.Linear(a + extra, b) for a, b in pairs)
+        if self.squash:  # per layer: the gate σ(g t + c) and the shift e t, both from t
+            self.gates = nn.ModuleList(nn.Linear(1, b) for _, b in pairs)
+            self.shifts = nn.ModuleList(nn.Linear(1, b, bias=False) for _, b in pairs)
+            nn.init.zeros_(self.shifts[-1].weight)
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
+        last = len(self.layers) - 1
+        if self.squash:
+            tt = t.to(z.dtype).reshape(1, 1)
+            h = z
+            for i, layer in enumerate(self.layers):
+                gate = torch.sigmoid(self.gates[i](tt))
+                h = torch.addcmul(self.shifts[i](tt), layer(h), gate)
+                if i < last:
+                    h = self.act(h)
+            return h
         tt = t.to(z.dtype).expand(z.shape[0], 1)
         h = z
         for i, layer in enumerate(self.layers):
             h = layer(torch.cat([h, tt], 1))
-            if i < len(self.layers) - 1:
+            if i < last:
                 h = self.act(h)
         return h
 
@@ -194,6 +231,10 @@ class CNF(Transform):
         noise: Hutchinson's ε, ``"rademacher"`` or ``"gaussian"``.
         T: the end time.
         method, rtol, atol, step_size: the solver (``step_size`` makes a fixed-step solve).
+        train_rtol, train_atol: the tolerances while autograd records (training); None: the
+            same as ``rtol``/``atol``. FFJORD's code has the pair the other way round
+            (``--test_rtol``/``--test_atol`` for evaluation): a looser training solve takes
+            fewer steps, while ``log_prob`` under ``torch.no_grad()`` keeps ``rtol``/``atol``.
         adjoint: gradients by the adjoint method (O(1) memory) instead of backpropagation.
         exact_dims: under ``torch.no_grad()``, a Hutchinson CNF of at most this many dimensions
             uses the exact trace (evaluation reports the exact likelihood).
@@ -214,6 +255,8 @@ class CNF(Transform):
         step_size: float | None = None,
         adjoint: bool = False,
         exact_dims: int = 8,
+        train_rtol: float | None = None,
+        train_atol: float | None = None,
     ) -> None:
         super().__init__()
         if trace not in TRACES:
@@ -222,9 +265,14 @@ class CNF(Transform):
             raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         if not T > 0:
             raise ValueError(f"T must be > 0, got {T!r}")
+        for name, tol in (("train_rtol", train_rtol), ("train_atol", train_atol)):
+            if tol is not None and not tol > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {tol!r}")
         self.field, self.trace, self.noise, self.T = field, trace, noise, float(T)
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
         self.adjoint, self.exact_dims = adjoint, exact_dims
+        self.train_rtol = rtol if train_rtol is None else train_rtol
+        self.train_atol = atol if train_atol is None else train_atol
 
     def _solve(self, x: Tensor, t0: float, t1: float, generator) -> tuple[Tensor, Tensor]:
         zs, ls = self._solve_grid(x, [t0, t1], generator)
@@ -262,8 +310,10 @@ class CNF(Transform):
         t = torch.tensor(ts, dtype=x.dtype, device=x.device)
         state = (x, x.new_zeros(x.shape[0]))
         opts = None if self.step_size is None else dict(step_size=self.step_size)
-        kw = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=opts)
-        if self.adjoint and torch.is_grad_enabled():
+        grad = torch.is_grad_enabled()
+        rtol, atol = (self.train_rtol, self.train_atol) if grad else (self.rtol, self.atol)
+        kw = dict(rtol=rtol, atol=atol, method=self.method, options=opts)
+        if self.adjoint and grad:
             zs, ls = odeint_adjoint(aug, state, t, adjoint_params=self.field.parameters(), **kw)
         else:
             zs, ls = odeint(aug, state, t, **kw)
@@ -320,6 +370,7 @@ class FFJORDConfig:
     hidden: int = 64
     depth: int = 3
     activation: str = "tanh"
+    layer: str = "concat"
     trace: str = "exact"
     noise: str = "rademacher"
     T: float = 1.0
@@ -328,6 +379,8 @@ class FFJORDConfig:
     atol: float = 1e-5
     step_size: float | None = None
     adjoint: bool = False
+    train_rtol: float | None = 1e-4
+    train_atol: float | None = 1e-4
 
 
 @dataclass
@@ -368,8 +421,9 @@ def _solver(config) -> dict:
 def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
     """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth)`` in a :class:`CNF`."""
     d = _dim(info, "ffjord")
-    field = ConcatField(d, config.hidden, config.depth, config.activation)
-    cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config))
+    field = ConcatField(d, config.hidden, config.depth, config.activation, config.layer)
+    tols = dict(train_rtol=config.train_rtol, train_atol=config.train_atol)
+    cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config), **tols)
     return CNFModel(cnf, (d,))
 
 
