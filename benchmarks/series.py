@@ -338,10 +338,13 @@ def bench_latent_ode(args) -> None:
     test series, fit time (wall and the process's thread CPU time)."""
     opts = dict(n_obs=args.n_obs)
     for seed in args.seeds:
-        fit_s, m, cfg = _train_eval(args.model, "spirals", opts, seed, args.steps, sets=args.set)
+        fit_s, m, cfg = _train_eval(
+            args.model, "spirals", opts, seed, args.steps, sets=args.set,
+            lr_schedule=args.lr_schedule,
+        )  # fmt: skip
         print(
             f"| {args.model} {' '.join(args.set)} | n_obs {args.n_obs} | seed {seed} "
-            f"| {cfg.steps} x {cfg.batch_size} "
+            f"| {cfg.steps} x {cfg.batch_size}, lr {cfg.lr:g} {cfg.lr_schedule} "
             f"| interp {m['rmse_interp']:.3f} | extrap {m['rmse_extrap']:.3f} | "
             f"fit {fit_s:.1f} s wall, {m['fit_cpu_s']:.1f} s CPU |",
             flush=True,
@@ -536,6 +539,7 @@ def main() -> None:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
+    c.add_argument("--lr-schedule", default=None, help="constant or cosine (default: the budget's)")
     args = p.parse_args()
     torch.set_num_threads(1)
     parts = {
