@@ -7,12 +7,13 @@
    target: the first mode's weight within 0.05 of 0.8 (exact score: tests/models/test_score.py).
    Also writes the Figure-4 picture of the run (docs/figures/ncsn_mixture_levels.png).
 2. ``cli DATA``: ``genmodels train ncsn --data DATA`` at its registered defaults, then
-   ``genmodels evaluate``; prints the sample distances beside their floors and the wall time.
+   ``genmodels evaluate``; prints the sample distances beside their floors and the user CPU
+   (and wall) time of each command.
 
 Usage::
 
     python benchmarks/score.py mixture [--steps 3000] [--seeds 0 1]
-    python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn
+    python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -68,7 +70,7 @@ def run_mixture(steps: int, seeds: list[int], figure: Path | None) -> list[float
         chain: list = []
         keep = chain.append
         x = annealed_langevin(
-            model.eps_model,
+            model.eps,
             x0,
             model.noise,
             steps=100,
@@ -89,11 +91,16 @@ def run_mixture(steps: int, seeds: list[int], figure: Path | None) -> list[float
     return weights
 
 
-def run_cli(names: list[str], out: Path) -> None:
+def _children_cpu() -> float:
+    """User CPU seconds of the finished child processes so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+
+
+def run_cli(names: list[str], out: Path, seeds: list[int]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for name in names:
-        run = out / f"ncsn-{name}"
-        t0 = time.perf_counter()
+    for name, seed in ((n, s) for n in names for s in seeds):
+        run = out / f"ncsn-{name}-{seed}"
+        c0, t0 = _children_cpu(), time.perf_counter()
         subprocess.run(
             [
                 sys.executable,
@@ -105,19 +112,21 @@ def run_cli(names: list[str], out: Path) -> None:
                 name,
                 "--out",
                 str(run),
+                "--seed",
+                str(seed),
                 "--no-progress",
             ],
             check=True,
             env=env,
         )
-        t1 = time.perf_counter()
+        c1, t1 = _children_cpu(), time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "genmodels", "evaluate", str(run)],
             check=True,
             env=env,
             stdout=subprocess.DEVNULL,
         )
-        t2 = time.perf_counter()
+        c2, t2 = _children_cpu(), time.perf_counter()
         m = json.loads((run / "metrics.json").read_text())
         if "swd" in m:
             r = m["swd"] / m["swd_floor"]
@@ -126,7 +135,11 @@ def run_cli(names: list[str], out: Path) -> None:
             frac = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
             q = f"fd {m['fd']:.3f} floor {m['fd_floor']:.3f} gaussian {m['fd_gaussian']:.3f}"
             q += f" (fraction of the way {frac:.3f})"
-        print(f"{name}: {q}; train {t1 - t0:.0f}s + evaluate {t2 - t1:.0f}s", flush=True)
+        print(
+            f"{name} seed {seed}: {q}; user CPU train {c1 - c0:.0f}s + evaluate {c2 - c1:.0f}s "
+            f"(wall {t1 - t0:.0f}s + {t2 - t1:.0f}s)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -139,11 +152,12 @@ def main() -> None:
     c = sub.add_parser("cli")
     c.add_argument("data", nargs="+")
     c.add_argument("--out", type=Path, default=Path("/tmp/ncsn-bench"))
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
     a = p.parse_args()
     if a.cmd == "mixture":
         run_mixture(a.steps, a.seeds, a.figure)
     else:
-        run_cli(a.data, a.out)
+        run_cli(a.data, a.out, a.seeds)
 
 
 if __name__ == "__main__":
