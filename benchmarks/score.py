@@ -9,11 +9,20 @@
 2. ``cli DATA``: ``genmodels train ncsn --data DATA`` at its registered defaults, then
    ``genmodels evaluate``; prints the sample distances beside their floors and the user CPU
    (and wall) time of each command.
+3. ``resample RUN``: a trained run's samples again with other sampling seeds, another ε
+   (``--step-size``), T (``--steps``) or the raw weights (``--weights raw``), as
+   ``genmodels evaluate`` measures them (points: sliced W1 against the test split over the
+   floor of evaluate's seed 0; images: ``image_metrics``, the fraction
+   (fd - floor)/(gaussian - floor)).
+4. ``levels RUN``: the ε-network's error per level on the test split, the mean over pixels
+   of (ε̂ - z)² for x̃ = x + σ_i z (the DSM loss of each level, per dimension).
 
 Usage::
 
     python benchmarks/score.py mixture [--steps 3000] [--seeds 0 1]
     python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn [--seeds 0 1 2]
+    python benchmarks/score.py resample /tmp/ncsn/ncsn-moons-0 --seeds 1 2 [--step-size 5e-6]
+    python benchmarks/score.py levels /tmp/ncsn/ncsn-digits-0
 """
 
 from __future__ import annotations
@@ -142,6 +151,57 @@ def run_cli(names: list[str], out: Path, seeds: list[int]) -> None:
         )
 
 
+def run_resample(
+    run: Path, seeds: list[int], step_size: float | None, steps: int | None, weights: str
+) -> None:
+    from genmodels import data as data_mod
+    from genmodels.evaluate.images import image_metrics
+    from genmodels.evaluate.sample_metrics import sliced_wasserstein
+    from genmodels.train.run_dir import load_run
+
+    torch.set_num_threads(1)
+    model = load_run(run, weights=weights)
+    if step_size is not None:
+        model.step_size = step_size
+    if steps is not None:
+        model.steps_per_level = steps
+    name = model.run_config["data"]
+    train, test = data_mod.load(name, "train"), data_mod.load(name, "test")
+    for seed in seeds:
+        c0 = time.thread_time()
+        if model.data_info.kind == "images":
+            m = image_metrics(model, name, seed=seed)
+            frac = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
+            q = f"fd {m['fd']:.3f} floor {m['fd_floor']:.3f} gaussian {m['fd_gaussian']:.3f}"
+            q += f" fraction {frac:.3f}"
+        else:  # evaluate's floor (seed 0): 10000 training points against the test split
+            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
+            floor = sliced_wasserstein(train.x[pick[: len(test)]], test.x)
+            x = model.sample(len(test), generator=torch.Generator().manual_seed(seed))
+            swd = sliced_wasserstein(x.float(), test.x)
+            q = f"swd {swd:.4f} floor {floor:.4f} ratio {swd / floor:.2f}"
+        cpu = time.thread_time() - c0
+        eps, T = model.step_size, model.steps_per_level
+        print(f"{run} ε={eps:g} T={T} seed {seed}: {q} ({cpu:.0f} s CPU)", flush=True)
+
+
+@torch.no_grad()
+def run_levels(run: Path, every: int) -> None:
+    from genmodels import data as data_mod
+    from genmodels.train.run_dir import load_run
+
+    torch.set_num_threads(1)
+    model = load_run(run)
+    x = data_mod.load(model.run_config["data"], "test").x
+    g, L = torch.Generator().manual_seed(0), len(model.sigmas)
+    for i in range(0, L, every):
+        z = torch.randn(x.shape, generator=g)
+        sigma = float(model.sigmas[i])
+        t_net = model.noise.net_time(torch.full((len(x),), 1 - i / (L - 1), dtype=torch.float64))
+        mse = float((model.eps(x + sigma * z, t_net.float()) - z).square().mean())
+        print(f"level {i + 1} of {L}, σ = {sigma:.4f}: mean (ε̂ - z)² = {mse:.4f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -153,11 +213,24 @@ def main() -> None:
     c.add_argument("data", nargs="+")
     c.add_argument("--out", type=Path, default=Path("/tmp/ncsn-bench"))
     c.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r = sub.add_parser("resample")
+    r.add_argument("run", type=Path)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r.add_argument("--step-size", type=float)
+    r.add_argument("--steps", type=int, help="T, Langevin steps per level")
+    r.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    lv = sub.add_parser("levels")
+    lv.add_argument("run", type=Path)
+    lv.add_argument("--every", type=int, default=3)
     a = p.parse_args()
     if a.cmd == "mixture":
         run_mixture(a.steps, a.seeds, a.figure)
-    else:
+    elif a.cmd == "cli":
         run_cli(a.data, a.out, a.seeds)
+    elif a.cmd == "resample":
+        run_resample(a.run, a.seeds, a.step_size, a.steps, a.weights)
+    else:
+        run_levels(a.run, a.every)
 
 
 if __name__ == "__main__":
