@@ -7,12 +7,22 @@
    target: the first mode's weight within 0.05 of 0.8 (exact score: tests/models/test_score.py).
    Also writes the Figure-4 picture of the run (docs/figures/ncsn_mixture_levels.png).
 2. ``cli DATA``: ``genmodels train ncsn --data DATA`` at its registered defaults, then
-   ``genmodels evaluate``; prints the sample distances beside their floors and the wall time.
+   ``genmodels evaluate``; prints the sample distances beside their floors and the user CPU
+   (and wall) time of each command.
+3. ``resample RUN``: a trained run's samples again with other sampling seeds, another ε
+   (``--step-size``), T (``--steps``) or the raw weights (``--weights raw``), as
+   ``genmodels evaluate`` measures them (points: sliced W1 against the test split over the
+   floor of evaluate's seed 0; images: ``image_metrics``, the fraction
+   (fd - floor)/(gaussian - floor)).
+4. ``levels RUN``: the ε-network's error per level on the test split, the mean over pixels
+   of (ε̂ - z)² for x̃ = x + σ_i z (the DSM loss of each level, per dimension).
 
 Usage::
 
     python benchmarks/score.py mixture [--steps 3000] [--seeds 0 1]
-    python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn
+    python benchmarks/score.py cli 8gaussians moons digits --out /tmp/ncsn [--seeds 0 1 2]
+    python benchmarks/score.py resample /tmp/ncsn/ncsn-moons-0 --seeds 1 2 [--step-size 5e-6]
+    python benchmarks/score.py levels /tmp/ncsn/ncsn-digits-0
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -68,7 +79,7 @@ def run_mixture(steps: int, seeds: list[int], figure: Path | None) -> list[float
         chain: list = []
         keep = chain.append
         x = annealed_langevin(
-            model.eps_model,
+            model.eps,
             x0,
             model.noise,
             steps=100,
@@ -89,11 +100,16 @@ def run_mixture(steps: int, seeds: list[int], figure: Path | None) -> list[float
     return weights
 
 
-def run_cli(names: list[str], out: Path) -> None:
+def _children_cpu() -> float:
+    """User CPU seconds of the finished child processes so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+
+
+def run_cli(names: list[str], out: Path, seeds: list[int]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for name in names:
-        run = out / f"ncsn-{name}"
-        t0 = time.perf_counter()
+    for name, seed in ((n, s) for n in names for s in seeds):
+        run = out / f"ncsn-{name}-{seed}"
+        c0, t0 = _children_cpu(), time.perf_counter()
         subprocess.run(
             [
                 sys.executable,
@@ -105,19 +121,21 @@ def run_cli(names: list[str], out: Path) -> None:
                 name,
                 "--out",
                 str(run),
+                "--seed",
+                str(seed),
                 "--no-progress",
             ],
             check=True,
             env=env,
         )
-        t1 = time.perf_counter()
+        c1, t1 = _children_cpu(), time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "genmodels", "evaluate", str(run)],
             check=True,
             env=env,
             stdout=subprocess.DEVNULL,
         )
-        t2 = time.perf_counter()
+        c2, t2 = _children_cpu(), time.perf_counter()
         m = json.loads((run / "metrics.json").read_text())
         if "swd" in m:
             r = m["swd"] / m["swd_floor"]
@@ -126,7 +144,62 @@ def run_cli(names: list[str], out: Path) -> None:
             frac = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
             q = f"fd {m['fd']:.3f} floor {m['fd_floor']:.3f} gaussian {m['fd_gaussian']:.3f}"
             q += f" (fraction of the way {frac:.3f})"
-        print(f"{name}: {q}; train {t1 - t0:.0f}s + evaluate {t2 - t1:.0f}s", flush=True)
+        print(
+            f"{name} seed {seed}: {q}; user CPU train {c1 - c0:.0f}s + evaluate {c2 - c1:.0f}s "
+            f"(wall {t1 - t0:.0f}s + {t2 - t1:.0f}s)",
+            flush=True,
+        )
+
+
+def run_resample(
+    run: Path, seeds: list[int], step_size: float | None, steps: int | None, weights: str
+) -> None:
+    from genmodels import data as data_mod
+    from genmodels.evaluate.images import image_metrics
+    from genmodels.evaluate.sample_metrics import sliced_wasserstein
+    from genmodels.train.run_dir import load_run
+
+    torch.set_num_threads(1)
+    model = load_run(run, weights=weights)
+    if step_size is not None:
+        model.step_size = step_size
+    if steps is not None:
+        model.steps_per_level = steps
+    name = model.run_config["data"]
+    train, test = data_mod.load(name, "train"), data_mod.load(name, "test")
+    for seed in seeds:
+        c0 = time.thread_time()
+        if model.data_info.kind == "images":
+            m = image_metrics(model, name, seed=seed)
+            frac = (m["fd"] - m["fd_floor"]) / (m["fd_gaussian"] - m["fd_floor"])
+            q = f"fd {m['fd']:.3f} floor {m['fd_floor']:.3f} gaussian {m['fd_gaussian']:.3f}"
+            q += f" fraction {frac:.3f}"
+        else:  # evaluate's floor (seed 0): 10000 training points against the test split
+            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
+            floor = sliced_wasserstein(train.x[pick[: len(test)]], test.x)
+            x = model.sample(len(test), generator=torch.Generator().manual_seed(seed))
+            swd = sliced_wasserstein(x.float(), test.x)
+            q = f"swd {swd:.4f} floor {floor:.4f} ratio {swd / floor:.2f}"
+        cpu = time.thread_time() - c0
+        eps, T = model.step_size, model.steps_per_level
+        print(f"{run} ε={eps:g} T={T} seed {seed}: {q} ({cpu:.0f} s CPU)", flush=True)
+
+
+@torch.no_grad()
+def run_levels(run: Path, every: int) -> None:
+    from genmodels import data as data_mod
+    from genmodels.train.run_dir import load_run
+
+    torch.set_num_threads(1)
+    model = load_run(run)
+    x = data_mod.load(model.run_config["data"], "test").x
+    g, L = torch.Generator().manual_seed(0), len(model.sigmas)
+    for i in range(0, L, every):
+        z = torch.randn(x.shape, generator=g)
+        sigma = float(model.sigmas[i])
+        t_net = model.noise.net_time(torch.full((len(x),), 1 - i / (L - 1), dtype=torch.float64))
+        mse = float((model.eps(x + sigma * z, t_net.float()) - z).square().mean())
+        print(f"level {i + 1} of {L}, σ = {sigma:.4f}: mean (ε̂ - z)² = {mse:.4f}")
 
 
 def main() -> None:
@@ -139,11 +212,25 @@ def main() -> None:
     c = sub.add_parser("cli")
     c.add_argument("data", nargs="+")
     c.add_argument("--out", type=Path, default=Path("/tmp/ncsn-bench"))
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r = sub.add_parser("resample")
+    r.add_argument("run", type=Path)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r.add_argument("--step-size", type=float)
+    r.add_argument("--steps", type=int, help="T, Langevin steps per level")
+    r.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    lv = sub.add_parser("levels")
+    lv.add_argument("run", type=Path)
+    lv.add_argument("--every", type=int, default=3)
     a = p.parse_args()
     if a.cmd == "mixture":
         run_mixture(a.steps, a.seeds, a.figure)
+    elif a.cmd == "cli":
+        run_cli(a.data, a.out, a.seeds)
+    elif a.cmd == "resample":
+        run_resample(a.run, a.seeds, a.step_size, a.steps, a.weights)
     else:
-        run_cli(a.data, a.out)
+        run_levels(a.run, a.every)
 
 
 if __name__ == "__main__":

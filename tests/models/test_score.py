@@ -265,3 +265,59 @@ def test_figure_4_picture(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 500
     with pytest.raises(ValueError, match="empty"):
         annealed_chain([])
+
+
+def test_ncsn_input_scale_feeds_the_network_x_over_sqrt_1_plus_sigma2():
+    # with input_scale the network sees x̃ / sqrt(1 + σ_i²) at every level, in the loss, in
+    # score() and in the sampler; without it, x̃ itself
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, t_net):
+            seen.append((x.clone(), t_net.clone()))
+            return torch.zeros_like(x)
+
+    x = torch.randn(6, 2)
+    for scale in (False, True):
+        m = NCSN(Probe(), (2,), levels=4, sigma_max=3.0, sigma_min=0.1, input_scale=scale)
+        for i in range(4):
+            seen.clear()
+            m.score(x, i)
+            s = float(m.sigmas[i])
+            want = x / math.sqrt(1 + s * s) if scale else x
+            torch.testing.assert_close(seen[0][0], want)
+        # the loss: the same draws as dsm_loss's, one level per example
+        seen.clear()
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        m.loss(x, generator=g1)
+        i = torch.randint(0, 4, (6,), generator=g2)
+        sig = m.sigmas[i][:, None]
+        xt = x + sig * torch.randn(x.shape, generator=g2)
+        want = xt / (1 + sig**2).sqrt() if scale else xt
+        torch.testing.assert_close(seen[0][0], want)
+        # the sampler: the first call sees x̃_0 ~ N(0, σ_1²I) scaled by 1/sqrt(1 + σ_1²)
+        seen.clear()
+        m.sample(3, generator=torch.Generator().manual_seed(0), steps=1)
+        x0 = torch.randn((3, 2), generator=torch.Generator().manual_seed(0)) * 3.0
+        torch.testing.assert_close(seen[0][0], x0 / math.sqrt(10.0) if scale else x0)
+        assert len(seen) == 4 + 1  # L levels of T = 1 step, and the denoising step
+
+
+def test_ncsn_registered_defaults_by_data_kind_and_old_configs():
+    from genmodels.registry import DataInfo, get
+
+    spec = get("ncsn")
+    points = spec.build(spec.make_config({}), DataInfo("moons", "points", (2,)))
+    images = spec.build(spec.make_config({}), DataInfo("digits", "images", (1, 8, 8), levels=17))
+    assert (points.num_levels, points.step_size, points.input_scale) == (10, 2e-5, True)
+    assert (images.num_levels, images.step_size, images.input_scale) == (30, 3.3e-6, True)
+    assert spec.make_config({"step_size": 1e-5}).input_scale  # a --set override: new default
+    # a config.json written before input_scale existed: the unscaled network it trained
+    old = dict(
+        levels=None, sigma_min=0.01, sigma_max=None, step_size=2e-5, steps_per_level=100,
+        denoise=True, net="auto", width=None, depth=None, mults=[1, 2, 2], emb_dim=128,
+        activation="silu",
+    )  # fmt: skip
+    cfg = spec.make_config(old)
+    assert cfg.input_scale is False and cfg.step_size == 2e-5
+    assert spec.make_config({**old, "input_scale": True}).input_scale

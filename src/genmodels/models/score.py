@@ -203,6 +203,7 @@ class NCSN(nn.Module):
         step_size: ε of Algorithm 1 (α_i = ε σ_i²/σ_L²); steps_per_level: its T.
         denoise: end sampling with the Tweedie step x + σ_L² s_θ(x, σ_L).
         clip: box for the denoised samples (images in [-1, 1]), or None.
+        input_scale: the network sees x̃ / sqrt(1 + σ²) instead of x̃ (see :meth:`eps`).
 
     Example::
 
@@ -226,9 +227,11 @@ class NCSN(nn.Module):
         steps_per_level: int = 100,
         denoise: bool = True,
         clip: tuple[float, float] | None = None,
+        input_scale: bool = False,
     ):
         super().__init__()
         self.event_shape = tuple(event_shape)
+        self.input_scale = bool(input_scale)
         self.eps_model = eps_model
         if sigma_max is not None:
             NoiseLevels.geometric(sigma_max, sigma_min, levels)  # validates
@@ -275,13 +278,30 @@ class NCSN(nn.Module):
                 )
             self._set_sigmas(d)
 
+    def eps(self, x: Tensor, t_net: Tensor) -> Tensor:
+        """The ε-network as the loss and the samplers call it: ε_θ(c(σ) x̃, t_net).
+
+        c(σ) = 1 without ``input_scale``; with it c(σ) = 1/sqrt(1 + σ²), σ = σ(t_net/999),
+        so x̃ = x + σz has about unit scale at every level for data of unit scale (the
+        input scaling c_in of Karras et al. 2022, "Elucidating the design space of
+        diffusion-based generative models", with σ_data = 1; it is how a DDPM's network sees
+        the same x̃, since x_VP = x_VE / sqrt(1 + σ²), Song et al. 2021). Without it the
+        network must map inputs of scale σ_1 (the data's diameter) to ε̂ ≈ (x̃ - μ)/σ, which
+        a small MLP fits poorly (docs/score.md, "Digits").
+        """
+        if not self.input_scale:
+            return self.eps_model(x, t_net)
+        sigma = self.noise.sigma(t_net.detach().double().cpu() / NET_TIME_SCALE)
+        c = (1 + sigma.square()).rsqrt().to(x.device, x.dtype)
+        return self.eps_model(x * c.reshape(c.shape + (1,) * (x.dim() - c.dim())), t_net)
+
     def score(self, x: Tensor, level: int | Tensor) -> Tensor:
         """s_θ(x, σ_i) for level index ``level`` ∈ 0..L-1 (σ_1 is index 0), ``(n, ...)``."""
         noise = self.noise
         i = torch.as_tensor(level, device=x.device).long().expand(x.shape[0])
         t = 1 - i.double() / (len(noise) - 1)
         sig = self.sigmas[i].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-        return self.eps_model(x, noise.net_time(t).to(x.device)) / -sig
+        return self.eps(x, noise.net_time(t).to(x.device)) / -sig
 
     def loss(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """The lecture's training step: pick σ_i (uniformly, per example), perturb
@@ -294,7 +314,7 @@ class NCSN(nn.Module):
         sigma = self.sigmas[i].to(batch.dtype)
 
         def score(x_tilde, s):
-            return self.eps_model(x_tilde, t_net) / -s.view(-1, *([1] * (x_tilde.dim() - 1)))
+            return self.eps(x_tilde, t_net) / -s.view(-1, *([1] * (x_tilde.dim() - 1)))
 
         return dsm_loss(score, batch, sigma, generator=generator)  # 2-3: perturb, DSM
 
@@ -350,7 +370,7 @@ class NCSN(nn.Module):
         if callbacks:
             opts["callback"] = lambda d: [c(d) for c in callbacks]
         try:
-            out = SAMPLERS[sampler](self.eps_model, x, noise, generator=generator, **opts)
+            out = SAMPLERS[sampler](self.eps, x, noise, generator=generator, **opts)
         finally:
             if bar is not None:
                 bar.close()
@@ -361,7 +381,9 @@ class NCSN(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"levels={self.num_levels}, sigma_min={self.sigma_min}"
+        return (
+            f"levels={self.num_levels}, sigma_min={self.sigma_min}, input_scale={self.input_scale}"
+        )
 
 
 def _check(x: Tensor, event_shape: tuple[int, ...]) -> None:
@@ -382,16 +404,23 @@ class NCSNConfig:
     ``levels``, ``sigma_min``, ``sigma_max`` (None: the data's largest pairwise distance),
     ``step_size`` (ε) and ``steps_per_level`` (T) are the NCSN's (module docstring); the
     network fields mean what they mean for :class:`~genmodels.models.ddpm.DDPMConfig`
-    (:func:`genmodels.nn.time_network`). ``levels=None`` takes the measured default for the
-    data kind (points 10, images 30; docs/score.md).
+    (:func:`genmodels.nn.time_network`). ``levels=None`` and ``step_size=None`` take the
+    measured defaults for the data kind (docs/score.md): points L = 10, ε = 2e-5; images
+    L = 30 and ε = 3.3e-6, where Song & Ermon 2020's technique 4 puts the variance ratio of
+    the last level's chain nearest 1 for T = 100 and γ = σ_{i-1}/σ_i = 1.27 (1.017; 1.11 at
+    2e-5). ``input_scale`` (:meth:`NCSN.eps`): the network sees x̃/sqrt(1 + σ²).
+
+    A run's ``config.json`` written before ``input_scale`` existed (every other field present,
+    that one absent) loads with ``input_scale=False``, the network it trained.
     """
 
     levels: int | None = None
     sigma_min: float = 0.01
     sigma_max: float | None = None
-    step_size: float = 2e-5
+    step_size: float | None = None
     steps_per_level: int = 100
     denoise: bool = True
+    input_scale: bool = True
     net: str = "auto"
     width: int | None = None
     depth: int | None = None
@@ -406,13 +435,25 @@ class NCSNConfig:
             raise ValueError(f"sigma_min must be positive, got {self.sigma_min}")
         if self.sigma_max is not None and not self.sigma_max > self.sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got {self.sigma_max}")
-        if not self.step_size > 0:
+        if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size (ε) must be positive, got {self.step_size}")
         if self.steps_per_level < 1:
             raise ValueError(f"steps_per_level must be >= 1, got {self.steps_per_level}")
 
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """An old run's ``config.json`` (all the fields but ``input_scale``): unscaled input."""
+        if "input_scale" not in old and _FIELDS_BEFORE_INPUT_SCALE <= set(old):
+            return {**old, "input_scale": False}
+        return old
 
+
+_FIELDS_BEFORE_INPUT_SCALE = {
+    "levels", "sigma_min", "sigma_max", "step_size", "steps_per_level", "denoise", "net",
+    "width", "depth", "mults", "emb_dim", "activation",
+}  # fmt: skip
 _DEFAULT_LEVELS = {"points": 10, "images": 30}
+_DEFAULT_STEP_SIZE = {"points": 2e-5, "images": 3.3e-6}
 
 
 @register(
@@ -437,8 +478,9 @@ def build_ncsn(config: NCSNConfig, info: DataInfo) -> NCSN:
         levels=config.levels or _DEFAULT_LEVELS[info.kind],
         sigma_min=config.sigma_min,
         sigma_max=config.sigma_max,
-        step_size=config.step_size,
+        step_size=config.step_size or _DEFAULT_STEP_SIZE[info.kind],
         steps_per_level=config.steps_per_level,
         denoise=config.denoise,
         clip=(-1.0, 1.0) if info.kind == "images" else None,
+        input_scale=config.input_scale,
     )
