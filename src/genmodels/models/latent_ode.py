@@ -259,7 +259,25 @@ def _rk4(g, h: Tensor, dt: Tensor) -> Tensor:
     return h + dt * (k1 + 2 * k2 + 2 * k3 + k4) / 6
 
 
-class LatentODE(nn.Module):
+class _ObsStd:
+    """The Gaussian observation noise s shared by the latent ODE and its GRU baseline:
+    learned as ``raw_std`` (s = softplus(raw_std), starting at 0.1) when ``obs_std`` is None,
+    else a fixed buffer."""
+
+    def _init_obs_std(self, obs_std: float | None) -> None:
+        raw = torch.tensor(math.log(math.expm1(0.1 if obs_std is None else obs_std)))
+        if obs_std is None:
+            self.raw_std = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_std", raw)
+
+    @property
+    def obs_std(self) -> Tensor:
+        """s, the observation noise's standard deviation."""
+        return F.softplus(self.raw_std)
+
+
+class LatentODE(_ObsStd, nn.Module):
     """Latent ODE VAE for irregular series (Chen et al. 2018 §5; Rubanova et al. 2019).
 
     Args:
@@ -300,15 +318,7 @@ class LatentODE(nn.Module):
         self.hidden_field = _mlp(hidden, hidden, hidden, nn.Tanh) if encoder == "odernn" else None
         self.field = _Field(latent_dim, width)
         self.decoder = _mlp(latent_dim, width, obs_dim, nn.ReLU)
-        if obs_std is None:
-            self.raw_std = nn.Parameter(torch.tensor(math.log(math.expm1(0.1))))
-        else:
-            self.register_buffer("raw_std", torch.tensor(math.log(math.expm1(obs_std))))
-
-    @property
-    def obs_std(self) -> Tensor:
-        """s, the observation noise's standard deviation."""
-        return F.softplus(self.raw_std)
+        self._init_obs_std(obs_std)
 
     # -- q(z_{t0} | observations) ------------------------------------------------------------
     def posterior(self, times: Tensor, values: Tensor, mask: Tensor) -> Normal:
@@ -429,7 +439,7 @@ class LatentODE(nn.Module):
         return self.decoder(self.trajectory(z0, times.expand(n, -1, -1)))
 
 
-class GRUSeq2Seq(nn.Module):
+class GRUSeq2Seq(_ObsStd, nn.Module):
     """GRU encoder-decoder (seq2seq) for irregular series: the latent ODE's RNN baseline.
 
     Chen et al. (2018), §5.1 and Table 2 (the "RNN" row, trained with the time gaps as an
@@ -497,15 +507,7 @@ class GRUSeq2Seq(nn.Module):
         self.to_h0 = nn.Linear(hidden, hidden)
         self.decoder = nn.GRU(1, hidden, batch_first=True)
         self.readout = nn.Linear(hidden, obs_dim)
-        if obs_std is None:
-            self.raw_std = nn.Parameter(torch.tensor(math.log(math.expm1(0.1))))
-        else:
-            self.register_buffer("raw_std", torch.tensor(math.log(math.expm1(obs_std))))
-
-    @property
-    def obs_std(self) -> Tensor:
-        """s, the observation noise's standard deviation."""
-        return F.softplus(self.raw_std)
+        self._init_obs_std(obs_std)
 
     def initial_state(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         """The decoder's first state ``h_0 (B, hidden)`` at ``t0`` from the observations
