@@ -249,6 +249,71 @@ def test_adaptive_warnings_and_dt_min():
                atol=1e-12, dt_min=0.01, generator=torch.Generator().manual_seed(0))  # fmt: skip
 
 
+class Logged(StratLinear):
+    """Records (t, a copy of y) of every drift and diffusion call."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = {"f": [], "g": []}
+
+    def f(self, t, y):
+        self.calls["f"].append((float(t), y.detach().clone()))
+        return super().f(t, y)
+
+    def g(self, t, y):
+        self.calls["g"].append((float(t), y.detach().clone()))
+        return super().g(t, y)
+
+
+def _repeats(calls) -> int:
+    """How many calls repeat an earlier call's (t, y)."""
+    return sum(
+        any(t == t2 and torch.equal(y, y2) for t2, y2 in calls[:k])
+        for k, (t, y) in enumerate(calls)
+    )
+
+
+def test_adaptive_heun_evaluates_each_point_once():
+    # step doubling: the whole step, the first half step and a retry after a rejection all
+    # start at (t, y); f and g are evaluated there once. With grad mode off the shape check's
+    # evaluation at (t0, y0) is the first attempt's too; with it on, that one is repeated (the
+    # check runs without a graph). The values are the same either way, bit for bit.
+    y0 = torch.ones(8, 2, dtype=F64)
+    kw = dict(method="heun", dt=0.5, adaptive=True, rtol=1e-4, atol=1e-4)
+    sde = Logged("diagonal", MU, SIG)
+    with torch.no_grad():
+        ys = sdeint(sde, y0, [0.0, 1.0], generator=torch.Generator().manual_seed(0), **kw)
+    for calls in sde.calls.values():
+        times = [t for t, _ in calls]
+        assert times.count(0.0) == 1  # (t0, y0) once, although ...
+        assert 0.5 in times and min(t for t in times if t > 0) < 0.25  # ... dt=0.5 was rejected
+        assert _repeats(calls) == 0
+    sde = Logged("diagonal", MU, SIG)
+    grad = sdeint(sde, y0, [0.0, 1.0], generator=torch.Generator().manual_seed(0), **kw)
+    assert [_repeats(c) for c in sde.calls.values()] == [1, 1]  # only (t0, y0) again
+    assert torch.equal(grad, ys)
+
+
+def test_adaptive_raises_when_the_state_blows_up():
+    # dy = y² dt (y(t) = 1 / (1 - t) from y0 = 1): the error norm of an attempt becomes NaN
+    # or inf, which the solver reports as non-finite, naming the output interval
+    class Blowup:
+        noise_type, sde_type = "diagonal", "stratonovich"
+
+        def f(self, t, y):
+            return y * y * 1e3
+
+        def g(self, t, y):
+            return 0.1 * y
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dt_min is reached on the way
+        with pytest.raises(FloatingPointError, match="non-finite.*output 1 of 3"):
+            gen = torch.Generator().manual_seed(0)
+            sdeint(Blowup(), torch.ones(4, 1), [0.0, 0.5, 1.0], method="heun", dt=1e-3,
+                   adaptive=True, dt_min=1e-4, generator=gen)  # fmt: skip
+
+
 # --- logqp -------------------------------------------------------------------------------------
 
 

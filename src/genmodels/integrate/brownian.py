@@ -581,6 +581,15 @@ class ForwardBrownian:
             return w
         return w, torch.sub(ib, ia).sub_(wa, alpha=tb - ta)
 
+    def _increment(self, ta: float, tb: float) -> Tensor:
+        """W(tb) - W(ta) as ``self(ta, tb)`` (the same draws, the same values) for the adaptive
+        solver, which reads it only: from t_now, where W is 0, it is the stored W(tb) itself
+        (not a copy; w - 0 = w exactly), so it must not be modified in place."""
+        if ta == self._ts[0]:
+            return self._at(tb)[0]
+        wa = self._at(ta)[0]
+        return self._at(tb)[0] - wa
+
     def _normal(self) -> Tensor:
         return torch.randn(
             (2 if self._levy else 1, *self._size),

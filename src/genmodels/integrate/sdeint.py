@@ -170,6 +170,7 @@ class _Problem:
     ito: bool
     grad_free: bool
     gdg: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # memoised derivative
+    plain: bool = False  # fg and gp are ours, from f and g (they never modify v in place)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,9 +685,10 @@ class _Functions:
 
 class _Memo:
     """``fn(t, y)`` remembering its last few calls by the identity of (t, y): the whole step
-    and the first half step of an adaptive attempt start from the same (t, y) objects, so
-    their first drift and diffusion evaluations are shared (the steps never modify their
-    inputs in place)."""
+    and the first half step of an adaptive attempt start from the same (t, y) objects, and so
+    do the retries after a rejection, so their first drift and diffusion evaluations are
+    shared (the steps never modify their inputs in place). Least recently used first out: the
+    start of a step survives any number of retries."""
 
     size = 6
 
@@ -695,9 +697,12 @@ class _Memo:
         self.calls: list[tuple[Tensor, Tensor, Any]] = []
 
     def __call__(self, t: Tensor, y: Tensor):
-        for tc, yc, out in self.calls:
-            if tc is t and yc is y:
-                return out
+        calls = self.calls
+        for k, call in enumerate(calls):
+            if call[0] is t and call[1] is y:
+                if k != len(calls) - 1:
+                    calls.append(calls.pop(k))
+                return call[2]
         out = self.fn(t, y)
         self.calls.append((t, y, out))
         if len(self.calls) > self.size:
@@ -1019,6 +1024,11 @@ def sdeint(
 
     time_dtype = y0.dtype
     t0 = torch.tensor(ts[0], dtype=time_dtype, device=y0.device)
+    # adaptive: f and g remembered by the identity of (t, y) (_Memo); with grad mode off, the
+    # shape check's evaluation at (t0, y0) is the first attempt's too (same mode, same objects)
+    memo = adaptive and fns.plain
+    if memo and not torch.is_grad_enabled():
+        fns, memo = _memoised(fns), False
     size = _check_shapes(fns, t0, y0, bm)
     levy = spec.levy if (spec.levy != "A" or fns.noise_type == "general") else None
     if bm is not None:
@@ -1044,11 +1054,11 @@ def sdeint(
                     f"(levy_area=True gives 'space-time'); {fix}"
                 )
 
-    if adaptive and fns.plain:
+    if memo:
         fns = _memoised(fns)
     problem = _Problem(
         fns.f, fns.g, fns.fg, fns.gp, _NOISE[fns.noise_type], fns.noise_type,
-        fns.sde_type == "ito", grad_free,
+        fns.sde_type == "ito", grad_free, plain=fns.plain,
     )  # fmt: skip
     if adaptive and fns.plain and method == "milstein":
         problem.gdg = _Memo(lambda t, y: _g_and_derivative(problem, t, y))
@@ -1059,7 +1069,7 @@ def sdeint(
         ys = y0.unsqueeze(0)
     elif adaptive:
         ys, state = _solve_adaptive(
-            spec, problem, bm, generator, levy, ts, y0, dt, rtol, atol, dt_min, state, size
+            spec, problem, bm, generator, levy, ts, t0, y0, dt, rtol, atol, dt_min, state, size
         )
     else:
         ys, state = _solve_fixed(spec, problem, bm, levy, ts, y0, dt, generator, state, size)
@@ -1135,7 +1145,7 @@ def _error_ratio(y1: Tensor, y2: Tensor, rtol: float, atol: float) -> float:
 
 
 def _solve_adaptive(
-    spec, problem, bm, generator, levy, ts, y0, dt, rtol, atol, dt_min, state, size
+    spec, problem, bm, generator, levy, ts, t0, y0, dt, rtol, atol, dt_min, state, size
 ):
     """Step doubling (module docstring): each attempted step is taken whole and in two halves
     on the same Brownian path; the halves' result is kept when the two agree to tolerance.
@@ -1161,9 +1171,11 @@ def _solve_adaptive(
         forget = path.advance
 
         def query(ta, tb):
-            h = abs(tb - ta)
             if levy is None:
+                if problem.plain:  # dW is read only (the steps and our products of g)
+                    return path._increment(direction * ta, direction * tb), None
                 return path(direction * ta, direction * tb), None
+            h = abs(tb - ta)
             w, u = path(direction * ta, direction * tb, return_U=True)
             if levy == "U":
                 return w, u * (1.0 / h)
@@ -1182,17 +1194,19 @@ def _solve_adaptive(
         args = (problem, t_a, t_b, stages, h, math.sqrt(abs(h)), y, dw, j)
         return step(*args, st) if stateful else (step(*args), st)
 
-    def attempt(t, t_mid, t_next, y, h, st):
-        """One step-doubling attempt: (accepted, y, state, next proposed step)."""
+    def attempt(t, t_mid, t_next, y, h, st, t_start, mark):
+        """One step-doubling attempt from (t, y), ``t_start`` the tensor of t, towards output
+        ``mark``: (accepted, y, state, next proposed step, the tensor of t_next)."""
         nonlocal warned
-        # every time tensor of the attempt from one list; the whole step and the first half
-        # share the object of t (see _Memo)
-        times = [t, t_mid, t_next]
+        # the attempt's other time tensors from one list. The whole step and the first half
+        # share the object of t, and so does a retry after a rejection, and the first attempt
+        # shares sdeint's t0 with the shape check (see _Memo)
+        times = [t_mid, t_next]
         for a, b in ((t, t_next), (t, t_mid), (t_mid, t_next)):
             times.extend(a + c * (b - a) for c in stage_fracs)
         tt = torch.tensor(times, dtype=dtype, device=device).unbind(0)
-        t_start, t_m, t_n = tt[:3]
-        s_whole, s_half, s_two = (tuple(tt[3 + k * n_st : 3 + (k + 1) * n_st]) for k in range(3))
+        t_m, t_n = tt[:2]
+        s_whole, s_half, s_two = (tuple(tt[2 + k * n_st : 2 + (k + 1) * n_st]) for k in range(3))
         y_whole, _ = one(t, t_next, y, st, t_start, t_n, s_whole)
         y_half, st_half = one(t, t_mid, y, st, t_start, t_m, s_half)
         y_two, st_two = one(t_mid, t_next, y_half, st_half, t_m, t_n, s_two)
@@ -1214,20 +1228,22 @@ def _solve_adaptive(
                 )
                 warned = True
             h = dt_min
-        return accept, y_two, st_two, h
+        return accept, y_two, st_two, h, t_n
 
     out = [y0]
-    t, y, h = ts[0], y0, dt
+    t, y, h, t_obj = ts[0], y0, dt, t0
     for mark, target in enumerate(ts[1:], start=1):
         while (target - t) * direction > 0:
             room = abs(target - t)
             t_next = target if h >= room * (1 - 1e-12) else t + direction * h
-            ok, y_new, st_new, h = attempt(t, 0.5 * (t + t_next), t_next, y, h, state)
+            ok, y_new, st_new, h, t_n = attempt(
+                t, 0.5 * (t + t_next), t_next, y, h, state, t_obj, mark
+            )
             if ok:
-                t, y, state = t_next, y_new, st_new
+                t, y, state, t_obj = t_next, y_new, st_new, t_n
                 if forget is not None:
                     forget(direction * t)
-        if not bool(torch.isfinite(y).all()):
-            raise _nonfinite(t, mark, ts)
+        # no check of y here: an accepted y had a finite error norm, and a NaN or inf in y
+        # makes the norm NaN or inf (the attempt raised)
         out.append(y)
     return torch.stack(out), state
