@@ -36,6 +36,18 @@ from the same x_T (their
 noise draws follow x_T in the same generator):
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --ddpm-run RUN [--stochastic]
+
+``--pc RUN`` (a ``ddpm`` on moons): why predictor–corrector at snr 0.16 loses to ancestral
+sampling there. The moons distribution is known in closed form up to a fine mixture (the
+arcs of ``make_moons`` with 200 Gaussians of std 0.2 each, ``moons_mixture``), so its score
+is exact; on forward draws x_t of the test split at several t it prints the mean norms of
+the network's ε̂, of the exact ε* = -σ ∇log p_t and of their difference, and the Langevin
+step the corrector takes (as a multiple of σ(t)²; Song et al.'s rule ε = 2 α (snr ‖z‖/‖s‖)²);
+then pc with the corrector only above / only below t = 0.1 (the same x_T as ``--ddpm-run``),
+and Euler–Maruyama / pc (snr 0.16, 0.04) with the exact score (n = 5000, against a fresh
+draw of the mixture):
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sde.py --pc RUN
 """
 
 from __future__ import annotations
@@ -104,6 +116,109 @@ def ode_vs_ddim(run: str, n: int, seed: int, stochastic: bool = False) -> None:
             f"|{a} - {b}| from the same x_T: mean {float(d.mean()):.4f}, median "
             f"{float(d.median()):.4f}, 99th pct {float(d.quantile(0.99)):.4f} "
             f"(|x_T| mean {float(x_T.norm(dim=-1).mean()):.2f})"
+        )
+
+
+def moons_mixture(per_arc: int = 200):
+    """The moons data set (``genmodels.data``: scikit-learn's two arcs, noise 0.1, scaled by
+    2 and shifted by (-1, -0.2)) as an equal-weight mixture of ``per_arc`` Gaussians of std 0.2
+    at equal angles on each arc (spacing 0.03, far below 0.2: the mixture is the data's
+    distribution up to that discretisation). Returns (weights, means, stds), float64."""
+    th = torch.linspace(0, math.pi, per_arc, dtype=torch.float64)
+    outer = torch.stack([2 * th.cos() - 1, 2 * th.sin() - 0.2], 1)
+    inner = torch.stack([1 - 2 * th.cos(), 0.8 - 2 * th.sin()], 1)
+    k = 2 * per_arc
+    return (
+        torch.full((k,), 1 / k, dtype=torch.float64),
+        torch.cat([outer, inner]),
+        torch.full((k,), 0.2, dtype=torch.float64),
+    )
+
+
+class _WindowedCorrector(VPSDE):
+    """The DDPM's VP SDE with pc's Langevin corrector switched off (α = 0, so step 0)
+    outside lo < t <= hi."""
+
+    def __init__(self, process, lo: float, hi: float):
+        super().__init__(process=process)
+        self.lo, self.hi = lo, hi
+
+    def corrector_alpha(self, t, dt: float) -> float:
+        return super().corrector_alpha(t, dt) if self.lo < float(t) <= self.hi else 0.0
+
+
+def pc_diagnosis(run: str, n: int, seed: int, snr: float = 0.16) -> None:
+    """Where and why pc loses to ancestral on a trained moons DDPM (module docstring)."""
+    import genmodels
+    from genmodels import data
+    from genmodels.models.sde import score_from_eps
+
+    model = genmodels.load(run).eval()
+    sde = model.sde
+    net_score = score_from_eps(model.eps_model, sde)
+    w, mu, sd = moons_mixture()
+    _, exact_score = gaussian_mixture_marginal(w, mu, sd, sde)
+    test = data.load("moons", "test").x
+    g = torch.Generator().manual_seed(seed)
+    x0 = test[:2000].double()
+    print(
+        "t, σ(t): mean ‖ε̂‖ (network), ‖ε*‖ (exact), ‖ε̂ - ε*‖; Langevin step / σ² (network, exact)"
+    )
+    for t in (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001):
+        m, sig = (float(v) for v in sde.marginal(torch.tensor(t, dtype=torch.float64)))
+        z = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        xt = m * x0 + sig * z
+        with torch.no_grad():
+            e_net = -sig * net_score(xt.float(), t).double()
+        e_ex = -sig * exact_score(xt, t)
+        zn = torch.randn(x0.shape, generator=g, dtype=torch.float64).norm(dim=1).mean()
+        alpha = sde.corrector_alpha(t, 1e-3)
+
+        # the corrector's ε = 2 α (snr ‖z‖ / ‖s‖)² with s = -ε̂/σ, in units of σ²
+        st_net, st_ex = (
+            2 * alpha * float((snr * zn / e.norm(dim=1).mean()) ** 2) for e in (e_net, e_ex)
+        )
+        norms = [float(e.norm(dim=1).mean()) for e in (e_net, e_ex, e_net - e_ex)]
+        print(
+            f"t {t:<6g} σ {sig:.4f}: ‖ε̂‖ {norms[0]:.3f}, ‖ε*‖ {norms[1]:.3f}, "
+            f"‖ε̂ - ε*‖ {norms[2]:.3f}; step/σ² {st_net:.3g} (exact {st_ex:.3g}), "
+            f"step {st_net * sig * sig:.2e}",
+            flush=True,
+        )
+    train = data.load("moons", "train")
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]
+    floor = sliced_wasserstein(train.x[pick], test)
+    for lo, hi in ((0.1, 1.0), (0.0, 0.1)):
+        g = torch.Generator().manual_seed(seed)  # the x_T of --ddpm-run
+        x_T = torch.randn(n, 2, generator=g)
+        wsde = _WindowedCorrector(model.schedule, lo, hi)
+        t0 = time.thread_time()
+        y = pc(score_from_eps(model.eps_model, wsde), wsde, x_T, snr=snr, generator=g)
+        r = sliced_wasserstein(y, test)
+        print(
+            f"pc (network), corrector on {lo:g} < t <= {hi:g} only: sliced W1 {r:.4f} = "
+            f"{r / floor:.3f}x floor {floor:.4f}, {time.thread_time() - t0:.1f} s CPU",
+            flush=True,
+        )
+    ne = 5000
+    g = torch.Generator().manual_seed(seed)
+    k = torch.multinomial(w, ne, True, generator=g)
+    fresh = (mu[k] + sd[k, None] * torch.randn(ne, 2, generator=g, dtype=torch.float64)).float()
+    floor = sliced_wasserstein(fresh, test)
+    x_T = torch.randn(ne, 2, generator=g)
+    print(f"exact score of the moons mixture, n = {ne}; a fresh draw of it: {floor:.4f}")
+    for label, fn, kw in (
+        ("euler_maruyama", euler_maruyama, {}),
+        (f"pc snr {snr:g}", pc, {"snr": snr}),
+        ("pc snr 0.04", pc, {"snr": 0.04}),
+    ):
+        t0 = time.thread_time()
+        y = fn(exact_score, sde, x_T, generator=torch.Generator().manual_seed(seed + 1), **kw)
+        r = sliced_wasserstein(y, test)
+        print(
+            f"{label:>14} (exact score): sliced W1 {r:.4f} = {r / floor:.3f}x, "
+            f"{time.thread_time() - t0:.1f} s CPU",
+            flush=True,
         )
 
 
@@ -199,8 +314,12 @@ def main() -> None:
     ap.add_argument("--stochastic", action="store_true", help="with --ddpm-run: also ancestral, pc")
     ap.add_argument("--coordinates", action="store_true", help="the PF-ODE in t, σ̄, log σ̄")
     ap.add_argument("--where", default=None, help="RUN: where the PF-ODE solve spends its NFE")
+    ap.add_argument("--pc", default=None, help="RUN: why pc loses to ancestral on moons")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.pc is not None:
+        pc_diagnosis(a.pc, a.n, a.seed)
+        return
     if a.coordinates:
         coordinates(a.seed)
         return

@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="FILE.npy (samples) or FILE.png (picture)")
     s.add_argument("--sampler", help="e.g. ancestral or ddim for ddpm")
     s.add_argument("--steps", type=int, help="sampler steps (e.g. DDIM steps)")
+    s.add_argument(
+        "--variable",
+        help="with --sampler ode: the probability flow ODE's integration variable, "
+        "t (default), sigma or log_sigma",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
@@ -90,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--sampler")
     e.add_argument("--steps", type=int)
+    e.add_argument(
+        "--variable",
+        help="a diffusion model's probability flow ODE variable, t (default), sigma or "
+        "log_sigma: for the PF-ODE likelihood and, with --sampler ode, the sampler",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
@@ -340,6 +350,15 @@ def _cmd_sample(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     _check_seed(args.seed)
+    if args.variable is not None:
+        from .models.samplers import check_variable
+
+        check_variable(args.variable)
+        if args.sampler != "ode":
+            raise ValueError(
+                "--variable is the probability flow ODE's integration variable: use it with "
+                "--sampler ode"
+            )
     _check_writable(out, "--out")  # before sampling, not after
     model = load_run(args.run_dir, device=args.device)
     if model.task != "density":
@@ -356,6 +375,8 @@ def _cmd_sample(args) -> int:
         opts["sampler"] = args.sampler
     if args.steps is not None:
         opts["steps"] = args.steps
+    if args.variable is not None:
+        opts["variable"] = args.variable
     g = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
     x = model.sample(args.n, generator=g, **opts).detach().cpu()
     if not torch.isfinite(x).all():
@@ -394,6 +415,7 @@ def _cmd_evaluate(args) -> int:
         steps=args.steps,
         device=args.device,
         bound_n=args.bound_n,
+        variable=args.variable,
     )
     for k, v in m.items():
         print(f"{k:>24}: {v:.6g}" if isinstance(v, float) else f"{k:>24}: {v}")

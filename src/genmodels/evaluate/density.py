@@ -53,11 +53,13 @@ def sample_metrics(samples, test_x, floor_x, *, bandwidth: float | None = None) 
     return out
 
 
-def _point_sample_metrics(model, train, test, *, n, seed, sampler, steps, generator) -> dict:
+def _point_sample_metrics(
+    model, train, test, *, n, seed, sampler, steps, generator, sampler_options=None
+) -> dict:
     n = len(test) if n is None else n
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    opts = {}
+    opts = dict(sampler_options or {})
     if sampler is not None:
         opts["sampler"] = sampler
     if steps is not None:
@@ -123,7 +125,7 @@ def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     }
 
 
-def _pf_ode_dequantized(model, x, info, *, n, seed, generator) -> dict:
+def _pf_ode_dequantized(model, x, info, *, n, seed, generator, lp_options=None) -> dict:
     """``-log p(x + w u)`` by the probability flow ODE on a seeded subset of ``n`` test images
     (default: the bound's, ``default_bound_n`` or 100), one ``u ~ U(0, 1)^D`` per image and
     Hutchinson's trace (both from ``generator``). Under uniform dequantisation it bounds the
@@ -139,7 +141,7 @@ def _pf_ode_dequantized(model, x, info, *, n, seed, generator) -> dict:
         x = x[torch.randperm(len(x), generator=g_pick)[:n].to(x.device)]
     stats: dict = {}
     xd = uniform_dequantize(x, model.dequant_width, generator)
-    lp = model.log_prob(xd, generator=generator, stats=stats).double()
+    lp = model.log_prob(xd, generator=generator, stats=stats, **(lp_options or {})).double()
     nll = float(-lp.mean())
     out = {
         "pf_ode_n": len(x),
@@ -165,6 +167,7 @@ def density_metrics(
     data_options: dict | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
+    variable: str | None = None,
 ) -> dict:
     """Sample distances, exact NLL and/or bound of a density model on ``data_name``'s test split.
 
@@ -187,6 +190,9 @@ def density_metrics(
         test_n: evaluate on a seeded subset of this many test examples (every number but
             an image model's Fréchet distance; reported as ``test_n``); default: all. The
             sample distances cost O(test size²): a quick look takes a few hundred.
+        variable: the probability flow ODE's integration variable, ``"t"`` | ``"sigma"`` |
+            ``"log_sigma"`` (a diffusion model's ``log_prob`` and, with ``sampler="ode"``, its
+            sampler; reported as ``eval_variable``); None: their defaults (t).
 
     Returns a dict of the keys listed in the module docstring (nats per example; bits/dim of
     the discrete data for images).
@@ -197,6 +203,19 @@ def density_metrics(
         >>> "swd" in m and "swd_floor" in m
         True
     """
+    sample_opts, lp_opts = {}, {}
+    if variable is not None:  # checked before any work
+        from ..models.samplers import check_variable
+
+        check_variable(variable)
+        if not (hasattr(model, "sde") and hasattr(model, "log_prob")):
+            raise ValueError(
+                f"variable: {type(model).__name__} has no probability flow ODE (it applies to "
+                "the diffusion models ddpm, subvp, vesde)"
+            )
+        lp_opts["variable"] = variable
+        if sampler == "ode":
+            sample_opts["variable"] = variable
     test = data_mod.load(data_name, "test", **(data_options or {}))
     train = data_mod.load(data_name, "train", **(data_options or {}))
     if test_n is not None and test_n < len(test):
@@ -205,11 +224,29 @@ def density_metrics(
     if test.info.kind == "images":
         from .images import image_metrics  # Fréchet distance in a small classifier's features
 
-        out = image_metrics(model, data_name, n=n, seed=seed, sampler=sampler, steps=steps)
+        out = image_metrics(
+            model,
+            data_name,
+            n=n,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            sampler_options=sample_opts,
+        )
     else:
         out = _point_sample_metrics(
-            model, train, test, n=n, seed=seed, sampler=sampler, steps=steps, generator=generator
+            model,
+            train,
+            test,
+            n=n,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+            sampler_options=sample_opts,
         )
+    if variable is not None:
+        out["eval_variable"] = variable
 
     x = test.x.to(dev)
     has_log_prob, has_bound = hasattr(model, "log_prob"), hasattr(model, "nll_bound")
@@ -226,13 +263,21 @@ def density_metrics(
             out.update(_bound(model, x, test.info, bound_n=bound_n, seed=seed, generator=generator))
         if has_log_prob and getattr(model, "dequant_width", None) is not None:
             out.update(
-                _pf_ode_dequantized(model, x, test.info, n=bound_n, seed=seed, generator=generator)
+                _pf_ode_dequantized(
+                    model,
+                    x,
+                    test.info,
+                    n=bound_n,
+                    seed=seed,
+                    generator=generator,
+                    lp_options=lp_opts,
+                )
             )
     else:
         if has_log_prob and nll_n != 0:
             xs = _subset(x, nll_n, seed + 3, "nll_n")
             with torch.no_grad():
-                lp = torch.cat([model.log_prob(b) for b in xs.split(4096)]).double()
+                lp = torch.cat([model.log_prob(b, **lp_opts) for b in xs.split(4096)]).double()
             out["nll_nats"] = float(-lp.mean())
             out["bits_per_dim"] = float(data_mod.bits_per_dim(out["nll_nats"], test.info))
             if len(xs) < len(x):

@@ -244,6 +244,7 @@ def image_metrics(
     seed: int = 0,
     sampler: str | None = None,
     steps: int | None = None,
+    sampler_options: dict | None = None,
 ) -> dict:
     """``fd``, ``fd_floor``, ``fd_gaussian`` against the test split, with ``eval_n`` images each.
 
@@ -254,6 +255,7 @@ def image_metrics(
         seed: seeds the samples, the floor's subset and the Gaussian baseline.
         sampler, steps: default DDIM with 100 steps (a model with a ``default_sampler``:
             that one, at its default steps).
+        sampler_options: further keyword arguments of ``model.sample`` (e.g. ``variable``).
     Returns:
         A dict with the three distances, ``classifier_accuracy`` (the feature
         network's test accuracy), ``eval_n``, ``eval_sampler``, ``eval_steps``,
@@ -282,7 +284,7 @@ def image_metrics(
     p = next(model.parameters(), None)
     dev = p.device if p is not None else torch.device("cpu")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    opts = {"sampler": sampler} if takes_sampler else {}
+    opts = {**(sampler_options or {}), **({"sampler": sampler} if takes_sampler else {})}
     if "progress" in inspect.signature(model.sample).parameters:
         opts["progress"] = True  # minutes on a CPU for 28x28 images
     if steps is not None:

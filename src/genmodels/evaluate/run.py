@@ -41,7 +41,19 @@ PROCESS_BATCH_SIZE = 256
 
 
 def _density(
-    model, data_name: str, *, generator, seed, n, sampler, steps, bound_n, opts, nll_n, test_n
+    model,
+    data_name: str,
+    *,
+    generator,
+    seed,
+    n,
+    sampler,
+    steps,
+    bound_n,
+    opts,
+    nll_n,
+    test_n,
+    variable=None,
 ):
     return density_metrics(
         model,
@@ -55,6 +67,7 @@ def _density(
         data_options=opts,
         nll_n=nll_n,
         test_n=test_n,
+        variable=variable,
     )
 
 
@@ -112,6 +125,7 @@ def evaluate_model(
     data_options: dict | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
+    variable: str | None = None,
 ) -> dict:
     """Metrics of ``model`` for its ``task`` on data set ``data_name``'s test split.
 
@@ -136,6 +150,9 @@ def evaluate_model(
         test_n: evaluate on a seeded subset of this many test examples (default: the whole
             test split; an image model's Fréchet distance always uses its own ``n``); the
             result then holds ``test_n``.
+        variable: the probability flow ODE's integration variable (``"t"``, ``"sigma"``,
+            ``"log_sigma"``) for the PF-ODE likelihood and, with ``sampler="ode"``, the
+            sampler (density; a diffusion model only; reported as ``eval_variable``).
 
     Example::
 
@@ -145,6 +162,9 @@ def evaluate_model(
     """
     if task not in _METRICS:
         raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    if variable is not None and task != "density":
+        raise ValueError(f"variable applies to diffusion models (task density), not {task}")
+    extra = {"variable": variable} if variable is not None else {}
     gen = torch.Generator(device=_device_of(model)).manual_seed(seed)
     out: dict = {"data": data_name, "eval_seed": seed}
     model.eval()
@@ -161,6 +181,7 @@ def evaluate_model(
             opts=dict(data_options or {}),
             nll_n=nll_n,
             test_n=test_n,
+            **extra,
         )
     )
     if test_n is not None:
@@ -182,6 +203,7 @@ def evaluate_run(
     bound_n: int | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
+    variable: str | None = None,
 ) -> dict:
     """Load ``run_dir``, evaluate it for its model's registered task on its data set's test
     split (:func:`evaluate_model`), and write ``metrics.json``."""
@@ -199,6 +221,7 @@ def evaluate_run(
         bound_n=bound_n,
         nll_n=nll_n,
         test_n=test_n,
+        variable=variable,
     )
     metrics["model"] = model.run_config.get("model")
     RunDir(run_dir).write_evaluation(metrics)

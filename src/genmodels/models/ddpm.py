@@ -37,7 +37,7 @@ from ..distributions import Standardize, check_batch
 from ..nn import time_network_for
 from ..registry import DataInfo, register
 from .noise import LinearVP, NoiseProcess, NoiseSchedule, ddim_timesteps
-from .samplers import SAMPLERS, ancestral, ddim, pf_ode_log_prob
+from .samplers import SAMPLERS, ancestral, check_variable, ddim, pf_ode_log_prob
 from .sde import VPSDE, dequantization_width, score_from_eps, uniform_dequantize
 
 __all__ = [
@@ -75,6 +75,9 @@ class DDPM(nn.Module):
         levels: number of grey levels of quantised data on the grid -1 + 2k/(levels-1)
             (images), or None (continuous data). With levels, :meth:`nll_bound`'s L_0 is
             Ho et al.'s discretised decoder and the bound is on the discrete NLL.
+        time_sampling: the training times of :meth:`loss`: ``"discrete"`` (Algorithm 1,
+            integer steps) or ``"continuous"`` (real net times in [0, T-1], the schedule's
+            ᾱ interpolated between grid points; see :meth:`loss`).
 
     Example::
 
@@ -95,8 +98,19 @@ class DDPM(nn.Module):
         standardize: bool = False,
         levels: int | None = None,
         dequantize: str = "none",
+        time_sampling: str = "discrete",
     ):
         super().__init__()
+        if time_sampling not in ("discrete", "continuous"):
+            raise ValueError(
+                f"time_sampling must be 'discrete' or 'continuous', got {time_sampling!r}"
+            )
+        if time_sampling == "continuous" and loss_type != "simple":
+            raise ValueError(
+                "time_sampling='continuous' needs loss_type='simple' (the weighted loss's "
+                f"weights are defined at the integer steps), got loss_type={loss_type!r}"
+            )
+        self.time_sampling = time_sampling
         if levels is not None and (not isinstance(levels, int) or levels < 2):
             raise ValueError(f"levels must be an integer >= 2 or None, got {levels!r}")
         self.levels = levels
@@ -163,12 +177,33 @@ class DDPM(nn.Module):
 
         t ~ Uniform{1..T}, ε ~ N(0, I), both from ``generator``. Returns a scalar
         (mean over examples and dimensions; weighted per t if ``loss_type="weighted"``).
+
+        With ``time_sampling="continuous"`` the net time is real, u ~ Uniform[0, T-1], at
+        process time t = (u + 1)/T ∈ [1/T, 1], and x_t = sqrt(ᾱ(t)) x_0 + sqrt(1-ᾱ(t)) ε
+        with ᾱ(t) of the schedule as a noise process (:meth:`NoiseSchedule.log_alpha_bar`:
+        exact at the integer steps, log ᾱ linear in between). That is the map the continuous
+        samplers (``euler_maruyama``, ``pc``, ``ode``, the likelihood) read the network
+        through, ``net_time(t) = t·T - 1``, so the network is trained at every time they
+        query instead of at the integers alone (the continuous-time objective of Song et al.
+        2021, eq. 7, with λ(t) = σ(t)², on the DDPM's schedule; Kingma et al. 2021, "Variational
+        Diffusion Models", train the same way in continuous time). The ancestral and DDIM
+        samplers still query integer steps, which this objective includes as a special case.
         """
         self._check(batch, "batch")
         x0 = self._to_model(batch)
         if self.dequant_width is not None:  # uniform dequantisation, u drawn first
             x0 = uniform_dequantize(x0, self.dequant_width, generator)
         n = x0.shape[0]
+        if self.time_sampling == "continuous":
+            u = torch.rand(n, generator=generator, device=x0.device, dtype=torch.float64)
+            u = u * (self.timesteps - 1)  # the network's (real) time input
+            lab = self.schedule.log_alpha_bar((u.cpu() + 1) / self.timesteps)
+            shape = (-1,) + (1,) * (x0.dim() - 1)
+            a = (0.5 * lab).exp().to(device=x0.device, dtype=x0.dtype).view(shape)
+            s = (-torch.expm1(lab)).sqrt().to(device=x0.device, dtype=x0.dtype).view(shape)
+            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            err = (eps - self.eps_model(a * x0 + s * eps, u)).square()
+            return err.flatten(1).mean(1).mean()
         i = torch.randint(0, self.timesteps, (n,), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         err = (eps - self.eps_model(self.q_sample(x0, i, eps), i)).square()
@@ -263,6 +298,7 @@ class DDPM(nn.Module):
         x: torch.Tensor,
         *,
         trace: str | None = None,
+        variable: str = "t",
         generator: torch.Generator | None = None,
         stats: dict | None = None,
     ) -> torch.Tensor:
@@ -273,10 +309,14 @@ class DDPM(nn.Module):
         (eps = 1e-5, rtol = atol = 1e-5, dopri5) integrates the instantaneous change of
         variables (Song et al. 2021, appendix D.2). ``trace``: ``"exact"`` (default for at
         most 8 dimensions) or ``"hutchinson"`` (default above; noise from ``generator``).
+        ``variable``: the coordinates the solver steps in, ``"t"`` (default), ``"sigma"`` or
+        ``"log_sigma"`` (:func:`~genmodels.models.samplers.pf_ode_log_prob`; the same
+        likelihood up to the solver's error).
         In the coordinates of ``x``: the standardisation's log-determinant is included.
         Unlike :meth:`nll_bound` this is the model's likelihood, not a bound on it.
         """
         self._check(x)
+        check_variable(variable)
         if trace is None:
             trace = "exact" if math.prod(self.event_shape) <= 8 else "hutchinson"
         sde = self.sde
@@ -285,6 +325,7 @@ class DDPM(nn.Module):
             sde,
             self._to_model(x),
             trace=trace,
+            variable=variable,
             generator=generator,
             stats=stats,
         )
@@ -465,6 +506,11 @@ class DDPMConfig:
     multiplier per level) is unused by the MLP. Runs saved before these fields were merged
     (``image_mlp_width``, ``image_mlp_depth``, ``channels``, ``blocks``) load: the old field
     that was set maps to ``width``/``depth`` (:meth:`upgrade_fields`).
+
+    ``time_sampling``: ``"discrete"`` trains on the integer steps 0..T-1 (Algorithm 1);
+    ``"continuous"`` on real net times in [0, T-1] with the schedule's interpolated ᾱ, the
+    map the continuous samplers query (:meth:`DDPM.loss`). Runs saved before the field
+    existed load as ``"discrete"``, as they trained.
     """
 
     timesteps: int = 1000
@@ -481,11 +527,15 @@ class DDPMConfig:
     activation: str = "silu"
     standardize: bool = False
     dequantize: str = "none"
+    time_sampling: str = "discrete"
 
     @staticmethod
     def upgrade_fields(old: dict) -> dict:
         """Map an old config's ``image_mlp_width``/``channels`` onto ``width`` and
-        ``image_mlp_depth``/``blocks`` onto ``depth`` (an old run's ``config.json``)."""
+        ``image_mlp_depth``/``blocks`` onto ``depth`` (an old run's ``config.json``); an old
+        run saved before ``time_sampling`` existed trained on integer steps: ``"discrete"``."""
+        if "time_sampling" not in old and _FIELDS_OF_EVERY_SAVED_CONFIG <= set(old):
+            old = {**old, "time_sampling": "discrete"}
         if not {"image_mlp_width", "image_mlp_depth", "channels", "blocks"} & set(old):
             return old
         net = old.get("net", "auto")
@@ -527,6 +577,23 @@ class DDPMConfig:
         if not self.mults or min(self.mults) < 1:
             raise ValueError(f"every entry of mults must be >= 1, got {self.mults}")
         dequantization_width(self.dequantize, 2)  # validates the name
+        if self.time_sampling not in ("discrete", "continuous"):
+            raise ValueError(
+                f"time_sampling must be 'discrete' or 'continuous', got {self.time_sampling!r}"
+            )
+        if self.time_sampling == "continuous" and self.loss_type != "simple":
+            raise ValueError(
+                "time_sampling='continuous' needs loss_type='simple' (the weighted loss's "
+                "weights are defined at the integer steps)"
+            )
+
+
+# the fields a saved ddpm config.json has had since the first release: a dict with all of
+# them is an old run's config (not a few --set overrides)
+_FIELDS_OF_EVERY_SAVED_CONFIG = {
+    "timesteps", "beta_start", "beta_end", "schedule", "variance", "loss_type", "emb_dim",
+    "activation",
+}  # fmt: skip
 
 
 @register(
@@ -560,4 +627,5 @@ def build_ddpm(config: DDPMConfig, info: DataInfo) -> DDPM:
         standardize=config.standardize and not images,
         levels=info.levels if images else None,
         dequantize=config.dequantize,
+        time_sampling=config.time_sampling,
     )

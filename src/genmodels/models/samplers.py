@@ -53,6 +53,7 @@ __all__ = [
     "ode",
     "pf_ode_log_prob",
     "VARIABLES",
+    "check_variable",
 ]
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
@@ -527,6 +528,17 @@ def pc(
 VARIABLES = ("t", "sigma", "log_sigma")
 
 
+def check_variable(variable) -> str:
+    """``variable`` if it is one of :data:`VARIABLES` (the probability flow ODE's integration
+    variable), else a ValueError naming the allowed values."""
+    if not isinstance(variable, str) or variable not in VARIABLES:
+        raise ValueError(
+            f"variable must be one of {', '.join(map(repr, VARIABLES))} (the probability flow "
+            f"ODE's integration variable), got {variable!r}"
+        )
+    return variable
+
+
 class _FlowCoordinates:
     """The probability flow ODE of ``sde`` in one of :data:`VARIABLES`, on t ∈ [lo, hi].
 
@@ -548,8 +560,7 @@ class _FlowCoordinates:
     """
 
     def __init__(self, sde: SDE, variable: str, lo: float, hi: float):
-        if variable not in VARIABLES:
-            raise ValueError(f"variable must be one of {VARIABLES}, got {variable!r}")
+        check_variable(variable)
         self.sde, self.variable, self.lo, self.hi = sde, variable, lo, hi
         u_lo, u_hi = self.u(torch.tensor([lo, hi], dtype=torch.float64)).tolist()
         self.u_lo, self.u_hi = u_lo, u_hi

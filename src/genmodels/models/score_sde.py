@@ -26,7 +26,7 @@ from torch import nn
 from ..distributions import Standardize, check_batch
 from ..nn import time_network_for
 from ..registry import DataInfo, register
-from .samplers import SAMPLERS, pf_ode_log_prob
+from .samplers import SAMPLERS, check_variable, pf_ode_log_prob
 from .sde import (
     SDE,
     VESDE,
@@ -159,12 +159,15 @@ class ScoreSDE(nn.Module):
         x: torch.Tensor,
         *,
         trace: str | None = None,
+        variable: str = "t",
         generator: torch.Generator | None = None,
         stats: dict | None = None,
     ) -> torch.Tensor:
         """log p(x) in nats per example by the probability flow ODE (as ``DDPM.log_prob``:
-        exact trace up to 8 dimensions, Hutchinson above; standardisation's log-det included)."""
+        exact trace up to 8 dimensions, Hutchinson above; standardisation's log-det included;
+        ``variable`` ``"t"`` | ``"sigma"`` | ``"log_sigma"``: the solver's coordinates)."""
         check_batch(x, self.event_shape, "x")
+        check_variable(variable)
         if trace is None:
             trace = "exact" if math.prod(self.event_shape) <= 8 else "hutchinson"
         lp = pf_ode_log_prob(
@@ -172,6 +175,7 @@ class ScoreSDE(nn.Module):
             self.sde,
             self._to_model(x),
             trace=trace,
+            variable=variable,
             generator=generator,
             stats=stats,
         )
