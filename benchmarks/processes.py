@@ -13,6 +13,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
         # one training step's thread CPU time (forward, backward + Adam) on sine
+    python benchmarks/processes.py --table docs/figures/processes_table.jsonl
+        # the markdown table of saved lines: mean ± sd over seeds per (data, model)
 
 Lines are JSON, one per (data, model, seed).
 """
@@ -325,6 +327,47 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
     return out
 
 
+def table(lines: list[dict]) -> str:
+    """The markdown table of ``run``/``oracle`` lines: per family the GP oracle (GP-drawn
+    families), the context-mean baseline (the same test tasks for every run), then each model
+    as mean ± sample standard deviation over its seeds (a single seed: the value)."""
+    from statistics import mean, stdev
+
+    def cell(rs, key, nd):
+        if key not in rs[0]:
+            return ""
+        v = [r[key] for r in rs]
+        return f"{v[0]:.{nd}f}" if len(v) == 1 else f"{mean(v):.{nd}f} ± {stdev(v):.{nd}f}"
+
+    head = ("| data | model | seeds | ll/value (nats) | MSE | ll, single z | MSE, single z "
+            "| train CPU s | NFE/epoch |")  # fmt: skip
+    out = [head, "|" + "---|" * 9]
+    for name in dict.fromkeys(r["data"] for r in lines):
+        rs = [r for r in lines if r["data"] == name]
+        for r in rs:
+            if r["model"] == "gp-oracle":
+                out.append(f"| {name} | GP oracle | | {r['ll']:.3f} | {r['mse']:.4f} | | | | |")
+        runs = [r for r in rs if r["model"] != "gp-oracle"]
+        if runs:
+            b = runs[0]
+            out.append(f"| {name} | context-mean baseline | | {b['baseline_ll']:.3f} "
+                       f"| {b['baseline_mse']:.4f} | | | | |")  # fmt: skip
+        for model in dict.fromkeys(r["model"] for r in runs):
+            m = sorted((r for r in runs if r["model"] == model), key=lambda r: r["seed"])
+            seeds = ",".join(str(r["seed"]) for r in m)
+            cpu = f"{mean(r['train_cpu_s'] for r in m):.1f}"
+            cells = [
+                cell(m, "ll", 3),
+                cell(m, "mse", 4),
+                cell(m, "ll_single_z", 3),
+                cell(m, "mse_single_z", 4),
+                cpu,
+                str(m[0].get("nfe_per_epoch", "")),
+            ]
+            out.append(f"| {name} | {model} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", nargs="+", default=["sine"])
@@ -333,6 +376,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
     ap.add_argument("--step-time", action="store_true")
+    ap.add_argument("--table", nargs="+", metavar="JSONL", help="print saved lines as a table")
     ap.add_argument(
         "--set",
         nargs="+",
@@ -341,6 +385,10 @@ def main() -> None:
         help="model config or training fields (JSON values), e.g. r_dim=0 n_steps=16",
     )
     a = ap.parse_args()
+    if a.table:
+        lines = [json.loads(s) for f in a.table for s in open(f) if s.strip()]
+        print(table(lines))
+        return
     sets = {}
     for kv in a.set:
         k, _, v = kv.partition("=")
