@@ -45,6 +45,11 @@ class _SingleZ(torch.nn.Module):
         return torch.distributions.Normal(p.mean[0], p.stddev[0])
 
 
+def _sig(v: float) -> float:
+    """4 significant digits: an MSE near 1e-5 (lv) keeps its digits."""
+    return float(f"{v:.4g}")
+
+
 def _split_sets(sets: dict) -> tuple[dict, dict]:
     """``--set`` pairs into (model config, training budget) by the TrainConfig's fields."""
     fields = set(TrainConfig.__dataclass_fields__)
@@ -75,14 +80,14 @@ def run(name: str, model_name: str, seed: int, steps: int | None, sets: dict | N
         "train_s": round(secs, 1),
         "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
-        "mse": round(m["target_mse"], 4),
+        "mse": _sig(m["target_mse"]),
         "baseline_ll": round(m["baseline_target_ll_nats"], 4),
-        "baseline_mse": round(m["baseline_target_mse"], 4),
+        "baseline_mse": _sig(m["baseline_target_mse"]),
     }
     if model_name in ("np", "ndp", "nd2p"):
         s = process_metrics(_SingleZ(model), test.batches(100))
         out["ll_single_z"] = round(s["target_ll_nats"], 4)
-        out["mse_single_z"] = round(s["target_mse"], 4)
+        out["mse_single_z"] = _sig(s["target_mse"])
     if hasattr(model, "stats"):
         out["nfe_per_epoch"] = round(model.stats.nfe / (cfg.steps * cfg.batch_size / len(train)))
     return out
@@ -94,7 +99,7 @@ def oracle(name: str) -> dict:
     o = gp_oracle(name, data.load(name, "test").info.options)
     m = process_metrics(o, data.load(name, "test").batches(100))
     return {"data": name, "model": "gp-oracle", "ll": round(m["target_ll_nats"], 4),
-            "mse": round(m["target_mse"], 4)}  # fmt: skip
+            "mse": _sig(m["target_mse"])}  # fmt: skip
 
 
 def gp_speed(n: int = 1000, m: int = 200, reps: int = 5, clock=time.perf_counter) -> dict:
@@ -337,7 +342,8 @@ def table(lines: list[dict]) -> str:
         if key not in rs[0]:
             return ""
         v = [r[key] for r in rs]
-        return f"{v[0]:.{nd}f}" if len(v) == 1 else f"{mean(v):.{nd}f} ± {stdev(v):.{nd}f}"
+        f = lambda x: f"{x:.{nd}f}" if nd != 4 or x >= 1e-3 else f"{x:.1e}"  # noqa: E731
+        return f(v[0]) if len(v) == 1 else f"{f(mean(v))} ± {f(stdev(v))}"
 
     head = ("| data | model | seeds | ll/value (nats) | MSE | ll, single z | MSE, single z "
             "| train CPU s | NFE/epoch |")  # fmt: skip
@@ -346,12 +352,14 @@ def table(lines: list[dict]) -> str:
         rs = [r for r in lines if r["data"] == name]
         for r in rs:
             if r["model"] == "gp-oracle":
-                out.append(f"| {name} | GP oracle | | {r['ll']:.3f} | {r['mse']:.4f} | | | | |")
+                out.append(
+                    f"| {name} | GP oracle | | {r['ll']:.3f} | {cell([r], 'mse', 4)} | | | | |"
+                )
         runs = [r for r in rs if r["model"] != "gp-oracle"]
         if runs:
             b = runs[0]
             out.append(f"| {name} | context-mean baseline | | {b['baseline_ll']:.3f} "
-                       f"| {b['baseline_mse']:.4f} | | | | |")  # fmt: skip
+                       f"| {cell([b], 'baseline_mse', 4)} | | | | |")  # fmt: skip
         for model in dict.fromkeys(r["model"] for r in runs):
             m = sorted((r for r in runs if r["model"] == model), key=lambda r: r["seed"])
             seeds = ",".join(str(r["seed"]) for r in m)
