@@ -342,7 +342,8 @@ def table(lines: list[dict]) -> str:
         if key not in rs[0]:
             return ""
         v = [r[key] for r in rs]
-        f = lambda x: f"{x:.{nd}f}" if nd != 4 or x >= 1e-3 else f"{x:.1e}"  # noqa: E731
+        e = nd == 4 and mean(v) < 1e-3  # an MSE below 1e-3 (lv): e-notation
+        f = lambda x: f"{x:.1e}" if e else f"{x:.{nd}f}"  # noqa: E731
         return f(v[0]) if len(v) == 1 else f"{f(mean(v))} ± {f(stdev(v))}"
 
     head = ("| data | model | seeds | ll/value (nats) | MSE | ll, single z | MSE, single z "
