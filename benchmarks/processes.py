@@ -13,6 +13,8 @@ is scored on the family's 100 fixed test tasks (targets: the whole series):
     PYTHONPATH=src python benchmarks/processes.py --gp-speed     # GP vs GPyTorch, n = 1000
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/processes.py --step-time --models np ndp
         # one training step's thread CPU time (forward, backward + Adam) on sine
+    python benchmarks/processes.py --table docs/figures/processes_table.jsonl
+        # the markdown table of saved lines: mean ± sd over seeds per (data, model)
 
 Lines are JSON, one per (data, model, seed).
 """
@@ -41,6 +43,11 @@ class _SingleZ(torch.nn.Module):
     def predict(self, xc, yc, xt):
         p = self.model.predict(xc, yc, xt, n_samples=1, generator=self.g)
         return torch.distributions.Normal(p.mean[0], p.stddev[0])
+
+
+def _sig(v: float) -> float:
+    """4 significant digits: an MSE near 1e-5 (lv) keeps its digits."""
+    return float(f"{v:.4g}")
 
 
 def _split_sets(sets: dict) -> tuple[dict, dict]:
@@ -73,14 +80,14 @@ def run(name: str, model_name: str, seed: int, steps: int | None, sets: dict | N
         "train_s": round(secs, 1),
         "train_cpu_s": round(cpu, 1),
         "ll": round(m["target_ll_nats"], 4),
-        "mse": round(m["target_mse"], 4),
+        "mse": _sig(m["target_mse"]),
         "baseline_ll": round(m["baseline_target_ll_nats"], 4),
-        "baseline_mse": round(m["baseline_target_mse"], 4),
+        "baseline_mse": _sig(m["baseline_target_mse"]),
     }
     if model_name in ("np", "ndp", "nd2p"):
         s = process_metrics(_SingleZ(model), test.batches(100))
         out["ll_single_z"] = round(s["target_ll_nats"], 4)
-        out["mse_single_z"] = round(s["target_mse"], 4)
+        out["mse_single_z"] = _sig(s["target_mse"])
     if hasattr(model, "stats"):
         out["nfe_per_epoch"] = round(model.stats.nfe / (cfg.steps * cfg.batch_size / len(train)))
     return out
@@ -92,7 +99,7 @@ def oracle(name: str) -> dict:
     o = gp_oracle(name, data.load(name, "test").info.options)
     m = process_metrics(o, data.load(name, "test").batches(100))
     return {"data": name, "model": "gp-oracle", "ll": round(m["target_ll_nats"], 4),
-            "mse": round(m["target_mse"], 4)}  # fmt: skip
+            "mse": _sig(m["target_mse"])}  # fmt: skip
 
 
 def gp_speed(n: int = 1000, m: int = 200, reps: int = 5, clock=time.perf_counter) -> dict:
@@ -325,6 +332,51 @@ def step_time(model_name: str, name: str = "sine", warm: int = 10, steps: int = 
     return out
 
 
+def table(lines: list[dict]) -> str:
+    """The markdown table of ``run``/``oracle`` lines: per family the GP oracle (GP-drawn
+    families), the context-mean baseline (the same test tasks for every run), then each model
+    as mean ± sample standard deviation over its seeds (a single seed: the value)."""
+    from statistics import mean, stdev
+
+    def cell(rs, key, nd):
+        if key not in rs[0]:
+            return ""
+        v = [r[key] for r in rs]
+        e = nd == 4 and mean(v) < 1e-3  # an MSE below 1e-3 (lv): e-notation
+        f = lambda x: f"{x:.1e}" if e else f"{x:.{nd}f}"  # noqa: E731
+        return f(v[0]) if len(v) == 1 else f"{f(mean(v))} ± {f(stdev(v))}"
+
+    head = ("| data | model | seeds | ll/value (nats) | MSE | ll, single z | MSE, single z "
+            "| train CPU s | NFE/epoch |")  # fmt: skip
+    out = [head, "|" + "---|" * 9]
+    for name in dict.fromkeys(r["data"] for r in lines):
+        rs = [r for r in lines if r["data"] == name]
+        for r in rs:
+            if r["model"] == "gp-oracle":
+                out.append(
+                    f"| {name} | GP oracle | | {r['ll']:.3f} | {cell([r], 'mse', 4)} | | | | |"
+                )
+        runs = [r for r in rs if r["model"] != "gp-oracle"]
+        if runs:
+            b = runs[0]
+            out.append(f"| {name} | context-mean baseline | | {b['baseline_ll']:.3f} "
+                       f"| {cell([b], 'baseline_mse', 4)} | | | | |")  # fmt: skip
+        for model in dict.fromkeys(r["model"] for r in runs):
+            m = sorted((r for r in runs if r["model"] == model), key=lambda r: r["seed"])
+            seeds = ",".join(str(r["seed"]) for r in m)
+            cpu = f"{mean(r['train_cpu_s'] for r in m):.1f}"
+            cells = [
+                cell(m, "ll", 3),
+                cell(m, "mse", 4),
+                cell(m, "ll_single_z", 3),
+                cell(m, "mse_single_z", 4),
+                cpu,
+                str(m[0].get("nfe_per_epoch", "")),
+            ]
+            out.append(f"| {name} | {model} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", nargs="+", default=["sine"])
@@ -333,6 +385,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--gp-speed", action="store_true")
     ap.add_argument("--step-time", action="store_true")
+    ap.add_argument("--table", nargs="+", metavar="JSONL", help="print saved lines as a table")
     ap.add_argument(
         "--set",
         nargs="+",
@@ -341,6 +394,10 @@ def main() -> None:
         help="model config or training fields (JSON values), e.g. r_dim=0 n_steps=16",
     )
     a = ap.parse_args()
+    if a.table:
+        lines = [json.loads(s) for f in a.table for s in open(f) if s.strip()]
+        print(table(lines))
+        return
     sets = {}
     for kv in a.set:
         k, _, v = kv.partition("=")

@@ -124,3 +124,27 @@ def test_the_repo_doc_has_one_table_between_the_markers():
     rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert {ln.split("|")[1].strip() for ln in rows} <= set(bench.BENCHMARKS)
     assert all(ln.replace("\\|", "").count("|") == 9 for ln in rows)  # 8 cells each
+
+
+def test_processes_table_mean_and_sample_sd():
+    """benchmarks/processes.py --table: mean ± sample sd over seeds, oracle and baseline rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_processes_bench", bench.benchmarks_dir() / "processes.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = dict(data="gp-rbf", steps=10, baseline_ll=-1.0, baseline_mse=0.5, train_cpu_s=2.0)
+    lines = [
+        {"data": "gp-rbf", "model": "gp-oracle", "ll": 0.8, "mse": 0.01},
+        dict(base, model="np", seed=0, ll=0.1, mse=0.2, ll_single_z=0.0, mse_single_z=0.3),
+        dict(base, model="np", seed=1, ll=0.3, mse=0.4, ll_single_z=0.2, mse_single_z=0.5),
+        dict(base, model="cnp", seed=0, ll=0.5, mse=0.1),
+    ]
+    rows = mod.table(lines).splitlines()
+    assert rows[2].startswith("| gp-rbf | GP oracle | | 0.800 | 0.0100 |")
+    assert rows[3].startswith("| gp-rbf | context-mean baseline | | -1.000 | 0.5000 |")
+    # two seeds 0.1, 0.3: mean 0.2, sample sd 0.1414 (ddof 1)
+    assert rows[4].startswith("| gp-rbf | np | 0,1 | 0.200 ± 0.141 | 0.3000 ± 0.1414 |")
+    assert rows[5].startswith("| gp-rbf | cnp | 0 | 0.500 | 0.1000 |  |  | 2.0 |")
