@@ -37,6 +37,36 @@ def test_loss_is_reconstruction_plus_closed_form_kl(encoder):
     torch.testing.assert_close(loss * mask.sum(), recon + kl, rtol=1e-10, atol=0)
 
 
+def test_kl_warmup_weighs_the_kl_linearly_in_training_only():
+    """With ``kl_warmup=K`` the k-th training loss is (reconstruction + min(1, k/K) KL) per
+    observed value, the KL in closed form; in eval mode or without gradients it is the plain
+    -ELBO and the count does not move; the count is saved with the weights."""
+    torch.manual_seed(0)
+    model = LatentODE(2, 3, obs_std=0.5, kl_warmup=4).double()
+    last = model.decoder[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    t, v = _batch()
+    mask = ~torch.isnan(v)
+    q = model.posterior(t, v, mask)
+    kl = 0.5 * (q.loc**2 + q.scale**2 - 1 - 2 * q.scale.log()).sum()
+    recon = -torch.distributions.Normal(0.0, model.obs_std).log_prob(v).sum()
+    for k in (1, 2, 3, 4, 5, 6):
+        loss = model.loss((t, v)) * mask.sum()
+        torch.testing.assert_close(loss, recon + min(1.0, k / 4) * kl, rtol=1e-10, atol=0)
+        assert int(model.kl_steps) == k
+    model.kl_steps.zero_()
+    model.eval()
+    torch.testing.assert_close(model.loss((t, v)) * mask.sum(), recon + kl, rtol=1e-10, atol=0)
+    model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss((t, v)) * mask.sum(), recon + kl, rtol=1e-10, atol=0)
+    assert int(model.kl_steps) == 0
+    assert "kl_steps" in model.state_dict() and "kl_steps" not in LatentODE(2).state_dict()
+    with pytest.raises(ValueError, match="kl_warmup must be a non-negative integer"):
+        LatentODE(2, kl_warmup=-1)
+
+
 def test_union_of_times_solve_equals_per_row_solves():
     torchdiffeq = pytest.importorskip("torchdiffeq")
     torch.manual_seed(1)

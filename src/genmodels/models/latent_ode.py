@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent, Normal, kl_divergence
 
 from ..inference import elbo_analytic_kl
 from ..registry import DataInfo, register
@@ -288,6 +288,13 @@ class LatentODE(_ObsStd, nn.Module):
             0.1).
         hidden: the encoder's hidden size; width: the latent field's and decoder's width.
         t0: the latent state's time origin.
+        kl_warmup: KL annealing (Bowman et al. 2016, "Generating Sentences from a
+            Continuous Space"; the reference latent-ODE code of Rubanova et al. 2019 anneals
+            too): the k-th training call of :meth:`loss` (module in training mode, gradients
+            on) weighs the KL by ``β_k = min(1, k / kl_warmup)``, so the decoder and the latent
+            field first learn to reconstruct before the posterior is pulled to the prior; 0
+            (the default): the plain ELBO from the start. The count is a buffer (saved with
+            the weights when ``kl_warmup > 0``); evaluation always uses β = 1.
 
     Example:
         >>> model = LatentODE(2)
@@ -308,10 +315,17 @@ class LatentODE(_ObsStd, nn.Module):
         hidden: int = 25,
         width: int = 20,
         t0: float = 0.0,
+        kl_warmup: int = 0,
     ):
         super().__init__()
         if encoder not in ("rnn", "odernn"):
             raise ValueError(f"encoder must be 'rnn' or 'odernn', got {encoder!r}")
+        if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, int) or kl_warmup < 0:
+            raise ValueError(f"kl_warmup must be a non-negative integer, got {kl_warmup!r}")
+        self.kl_warmup = kl_warmup
+        self.register_buffer(
+            "kl_steps", torch.zeros((), dtype=torch.long), persistent=kl_warmup > 0
+        )
         self.obs_dim, self.latent_dim, self.encoder, self.t0 = obs_dim, latent_dim, encoder, t0
         self.cell = nn.GRUCell(2 * obs_dim + 1, hidden)
         self.to_q = nn.Linear(hidden, 2 * latent_dim)
@@ -387,7 +401,18 @@ class LatentODE(_ObsStd, nn.Module):
         elbo = elbo_analytic_kl(
             log_lik, Independent(q, 1), prior, 1, generator=generator, reduce=False
         )
+        beta = self.kl_weight()
+        if beta < 1.0:  # -(log-lik - β KL) = -(ELBO + (1 - β) KL)
+            elbo = elbo + (1.0 - beta) * kl_divergence(Independent(q, 1), prior)
         return -elbo.sum() / m.sum()
+
+    def kl_weight(self) -> float:
+        """β of the KL term for this call of :meth:`loss` (1 outside training; during
+        training ``min(1, k / kl_warmup)`` at the k-th call, counted from 1)."""
+        if self.kl_warmup == 0 or not (self.training and torch.is_grad_enabled()):
+            return 1.0
+        self.kl_steps += 1
+        return min(1.0, int(self.kl_steps) / self.kl_warmup)
 
     def predict(
         self,
@@ -595,6 +620,7 @@ class LatentODEConfig:
     obs_std: float = 0.0
     hidden: int = 25
     width: int = 20
+    kl_warmup: int = 0
 
 
 @register(
@@ -616,6 +642,7 @@ def build_latent_ode(config: LatentODEConfig, info: DataInfo) -> LatentODE:
         obs_std=config.obs_std or None,
         hidden=config.hidden,
         width=config.width,
+        kl_warmup=config.kl_warmup,
     )
 
 
