@@ -541,6 +541,7 @@ def rows(quick: bool, tiny: bool = False) -> list[dict]:
             batches=2 if tiny else 4,
             repeats=repeats,
             lr=3e-3,
+            intensity=True,  # the registered default
         )
     )
     out.append(

@@ -148,3 +148,20 @@ def test_processes_table_mean_and_sample_sd():
     # two seeds 0.1, 0.3: mean 0.2, sample sd 0.1414 (ddof 1)
     assert rows[4].startswith("| gp-rbf | np | 0,1 | 0.200 ± 0.141 | 0.3000 ± 0.1414 |")
     assert rows[5].startswith("| gp-rbf | cnp | 0 | 0.500 | 0.1000 |  |  | 2.0 |")
+
+
+def test_series_rows_run_at_tiny_sizes(tmp_path):
+    """Every series row builds its benchmark's arguments itself (a missing field once broke
+    `genmodels bench --only series`): run them at tiny sizes and check the rows."""
+    pytest.importorskip("torchcde")
+    pytest.importorskip("torchdiffeq")
+    out = tmp_path / "s.json"
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(bench.default_doc().read_text())
+    args = ["bench", "--quick", "--only", "series", "--tiny", "--out", str(out), "--doc", str(doc)]
+    assert cli.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    names = [r["name"] for r in rows]
+    assert any("Neural CDE training step" in n for n in names)
+    assert any("latent ODE training step" in n for n in names)
+    assert all(r["ours"] > 0 and r["peer"] > 0 for r in rows)
