@@ -92,3 +92,33 @@ def test_evaluation_dequantises_and_uses_the_flows_convention():
     k = torch.floor((seen + 1) * 8)  # each value sits in its level's bin [x, x + w)
     assert bool((seen - (k / 8 - 1) < 0.125).all()) and bool((seen > -1).all())
     assert float((seen - (k / 8 - 1)).std()) > 0.02  # noise, not the grid values
+
+
+def test_the_image_subset_is_n_or_all_and_bad_values_are_clear_errors():
+    """``bound_n`` (``genmodels evaluate --bound-n N|all``) sets the PF-ODE's images: the
+    default 100 (capped at the split), N, or ``"all"`` of them; the same rows for the same
+    seed and N whatever the model."""
+    x = (torch.randint(0, 17, (150, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / 8.0
+         - 1.0).float()  # fmt: skip
+    g = torch.Generator()
+    run = lambda n: _pf_ode_dequantized(  # noqa: E731
+        _UniformOnTheDomain(), x, DIGITS, n=n, seed=0, generator=g.manual_seed(0)
+    )
+    assert run(None)["pf_ode_n"] == 100 and run(7)["pf_ode_n"] == 7
+    assert run("all")["pf_ode_n"] == 150 and run(10**6)["pf_ode_n"] == 150
+    for bad in (0, -3, True, "some", 2.5):
+        with pytest.raises(ValueError, match="bound_n must be a positive integer or 'all'"):
+            run(bad)
+
+
+def test_cli_bound_n_takes_a_count_or_all(tmp_path, capsys):
+    from genmodels.cli import _count_or_all, main
+
+    assert _count_or_all("all") == "all" and _count_or_all("ALL") == "all"
+    assert _count_or_all("360") == 360
+    for bad in ("0", "-1", "some", "2.5"):
+        with pytest.raises(SystemExit) as e:
+            main(["evaluate", str(tmp_path), "--bound-n", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--bound-n" in err[0] and "positive integer or 'all'" in err[0]

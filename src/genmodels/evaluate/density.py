@@ -104,12 +104,21 @@ def _subset(x, n: int | None, seed: int, what: str):
     return x[torch.randperm(len(x), generator=g)[:n].to(x.device)]
 
 
+def _check_bound_n(bound_n, size: int, default: int) -> int:
+    """``bound_n``: None (``default``), ``"all"`` (``size``, the whole test split) or a positive
+    integer (at most ``size`` is used)."""
+    if bound_n is None:
+        return default
+    if bound_n == "all":
+        return size
+    if not isinstance(bound_n, int) or isinstance(bound_n, bool) or bound_n < 1:
+        raise ValueError(f"bound_n must be a positive integer or 'all', got {bound_n!r}")
+    return bound_n
+
+
 def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
     """``nll_bound`` on a seeded subset of ``bound_n`` rows of ``x``."""
-    if bound_n is None:
-        bound_n = getattr(model, "default_bound_n", None) or len(x)
-    if not isinstance(bound_n, int) or isinstance(bound_n, bool) or bound_n < 1:
-        raise ValueError(f"bound_n must be a positive integer, got {bound_n!r}")
+    bound_n = _check_bound_n(bound_n, len(x), getattr(model, "default_bound_n", None) or len(x))
     if bound_n < len(x):
         g_pick = torch.Generator().manual_seed(seed + 2)
         x = x[torch.randperm(len(x), generator=g_pick)[:bound_n].to(x.device)]
@@ -127,15 +136,14 @@ def _bound(model, x, info, *, bound_n, seed, generator) -> dict:
 
 def _pf_ode_dequantized(model, x, info, *, n, seed, generator, lp_options=None) -> dict:
     """``-log p(x + w u)`` by the probability flow ODE on a seeded subset of ``n`` test images
-    (default: the bound's, ``default_bound_n`` or 100), one ``u ~ U(0, 1)^D`` per image and
-    Hutchinson's trace (both from ``generator``). Under uniform dequantisation it bounds the
-    discrete NLL in expectation (``-log P(x) <= E_u[-log p(x + w u)] - D log w``), and its
-    bits/dim is ``bits_per_dim(nll, info)``: the flows' convention."""
+    (default: the bound's, ``default_bound_n`` or 100; ``"all"``: every one), one
+    ``u ~ U(0, 1)^D`` per image and Hutchinson's trace (both from ``generator``). Under
+    uniform dequantisation it bounds the discrete NLL in expectation (``-log P(x) <=
+    E_u[-log p(x + w u)] - D log w``), and its bits/dim is ``bits_per_dim(nll, info)``: the
+    flows' convention."""
     from ..models.sde import uniform_dequantize
 
-    n = n if n is not None else (getattr(model, "default_bound_n", None) or 100)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"bound_n must be a positive integer, got {n!r}")
+    n = _check_bound_n(n, len(x), getattr(model, "default_bound_n", None) or 100)
     if n < len(x):
         g_pick = torch.Generator().manual_seed(seed + 2)  # the bound's subset
         x = x[torch.randperm(len(x), generator=g_pick)[:n].to(x.device)]
@@ -163,7 +171,7 @@ def density_metrics(
     n: int | None = None,
     sampler: str | None = None,
     steps: int | None = None,
-    bound_n: int | None = None,
+    bound_n: int | str | None = None,
     data_options: dict | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
@@ -181,9 +189,11 @@ def density_metrics(
             images seed their own sampling with it.
         n: samples (default: the test split's size for points, the training split's for
             images); sampler, steps: passed to ``model.sample`` where given.
-        bound_n: test points for ``nll_bound`` (default: the model's ``default_bound_n``
-            where it has one, else the whole test split); a seeded subset, reported as
-            ``bound_n``.
+        bound_n: test points for ``nll_bound`` and, on images, a dequantised diffusion
+            model's PF-ODE NLL (the same seeded subset; reported as ``bound_n`` and
+            ``pf_ode_n``): a positive integer, ``"all"`` (the whole test split) or None (the
+            model's ``default_bound_n`` where it has one, else the whole test split; the
+            PF-ODE: 100).
         data_options: the data set's options, as the run recorded them.
         nll_n: test points for the exact ``log_prob`` (default: the whole test split; a
             seeded subset otherwise, reported as ``nll_n``; 0: no exact NLL).

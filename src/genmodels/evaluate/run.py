@@ -121,7 +121,7 @@ def evaluate_model(
     seed: int = 0,
     sampler: str | None = None,
     steps: int | None = None,
-    bound_n: int | None = None,
+    bound_n: int | str | None = None,
     data_options: dict | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
@@ -138,10 +138,12 @@ def evaluate_model(
         n: number of samples (density; default: the size of the test split for points).
         seed: seeds sampling, the floor's draw and any Monte-Carlo estimate.
         sampler, steps: passed to ``model.sample`` where given (density).
-        bound_n: test points for a variational bound (``nll_bound``; density); default: the
-            model's ``default_bound_n`` where it has one (a DDPM on images: each image costs
-            T network passes), else the whole test split. A seeded subset; reported as
-            ``bound_n``.
+        bound_n: test points for a variational bound (``nll_bound``; density) and, on
+            images, for a dequantised diffusion model's PF-ODE NLL (the same subset); an
+            integer, ``"all"`` (the whole test split) or None: the model's
+            ``default_bound_n`` where it has one (a DDPM on images: each image costs T network
+            passes), else the whole test split (the PF-ODE: 100). A seeded subset; reported
+            as ``bound_n`` / ``pf_ode_n``.
         data_options: the data set's options (``--set data.KEY=VALUE`` at training; a run
             records them in ``config.json``).
         nll_n: test points for an exact ``log_prob`` (density; default: the whole test
@@ -200,7 +202,7 @@ def evaluate_run(
     sampler: str | None = None,
     steps: int | None = None,
     device: str = "cpu",
-    bound_n: int | None = None,
+    bound_n: int | str | None = None,
     nll_n: int | None = None,
     test_n: int | None = None,
     variable: str | None = None,

@@ -14,7 +14,7 @@ The pictures here need no trained model: every score and density in them is clos
   modes are too far apart to mix), annealed Langevin recovers the weights.
 - Section 7: the score-SDE paper's Figure 2 (Song et al. 2021): forward SDE, reverse SDE and
   probability-flow-ODE paths on a 1-D Gaussian mixture, whose perturbed density p_t and score
-  ∇ log p_t are closed-form under the VP SDE.
+  ∇ log p_t are closed-form under every SDE here (rows: VP, and VE with σ_max = 5).
 
 :func:`make_figures` writes the pictures of the chosen sections as PNGs; each picture function
 is seeded and draws on matplotlib's Agg canvas (no pyplot state, no display).
@@ -41,7 +41,7 @@ from ..integrate.brownian import BrownianMotion
 from ..models.gp import GP, RBF
 from ..models.samplers import annealed_langevin, euler_maruyama, ode
 from ..models.score import NoiseLevels, score_model
-from ..models.sde import VPSDE, gaussian_mixture_marginal
+from ..models.sde import SDE, VESDE, VPSDE, SubVPSDE, gaussian_mixture_marginal
 from ..plot.paths import plot_paths
 
 __all__ = [
@@ -53,6 +53,8 @@ __all__ = [
     "mixture_score",
     "langevin_demo",
     "score_sde_paths",
+    "mixture_moments",
+    "FIGURE2_SDES",
     "brownian_paths_figure",
     "gp_paths_figure",
     "langevin_figure",
@@ -754,6 +756,25 @@ _SDE_WEIGHTS = torch.tensor([0.35, 0.65], dtype=torch.float64)
 _SDE_MEANS = torch.tensor([[-1.4], [1.2]], dtype=torch.float64)
 _SDE_STDS = torch.tensor([0.2, 0.3], dtype=torch.float64)
 
+#: The SDEs of the Figure-2 picture, by name: VP and sub-VP as registered (β from 0.1 to 20),
+#: and a VE SDE with σ_max = 5 instead of 50, so that its paths fit one readable (t, x) panel
+#: (its prior N(0, 25) is still close to p_1 of this mixture: mean 0.29, variance 26.6).
+FIGURE2_SDES: dict[str, Callable[[], SDE]] = {
+    "vp": VPSDE,
+    "subvp": SubVPSDE,
+    "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0),
+}
+
+
+def _figure2_sde(sde) -> SDE:
+    if isinstance(sde, SDE):
+        return sde
+    if isinstance(sde, str) and sde in FIGURE2_SDES:
+        return FIGURE2_SDES[sde]()
+    raise ValueError(
+        f"sde: expected one of {', '.join(map(repr, FIGURE2_SDES))} or an SDE object, got {sde!r}"
+    )
+
 
 class _ForwardSDE:
     """An :class:`~genmodels.models.sde.SDE` in the solver's protocol (torchsde's f, g)."""
@@ -770,23 +791,38 @@ class _ForwardSDE:
         return torch.full_like(y, float(self.sde.diffusion(float(t))))
 
 
-def score_sde_paths(n: int = 2000, *, steps: int = 500, seed: int = 0) -> dict[str, Tensor]:
-    """The three processes of Song et al. (2021)'s Figure 2 on a 1-D mixture, VP SDE.
+def score_sde_paths(
+    n: int = 2000, *, steps: int = 500, seed: int = 0, sde: str | SDE = "vp"
+) -> dict[str, Tensor]:
+    """The three processes of Song et al. (2021)'s Figure 2 on a 1-D mixture.
 
-    Data p_0 = 0.35 N(-1.4, 0.2²) + 0.65 N(1.2, 0.3²). Under the VP SDE (β from 0.1 to 20)
-    p_t is the mixture N(m μ_k, m² s_k² + σ²) with (m, σ) of p(x_t | x_0), so the score
-    ∇ log p_t is exact (:func:`~genmodels.models.sde.gaussian_mixture_marginal`).
+    Data p_0 = 0.35 N(-1.4, 0.2²) + 0.65 N(1.2, 0.3²). Under any SDE here p(x_t | x_0) =
+    N(m x_0, σ²), so p_t is the mixture Σ_k w_k N(m μ_k, m² s_k² + σ²) and its score ∇ log p_t
+    is exact (:func:`~genmodels.models.sde.gaussian_mixture_marginal`, the helper of the
+    2-D benchmarks, here with D = 1).
 
-    - forward: x_0 ~ p_0, Euler–Maruyama on dx = f dt + g dw from t = 0 to 1;
-    - reverse: x_1 ~ N(0, 1), Euler–Maruyama on the reverse SDE from 1 to 10⁻³;
-    - ode: the same x_1 through the probability flow ODE (dopri5).
+    - forward: x_0 ~ p_0, Euler–Maruyama on dx = f dt + g dw from t = 0 to 1 (``steps``);
+    - reverse: x_1 from the prior (``sde.prior_sample``), Euler–Maruyama on the reverse SDE
+      dx = [f - g² ∇log p_t] dt + g dw̄ from 1 to 10⁻³ (``steps``;
+      :func:`~genmodels.models.samplers.euler_maruyama`);
+    - ode: the same x_1 through the probability flow ODE dx/dt = f - ½ g² ∇log p_t (dopri5;
+      :func:`~genmodels.models.samplers.ode`), recorded at 101 times.
+
+    Args:
+        n: paths of each process; steps: Euler–Maruyama steps; seed: the one generator.
+        sde: ``"vp"`` (default), ``"subvp"``, ``"ve"`` (:data:`FIGURE2_SDES`) or an
+            :class:`~genmodels.models.sde.SDE`.
 
     Returns ``{"t_forward", "forward", "t_reverse", "reverse", "t_ode", "ode"}``: times
-    ``(T,)`` and paths ``(T, n)`` (float64), and ``"log_prob"``, the exact
-    ``log_prob(x, t)`` of p_t.
+    ``(T,)`` and paths ``(T, n)`` (float64), ``"log_prob"``, the exact ``log_prob(x, t)`` of
+    p_t, and ``"sde"``, the SDE object.
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+    sde = _figure2_sde(sde)
     g = torch.Generator().manual_seed(seed)
-    sde = VPSDE()
     log_prob, score = gaussian_mixture_marginal(_SDE_WEIGHTS, _SDE_MEANS, _SDE_STDS, sde)
     comp = torch.multinomial(_SDE_WEIGHTS, n, replacement=True, generator=g)
     x0 = _SDE_MEANS[comp] + _SDE_STDS[comp, None] * torch.randn(
@@ -812,7 +848,15 @@ def score_sde_paths(n: int = 2000, *, steps: int = 500, seed: int = 0) -> dict[s
         "t_ode": t_ode,
         "ode": torch.stack(flow)[..., 0],
         "log_prob": log_prob,
+        "sde": sde,
     }
+
+
+def mixture_moments() -> tuple[float, float, float]:
+    """Mean, variance and the weight of the component at x > 0 of the figure's p_0."""
+    w, mu, sd = _SDE_WEIGHTS, _SDE_MEANS[:, 0], _SDE_STDS
+    mean = float((w * mu).sum())
+    return mean, float((w * (sd**2 + mu**2)).sum()) - mean**2, float(w[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -905,44 +949,68 @@ def langevin_figure(path: Path, *, seed: int = 0) -> Path:
     return _save(fig, path)
 
 
-def score_sde_figure(path: Path, *, seed: int = 0) -> Path:
-    """Song et al. (2021)'s Figure 2 from :func:`score_sde_paths`: 12 paths of each process over
-    the exact density p_t(x) (shaded), and the end points of all 2000 against p_0."""
-    r = score_sde_paths(seed=seed)
-    log_prob = r["log_prob"]
-    xs = torch.linspace(-3.0, 3.0, 200, dtype=torch.float64)
-    tg = torch.linspace(1e-3, 1.0, 150, dtype=torch.float64)
-    dens = torch.stack([log_prob(xs[:, None], float(t)).exp() for t in tg], 1).numpy()
-    fig, axes = _figure(12.5, 3.4, 4)
+_SDE_LABELS = {"vp": "VP SDE", "subvp": "sub-VP SDE", "ve": "VE SDE"}
+
+
+def score_sde_figure(
+    path: Path,
+    *,
+    seed: int = 0,
+    sdes: Iterable[str | SDE] = ("vp", "ve"),
+    n: int = 2000,
+    steps: int = 500,
+    paths: int = 12,
+) -> Path:
+    """Song et al. (2021)'s Figure 2 from :func:`score_sde_paths`, one row per SDE: ``paths``
+    paths of each process over the exact density p_t(x) (shaded, a heat map over (t, x)), and
+    the end points of all ``n`` against p_0. Every row uses the same ``seed``."""
+    sdes = list(sdes)
+    if not sdes:
+        raise ValueError("sdes: expected at least one SDE, got none")
+    fig = Figure(figsize=(12.5, 3.3 * len(sdes)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(sdes), 4, squeeze=False)
     panels = [
         ("forward SDE: data → noise", "t_forward", "forward", "tab:orange"),
         ("reverse SDE: noise → data", "t_reverse", "reverse", "tab:cyan"),
         ("probability flow ODE", "t_ode", "ode", "w"),
     ]
-    for ax, (title, tk, pk, colour) in zip(axes, panels):
-        ax.imshow(
-            dens,
-            origin="lower",
-            aspect="auto",
-            extent=(float(tg[0]), float(tg[-1]), -3.0, 3.0),
-            cmap="viridis",
-            vmax=float(np.quantile(dens, 0.99)),
-        )
-        ax.plot(r[tk].numpy(), r[pk][:, :12].numpy(), color=colour, lw=0.8)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("t")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(-3, 3)
-    axes[0].set_ylabel("x")
-    h = axes[3]
-    p0 = log_prob(xs[:, None], 0.0).exp().numpy()
-    h.plot(xs.numpy(), p0, "k", lw=1.4, label="p₀ (exact)")
-    kw = dict(bins=60, range=(-3, 3), density=True, histtype="step", lw=1.2)
-    h.hist(r["reverse"][-1].numpy(), color="tab:cyan", label="reverse SDE", **kw)
-    h.hist(r["ode"][-1].numpy(), color="tab:purple", label="PF ODE", **kw)
-    h.set_title("end points of 2000 paths", fontsize=10)
-    h.set_xlabel("x")
-    h.legend(frameon=False, fontsize=8)
+    for row, which in zip(grid, sdes):
+        r = score_sde_paths(n, steps=steps, seed=seed, sde=which)
+        sde, log_prob = r["sde"], r["log_prob"]
+        label = _SDE_LABELS.get(which, str(sde)) if isinstance(which, str) else str(sde)
+        # the x range: ±3, or ±2.5 standard deviations of p_1 where that is wider (VE)
+        m1, s1 = (float(v) for v in sde.marginal(1.0))
+        mean, var, _ = mixture_moments()
+        half = max(3.0, 2.5 * math.sqrt(m1 * m1 * var + s1 * s1))
+        xs = torch.linspace(-half, half, 240, dtype=torch.float64)
+        tg = torch.linspace(1e-3, 1.0, 150, dtype=torch.float64)
+        dens = torch.stack([log_prob(xs[:, None], float(t)).exp() for t in tg], 1).numpy()
+        for ax, (title, tk, pk, colour) in zip(row, panels):
+            ax.imshow(
+                dens,
+                origin="lower",
+                aspect="auto",
+                extent=(float(tg[0]), float(tg[-1]), -half, half),
+                cmap="viridis",
+                vmax=float(np.quantile(dens, 0.99)),
+            )
+            ax.plot(r[tk].numpy(), r[pk][:, :paths].numpy(), color=colour, lw=0.8)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("t")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(-half, half)
+        row[0].set_ylabel(f"{label}:  x")
+        h = row[3]
+        xh = torch.linspace(-3.0, 3.0, 300, dtype=torch.float64)
+        p0 = log_prob(xh[:, None], 0.0).exp().numpy()
+        h.plot(xh.numpy(), p0, "k", lw=1.4, label="p₀ (exact)")
+        kw = dict(bins=60, range=(-3, 3), density=True, histtype="step", lw=1.2)
+        h.hist(r["reverse"][-1].numpy(), color="tab:cyan", label="reverse SDE", **kw)
+        h.hist(r["ode"][-1].numpy(), color="tab:purple", label="PF ODE", **kw)
+        h.set_title(f"end points of {n} paths", fontsize=10)
+        h.set_xlabel("x")
+        h.legend(frameon=False, fontsize=8)
     return _save(fig, path)
 
 
@@ -985,9 +1053,9 @@ FIGURES: tuple[_Picture, ...] = (
         7,
         "score_sde_paths",
         "Forward SDE, reverse SDE and probability flow ODE",
-        "Song et al. (2021), Figure 2, on a 1-D mixture under the VP SDE with the exact score: "
-        "the shading is p_t(x); the reverse SDE and the probability flow ODE start from the "
-        "same noise and both end at p₀.",
+        "Song et al. (2021), Figure 2, on a 1-D mixture under the VP SDE (top) and a VE SDE "
+        "with σ_max = 5 (bottom), with the exact score: the shading is p_t(x); the reverse "
+        "SDE and the probability flow ODE start from the same noise and both end at p₀.",
         score_sde_figure,
     ),
 )
