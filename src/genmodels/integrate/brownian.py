@@ -514,6 +514,7 @@ class ForwardBrownian:
         wide = self._dtype in (torch.float32, torch.float64)
         self._normal_dtype = torch.float32 if wide else self._dtype
         zero = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+        self._zero = zero  # W(t_now) and I(t_now), shared (never modified in place)
         # the known points at and right of t_now, sorted: times, W - W(t_now), and
         # ∫_{t_now} (W - W(t_now)) (Lévy area only; else the same tensors as W, unused)
         self._ts: list[float] = [t0]
@@ -561,7 +562,7 @@ class ForwardBrownian:
                 ws[j] = w
             else:
                 ws[j] = its[j] = w
-        ws[0] = its[0] = torch.zeros_like(wk)
+        ws[0] = its[0] = self._zero
         self._ts, self._w, self._i = ts, ws, its
 
     def __call__(
@@ -614,7 +615,7 @@ class ForwardBrownian:
         if k == len(ts):  # past the last point: a Gaussian increment (and its area)
             d = s - a
             w = z[0].to(self._dtype).mul_(sig * math.sqrt(d))
-            ws = w + wa
+            ws = w if k == 1 else w + wa  # W(t_now) = 0: w + 0 is w
             if self._levy:  # I(s) = I(a) + d (W(a) - W(t_now)) + d w / 2 + σ √(d³/12) Z₂
                 i_s = torch.add(ia, wa, alpha=d).add_(w, alpha=0.5 * d)
                 i_s = i_s.add_(z[1], alpha=sig * math.sqrt(d**3 / 12.0))
