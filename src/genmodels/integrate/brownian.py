@@ -591,6 +591,16 @@ class ForwardBrownian:
         wa = self._at(ta)[0]
         return self._at(tb)[0] - wa
 
+    def _doubling(self, ta: float, tm: float, tb: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(W(tb) - W(ta), W(tm) - W(ta), W(tb) - W(tm)), a step-doubling attempt's increments:
+        ``_increment`` of the three intervals in this order (the same draws, the same
+        values), read only."""
+        if ta != self._ts[0]:
+            return self._increment(ta, tb), self._increment(ta, tm), self._increment(tm, tb)
+        wb = self._at(tb)[0]
+        wm = self._at(tm)[0]
+        return wb, wm, wb - wm
+
     def _normal(self) -> Tensor:
         return torch.randn(
             (2 if self._levy else 1, *self._size),

@@ -1191,16 +1191,18 @@ def _error_ratio(y1: Tensor, y2: Tensor, rtol: float, atol: float) -> float:
 
     Computed as RMS[(y1 - y2) / (max(|y1|, |y2|) + atol/rtol)] / rtol: seven passes over the
     state and two new tensors (the difference and the scale), the same value up to rounding."""
-    with torch.no_grad():
-        n = math.sqrt(max(y1.numel(), 1))
-        d = torch.sub(y1, y2)
-        if rtol == 0.0:
-            return float(torch.linalg.vector_norm(d)) / (max(atol, 1e-7) * n)
-        scale = y1.abs()
-        torch.maximum(scale, y2.abs(), out=scale).add_(atol / rtol)
-        if atol < 1e-7:
-            scale.clamp_min_(1e-7 / rtol)
-        return float(torch.linalg.vector_norm(d.div_(scale))) / (rtol * n)
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return _error_ratio(y1, y2, rtol, atol)
+    n = math.sqrt(max(y1.numel(), 1))
+    d = torch.sub(y1, y2)
+    if rtol == 0.0:
+        return float(torch.linalg.vector_norm(d)) / (max(atol, 1e-7) * n)
+    scale = y1.abs()
+    torch.maximum(scale, y2.abs(), out=scale).add_(atol / rtol)
+    if atol < 1e-7:
+        scale.clamp_min_(1e-7 / rtol)
+    return float(torch.linalg.vector_norm(d.div_(scale))) / (rtol * n)
 
 
 def _solve_adaptive(
@@ -1247,6 +1249,14 @@ def _solve_adaptive(
     stage_fracs = spec.stages
     n_st = len(stage_fracs)
     double = spec.double if problem.fused and not stateful and not n_st else None
+    if bm is None and levy is None and problem.plain:  # the increments are read only
+
+        def doubling(ta, tm, tb):
+            return path._doubling(direction * ta, direction * tm, direction * tb)
+    else:
+
+        def doubling(ta, tm, tb):
+            return query(ta, tb)[0], query(ta, tm)[0], query(tm, tb)[0]
 
     def one(ta, tb, y, st, t_a, t_b, stages):
         h = tb - ta
@@ -1261,18 +1271,21 @@ def _solve_adaptive(
         # the attempt's other time tensors from one list. The whole step and the first half
         # share the object of t, and so does a retry after a rejection, and the first attempt
         # shares sdeint's t0 with the shape check (see _Memo)
-        times = [t_mid, t_next]
-        for a, b in ((t, t_next), (t, t_mid), (t_mid, t_next)):
-            times.extend(a + c * (b - a) for c in stage_fracs)
-        tt = torch.tensor(times, dtype=dtype, device=device).unbind(0)
-        t_m, t_n = tt[:2]
-        s_whole, s_half, s_two = (tuple(tt[2 + k * n_st : 2 + (k + 1) * n_st]) for k in range(3))
-        if double is not None:
-            dws = (query(t, t_next)[0], query(t, t_mid)[0], query(t_mid, t_next)[0])
+        if double is not None:  # a method without stages or state, on a fused problem
+            t_m, t_n = torch.tensor([t_mid, t_next], dtype=dtype, device=device).unbind(0)
+            dws = doubling(t, t_mid, t_next)
             hs = (t_next - t, t_mid - t, t_next - t_mid)
             y_whole, y_two = double(problem, t_start, t_m, t_n, hs, y, dws)
             st_two = st
         else:
+            times = [t_mid, t_next]
+            for a, b in ((t, t_next), (t, t_mid), (t_mid, t_next)):
+                times.extend(a + c * (b - a) for c in stage_fracs)
+            tt = torch.tensor(times, dtype=dtype, device=device).unbind(0)
+            t_m, t_n = tt[:2]
+            s_whole, s_half, s_two = (
+                tuple(tt[2 + k * n_st : 2 + (k + 1) * n_st]) for k in (0, 1, 2)
+            )
             y_whole, _ = one(t, t_next, y, st, t_start, t_n, s_whole)
             y_half, st_half = one(t, t_mid, y, st, t_start, t_m, s_half)
             y_two, st_two = one(t_mid, t_next, y_half, st_half, t_m, t_n, s_two)
