@@ -1,7 +1,7 @@
 """Speed of genmodels' sdeint and BrownianMotion against torchsde, in the same process.
 
     PYTHONPATH=src python benchmarks/sde_speed.py [--batch 1024] [--dim 8] [--steps 1000]
-        [--threads 1] [--repeats 3] [--cases euler,milstein,...] [--no-adaptive]
+        [--threads 1] [--repeats 3] [--cases euler,milstein,...] [--no-adaptive] [--only-adaptive]
         [--no-brownian] [--adjoint-batch 256] [--adjoint-steps 200] [--only-adjoint] [--no-adjoint]
 
 Prints a Markdown table: median thread CPU seconds (``time.thread_time``, so other jobs on a
@@ -220,6 +220,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", default="", help="comma-separated methods to run (default all)")
     ap.add_argument("--no-adaptive", action="store_true")
+    ap.add_argument("--only-adaptive", action="store_true", help="only the adaptive cases")
     ap.add_argument("--no-brownian", action="store_true")
     ap.add_argument("--adjoint-batch", type=int, default=256)
     ap.add_argument("--adjoint-steps", type=int, default=200)
@@ -244,10 +245,12 @@ def main() -> None:
         for sde_type, noise_type, method, adaptive in CASES:
             if (wanted and method not in wanted) or (adaptive and args.no_adaptive):
                 continue
+            if args.only_adaptive and not adaptive:
+                continue
             rows.append(
                 _case(torchsde, sde_type, noise_type, method, adaptive, y0, ts, dt, args.repeats)
             )
-        if not wanted or "euler" in wanted:  # per-step overhead: a tiny state
+        if (not wanted or "euler" in wanted) and not args.only_adaptive:  # per-step overhead
             name, *times = _case(
                 torchsde, "ito", "diagonal", "euler", False, y0[:16, :2], ts, dt, args.repeats
             )

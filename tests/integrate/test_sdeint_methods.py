@@ -314,6 +314,83 @@ def test_adaptive_raises_when_the_state_blows_up():
                    adaptive=True, dt_min=1e-4, generator=gen)  # fmt: skip
 
 
+class NonlinearStrat:
+    """A Stratonovich SDE with state-dependent drift and noise of each type (1 channel for
+    additive, 2 for general)."""
+
+    sde_type = "stratonovich"
+
+    def __init__(self, noise_type):
+        self.noise_type = noise_type
+
+    def f(self, t, y):
+        return torch.sin(3 * y) - 0.5 * y * (1 + t)
+
+    def g(self, t, y):
+        if self.noise_type == "diagonal":
+            return 0.4 * torch.cos(y) + 0.3
+        if self.noise_type == "scalar":
+            return (0.4 * torch.cos(y) + 0.3).unsqueeze(-1)
+        if self.noise_type == "additive":
+            return (0.5 * (1 + t)).expand(*y.shape, 1)
+        return torch.stack([0.4 * torch.cos(y) + 0.3, 0.2 * torch.sin(y)], dim=-1)
+
+
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar", "additive", "general"])
+def test_adaptive_heun_fused_path_equals_the_generic_steps(noise_type):
+    # an SDE with f and g takes the fused step-doubling path (_heun_double: one call for the
+    # whole step and the halves, noise products fused into addcmul; general noise with 2
+    # channels keeps the matrix product); the same SDE given as f_and_g takes the generic one
+    # (three _heun_step calls on G ΔW products). The two differ by rounding only: on the
+    # internal forward path (drawn where the steps ask) they take the same steps and agree to
+    # round-off. (On a fixed BrownianMotion a rounding change moves the step times by ~1e-14,
+    # which the path's increments amplify; the solutions then agree to the tolerance only.)
+    sde = NonlinearStrat(noise_type)
+    calls = {"f": 0}
+
+    class Plain:
+        noise_type, sde_type = sde.noise_type, sde.sde_type
+
+        def f(self, t, y):
+            calls["f"] += 1
+            return sde.f(t, y)
+
+        def g(self, t, y):
+            return sde.g(t, y)
+
+    class Fused:
+        noise_type, sde_type = sde.noise_type, sde.sde_type
+
+        def f_and_g(self, t, y):
+            return sde.f(t, y), sde.g(t, y)
+
+    y0 = torch.randn(50, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    ts = torch.tensor([0.0, 0.4, 1.0], dtype=F64)
+    kw = dict(method="heun", dt=0.1, adaptive=True, rtol=1e-3, atol=1e-3)
+    gen = torch.Generator()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            a = sdeint(Plain(), y0, ts, generator=gen.manual_seed(3), **kw)
+            b = sdeint(Fused(), y0, ts, generator=gen.manual_seed(3), **kw)
+        assert (a - b).abs().max() < 1e-12
+    assert calls["f"] > 100  # dozens of attempts
+
+
+def test_error_ratio_is_the_scaled_rms():
+    from genmodels.integrate.sdeint import _error_ratio
+
+    gen = torch.Generator().manual_seed(0)
+    y1 = torch.randn(300, 4, dtype=F64, generator=gen)
+    y2 = y1 + 1e-3 * torch.randn(300, 4, dtype=F64, generator=gen)
+    y1[0, 0] = y2[0, 0] = 0.0  # a zero state: the scale is atol (or its floor) there
+    for rtol, atol in ((1e-3, 1e-3), (1e-2, 0.0), (0.0, 1e-4), (1e-5, 1e-9), (0.0, 0.0)):
+        scale = (atol + rtol * torch.maximum(y1.abs(), y2.abs())).clamp_min(1e-7)
+        want = float(((y1 - y2) / scale).square().mean().sqrt())
+        assert _error_ratio(y1, y2, rtol, atol) == pytest.approx(want, rel=1e-12)
+    y2[1, 1] = float("nan")
+    assert math.isnan(_error_ratio(y1, y2, 1e-3, 1e-3))
+
+
 # --- logqp -------------------------------------------------------------------------------------
 
 

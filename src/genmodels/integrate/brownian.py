@@ -514,6 +514,7 @@ class ForwardBrownian:
         wide = self._dtype in (torch.float32, torch.float64)
         self._normal_dtype = torch.float32 if wide else self._dtype
         zero = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+        self._zero = zero  # W(t_now) and I(t_now), shared (never modified in place)
         # the known points at and right of t_now, sorted: times, W - W(t_now), and
         # ∫_{t_now} (W - W(t_now)) (Lévy area only; else the same tensors as W, unused)
         self._ts: list[float] = [t0]
@@ -561,7 +562,7 @@ class ForwardBrownian:
                 ws[j] = w
             else:
                 ws[j] = its[j] = w
-        ws[0] = its[0] = torch.zeros_like(wk)
+        ws[0] = its[0] = self._zero
         self._ts, self._w, self._i = ts, ws, its
 
     def __call__(
@@ -590,13 +591,27 @@ class ForwardBrownian:
         wa = self._at(ta)[0]
         return self._at(tb)[0] - wa
 
-    def _normal(self) -> Tensor:
-        return torch.randn(
-            (2 if self._levy else 1, *self._size),
-            generator=self._gen,
-            dtype=self._normal_dtype,
-            device=self._device,
+    def _doubling(self, ta: float, tm: float, tb: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(W(tb) - W(ta), W(tm) - W(ta), W(tb) - W(tm)), a step-doubling attempt's increments:
+        ``_increment`` of the three intervals in this order (the same draws, the same
+        values), read only."""
+        if ta != self._ts[0]:
+            return self._increment(ta, tb), self._increment(ta, tm), self._increment(tm, tb)
+        wb = self._at(tb)[0]
+        wm = self._at(tm)[0]
+        return wb, wm, wb - wm
+
+    def _normal(self) -> tuple[Tensor, Tensor | None]:
+        """One draw of normals for a new point: Z₁ (and Z₂ with Lévy area), float32 where
+        the path is float32 or float64 (widened exactly where they are used)."""
+        if not self._levy:  # the same numbers as the first row of a (1, *size) draw
+            return torch.randn(
+                self._size, generator=self._gen, dtype=self._normal_dtype, device=self._device
+            ), None
+        z = torch.randn(
+            (2, *self._size), generator=self._gen, dtype=self._normal_dtype, device=self._device
         )
+        return z[0], z[1]
 
     def _at(self, s: float) -> tuple[Tensor, Tensor]:
         """(W(s), I(s)) relative to t_now: the stored values, or new ones drawn and stored."""
@@ -609,15 +624,16 @@ class ForwardBrownian:
                 f"ForwardBrownian: time {s} is before t_now = {ts[0]} (the path only moves forward)"
             )
         sig = self._sigma
-        z = self._normal()
+        z0, z1 = self._normal()
         wa, ia, a = self._w[k - 1], self._i[k - 1], ts[k - 1]
         if k == len(ts):  # past the last point: a Gaussian increment (and its area)
             d = s - a
-            w = z[0].to(self._dtype).mul_(sig * math.sqrt(d))
-            ws = w + wa
+            w = z0 if z0.dtype == self._dtype else z0.to(self._dtype)
+            w = w.mul_(sig * math.sqrt(d))
+            ws = w if k == 1 else w + wa  # W(t_now) = 0: w + 0 is w
             if self._levy:  # I(s) = I(a) + d (W(a) - W(t_now)) + d w / 2 + σ √(d³/12) Z₂
                 i_s = torch.add(ia, wa, alpha=d).add_(w, alpha=0.5 * d)
-                i_s = i_s.add_(z[1], alpha=sig * math.sqrt(d**3 / 12.0))
+                i_s = i_s.add_(z1, alpha=sig * math.sqrt(d**3 / 12.0))
             else:
                 i_s = ws
         else:  # between a and b: the bridge
@@ -626,7 +642,7 @@ class ForwardBrownian:
             r, q = (s - a) / h, (b - s) / h
             wb, ib = self._w[k], self._i[k]
             if not self._levy:
-                ws = torch.lerp(wa, wb, r).add_(z[0], alpha=sig * math.sqrt(h * r * q))
+                ws = torch.lerp(wa, wb, r).add_(z0, alpha=sig * math.sqrt(h * r * q))
                 i_s = ws
             else:
                 w = wb - wa
@@ -636,9 +652,9 @@ class ForwardBrownian:
                 l22 = math.sqrt(max(r**3 * q**3 / 3.0 - l21 * l21, 0.0))
                 sh = sig * math.sqrt(h)
                 ws = torch.add(wa, w, alpha=r * (3.0 * r - 2.0)).add_(u, alpha=6.0 * r * q / h)
-                ws = ws.add_(z[0], alpha=sh * l11)
+                ws = ws.add_(z0, alpha=sh * l11)
                 us = torch.mul(w, -r * r * q * h).add_(u, alpha=r * r * (3.0 - 2.0 * r))
-                us = us.add_(z[0], alpha=sh * h * l21).add_(z[1], alpha=sh * h * l22)
+                us = us.add_(z0, alpha=sh * h * l21).add_(z1, alpha=sh * h * l22)
                 i_s = us.add_(ia).add_(wa, alpha=s - a)
         ts.insert(k, s)
         self._w.insert(k, ws)

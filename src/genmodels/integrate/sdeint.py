@@ -171,6 +171,19 @@ class _Problem:
     grad_free: bool
     gdg: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None  # memoised derivative
     plain: bool = False  # fg and gp are ours, from f and g (they never modify v in place)
+    # G ΔW is an elementwise product g ⊙ ΔW (diagonal) or g[..., 0] ΔW (scalar, one-channel
+    # additive or general), with g from our own ``g``: x + G ΔW is then one fused addcmul
+    fused: bool = False
+    # f and g for points evaluated once (the interior points of a step-doubling attempt):
+    # the SDE's own functions, bypassing the memo of (t, y) that f and g may be
+    f_new: Callable[[Tensor, Tensor], Tensor] | None = None
+    g_new: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.f_new is None:
+            self.f_new = self.f.fn if isinstance(self.f, _Memo) else self.f
+        if self.g_new is None:
+            self.g_new = self.g.fn if isinstance(self.g, _Memo) else self.g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,10 +276,45 @@ def _heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
     ỹ = y + f(t, y) h + G(t, y) ΔW
     y₁ = y + ½ [f(t, y) + f(t₁, ỹ)] h + ½ [G(t, y) + G(t₁, ỹ)] ΔW
     """
+    if p.fused:
+        return _heun_fused(p, y, p.f(t, y), _g_vector(p, t, y), t1, h, dw)
     f0, g0 = p.fg(t, y, dw)
     y_pred = torch.add(y, f0, alpha=h).add_(g0)
     f1, g1 = p.fg(t1, y_pred, dw)
     return torch.add(y, y_pred).add_(f1, alpha=h).add_(g1).mul_(0.5)  # = ½ (y + ỹ + f₁ h + G₁ ΔW)
+
+
+def _g_vector(p: _Problem, t: Tensor, y: Tensor) -> Tensor:
+    """g(t, y) as the factor of the elementwise product G ΔW (``p.fused`` problems)."""
+    g = p.g(t, y)
+    return g if p.noise_type == "diagonal" else g[..., 0]
+
+
+def _heun_fused(p: _Problem, y, f0, g0, t1, h, dw):
+    """Heun's step from y given f0, g0 at its start (``p.fused``: G ΔW = g ⊙ ΔW), written as
+    ỹ = (y + f0 h) + g0 ⊙ ΔW and y₁ = ½(y + ỹ) + ½ f₁ h + ½ g₁ ⊙ ΔW: five passes over the state
+    (``addcmul_`` fuses each noise product into its sum; the rounding differs from the
+    unfused form by an ulp). ỹ is a new point: f and g there bypass any memo."""
+    y_pred = torch.add(y, f0, alpha=h).addcmul_(g0, dw)
+    f1, g1 = p.f_new(t1, y_pred), p.g_new(t1, y_pred)
+    if p.noise_type != "diagonal":
+        g1 = g1[..., 0]
+    return torch.lerp(y, y_pred, 0.5).add_(f1, alpha=0.5 * h).addcmul_(g1, dw, value=0.5)
+
+
+def _heun_double(p: _Problem, t, t_mid, t_next, hs, y, dws):
+    """Step doubling with Heun (``p.fused``): the whole step t → t_next and the two halves
+    t → t_mid → t_next, from one evaluation of f and g at (t, y). Returns (whole, halves).
+    The halves are taken first and the whole step last, so that both results are fresh in
+    the cache when the error norm reads them (measured 2-5% faster than the other order on
+    sde_speed.py's problem); the values do not depend on the order."""
+    f0, g0 = p.f(t, y), _g_vector(p, t, y)
+    y_half = _heun_fused(p, y, f0, g0, t_mid, hs[1], dws[1])
+    f1, g1 = p.f_new(t_mid, y_half), p.g_new(t_mid, y_half)
+    if p.noise_type != "diagonal":
+        g1 = g1[..., 0]
+    y_two = _heun_fused(p, y_half, f1, g1, t_next, hs[2], dws[2])
+    return _heun_fused(p, y, f0, g0, t_next, hs[0], dws[0]), y_two
 
 
 def _euler_heun_step(p: _Problem, t, t1, ts, h, rh, y, dw, j):
@@ -456,6 +504,9 @@ class _Method:
     levy_approximations: tuple[str, ...] | None = None
     needs_g: bool = False
     init_extra: Callable[..., Any] | None = None
+    # adaptive: the whole step and the two halves of one attempt in one call, for fused
+    # problems (shares the start's evaluation without the memo's lookups)
+    double: Callable[..., Any] | None = None
 
 
 def _orders(general: float, others: float, additive: float | None = None) -> dict[str, float]:
@@ -487,7 +538,9 @@ METHODS: dict[str, _Method] = {
         needs_g=True,
     ),
     "euler_heun": _Method(_euler_heun_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0)),
-    "heun": _Method(_heun_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0)),
+    "heun": _Method(
+        _heun_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0), double=_heun_double
+    ),
     "midpoint": _Method(
         _midpoint_step, ("stratonovich",), NOISE_TYPES, _orders(0.5, 1.0), stages=(0.5,)
     ),
@@ -1059,6 +1112,7 @@ def sdeint(
     problem = _Problem(
         fns.f, fns.g, fns.fg, fns.gp, _NOISE[fns.noise_type], fns.noise_type,
         fns.sde_type == "ito", grad_free, plain=fns.plain,
+        fused=fns.plain and fns.g is not None and (fns.noise_type == "diagonal" or size[-1] == 1),
     )  # fmt: skip
     if adaptive and fns.plain and method == "milstein":
         problem.gdg = _Memo(lambda t, y: _g_and_derivative(problem, t, y))
@@ -1135,13 +1189,23 @@ def _solve_fixed(spec, problem, bm, levy, ts, y0, dt, generator, state, size):
 
 
 def _error_ratio(y1: Tensor, y2: Tensor, rtol: float, atol: float) -> float:
-    """RMS of (y1 - y2) / (atol + rtol max(|y1|, |y2|)) (torchsde's and Hairer's norm)."""
-    with torch.no_grad():
-        tol = torch.maximum(y1.abs(), y2.abs()).mul_(rtol).add_(atol)
-        if atol < 1e-7:
-            tol.clamp_min_(1e-7)
-        d = torch.sub(y1, y2).div_(tol)
-        return float(torch.linalg.vector_norm(d)) / math.sqrt(max(d.numel(), 1))
+    """RMS of (y1 - y2) / max(atol + rtol max(|y1|, |y2|), 1e-7) (torchsde's and Hairer's norm,
+    with a floor on the scale where atol < 1e-7).
+
+    Computed as RMS[(y1 - y2) / (max(|y1|, |y2|) + atol/rtol)] / rtol: seven passes over the
+    state and two new tensors (the difference and the scale), the same value up to rounding."""
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return _error_ratio(y1, y2, rtol, atol)
+    n = math.sqrt(max(y1.numel(), 1))
+    d = torch.sub(y1, y2)
+    if rtol == 0.0:
+        return float(torch.linalg.vector_norm(d)) / (max(atol, 1e-7) * n)
+    scale = y1.abs()
+    torch.maximum(scale, y2.abs(), out=scale).add_(atol / rtol)
+    if atol < 1e-7:
+        scale.clamp_min_(1e-7 / rtol)
+    return float(torch.linalg.vector_norm(d.div_(scale))) / (rtol * n)
 
 
 def _solve_adaptive(
@@ -1187,6 +1251,15 @@ def _solve_adaptive(
 
     stage_fracs = spec.stages
     n_st = len(stage_fracs)
+    double = spec.double if problem.fused and not stateful and not n_st else None
+    if bm is None and levy is None and problem.plain:  # the increments are read only
+
+        def doubling(ta, tm, tb):
+            return path._doubling(direction * ta, direction * tm, direction * tb)
+    else:
+
+        def doubling(ta, tm, tb):
+            return query(ta, tb)[0], query(ta, tm)[0], query(tm, tb)[0]
 
     def one(ta, tb, y, st, t_a, t_b, stages):
         h = tb - ta
@@ -1201,15 +1274,24 @@ def _solve_adaptive(
         # the attempt's other time tensors from one list. The whole step and the first half
         # share the object of t, and so does a retry after a rejection, and the first attempt
         # shares sdeint's t0 with the shape check (see _Memo)
-        times = [t_mid, t_next]
-        for a, b in ((t, t_next), (t, t_mid), (t_mid, t_next)):
-            times.extend(a + c * (b - a) for c in stage_fracs)
-        tt = torch.tensor(times, dtype=dtype, device=device).unbind(0)
-        t_m, t_n = tt[:2]
-        s_whole, s_half, s_two = (tuple(tt[2 + k * n_st : 2 + (k + 1) * n_st]) for k in range(3))
-        y_whole, _ = one(t, t_next, y, st, t_start, t_n, s_whole)
-        y_half, st_half = one(t, t_mid, y, st, t_start, t_m, s_half)
-        y_two, st_two = one(t_mid, t_next, y_half, st_half, t_m, t_n, s_two)
+        if double is not None:  # a method without stages or state, on a fused problem
+            t_m, t_n = torch.tensor([t_mid, t_next], dtype=dtype, device=device).unbind(0)
+            dws = doubling(t, t_mid, t_next)
+            hs = (t_next - t, t_mid - t, t_next - t_mid)
+            y_whole, y_two = double(problem, t_start, t_m, t_n, hs, y, dws)
+            st_two = st
+        else:
+            times = [t_mid, t_next]
+            for a, b in ((t, t_next), (t, t_mid), (t_mid, t_next)):
+                times.extend(a + c * (b - a) for c in stage_fracs)
+            tt = torch.tensor(times, dtype=dtype, device=device).unbind(0)
+            t_m, t_n = tt[:2]
+            s_whole, s_half, s_two = (
+                tuple(tt[2 + k * n_st : 2 + (k + 1) * n_st]) for k in (0, 1, 2)
+            )
+            y_whole, _ = one(t, t_next, y, st, t_start, t_n, s_whole)
+            y_half, st_half = one(t, t_mid, y, st, t_start, t_m, s_half)
+            y_two, st_two = one(t_mid, t_next, y_half, st_half, t_m, t_n, s_two)
         err = _error_ratio(y_whole, y_two, rtol, atol)
         if not math.isfinite(err):
             raise _nonfinite(t_next, mark, ts)
