@@ -167,3 +167,26 @@ def test_samplers_equal_diffusers_with_a_scaled_network():
         for t in sched.timesteps:
             x = sched.step(net(x, t.expand(64)), t, x, eta=0.0).prev_sample
         assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_saved_before_the_field_resumes_with_1(tmp_path, capsys):
+    """A config.json without ``time_scale`` (nor ``time_sampling``) is the same model on
+    resume; changing the scale on resume is one clear error."""
+    import genmodels
+    from genmodels.cli import main
+
+    run = tmp_path / "run"
+    tiny = ["--set", "timesteps=20", "--set", "width=16", "--set", "depth=1"]
+    common = ["train", "ddpm", "--data", "moons", "--out", str(run), "--no-progress"]
+    assert main([*common, "--steps", "2", "--batch-size", "16", *tiny]) == 0
+    cfg_path = run / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("time_scale", "time_sampling"):  # as main wrote it before these fields
+        del cfg["model_config"][key]
+    cfg_path.write_text(json.dumps(cfg))
+    assert genmodels.load(run).eps_model.time_scale == 1.0
+    assert main([*common, "--resume", "--steps", "4"]) == 0
+    assert genmodels.load(run).eps_model.time_scale == 1.0
+    capsys.readouterr()
+    assert main([*common, "--resume", "--steps", "6", "--set", "time_scale=0.1"]) == 2
+    assert "holds a run with model_config" in capsys.readouterr().err
