@@ -518,9 +518,14 @@ class DDPMConfig:
     time ``i`` (integer steps 0..T-1, or real ones from the continuous samplers), i.e. every
     embedding frequency is multiplied by it (:func:`genmodels.nn.embeddings.scale_time`); a
     positive finite number. ``None`` takes the measured default for the data kind,
-    :data:`DEFAULT_TIME_SCALE` (points 1, images 1; docs/sde.md, "The time embedding's
-    scale"). A run saved with ``None`` resolves through that table when loaded. Runs saved
-    before the field existed load with 1.0, the embedding they trained with.
+    :data:`DEFAULT_TIME_SCALE`: **points 0.1**, images 1. On points 0.1 moves the embedding's
+    top frequency from 1 rad per step (period ≈ 6 steps) to 0.1 (≈ 63 steps); on moons, over
+    seeds 0-2, the pinned dopri5 1e-5 PF-ODE solve then takes 122-146 evaluations instead of
+    350, within 2.5% of DDIM-1000's sliced W1 from the same x_T, with ancestral sampling and
+    the PF-ODE likelihood unchanged within the seeds' spread (docs/sde.md, "The time
+    embedding's scale"). Images keep 1: unmeasured there. A run saved with ``None`` resolves
+    through that table when loaded. Runs saved before the field existed load with 1.0, the
+    embedding they trained with.
     """
 
     timesteps: int = 1000
@@ -604,8 +609,9 @@ class DDPMConfig:
             check_time_scale(self.time_scale, "time_scale")
 
 
-# ``DDPMConfig.time_scale=None`` per data kind (docs/sde.md, "The time embedding's scale").
-DEFAULT_TIME_SCALE = {"points": 1.0, "images": 1.0}
+# ``DDPMConfig.time_scale=None`` per data kind (docs/sde.md, "The time embedding's scale"):
+# 0.1 measured on moons (3 seeds) and 8gaussians (1 seed); images unmeasured, unscaled.
+DEFAULT_TIME_SCALE = {"points": 0.1, "images": 1.0}
 
 # the fields a saved ddpm config.json has had since the first release: a dict with all of
 # them is an old run's config (not a few --set overrides)
