@@ -322,6 +322,11 @@ def _cmd_train(args) -> int:
         "model_config": to_json_dict(model_cfg),
         "data_info": data_info.to_json(),
     }
+    if args.resume and prev.get("model_config") is not None:
+        # a run recorded before a config field existed (its upgrade_fields fills it in) is
+        # the same model: keep the recorded form, so the resume's check compares like with like
+        if spec.make_config(prev["model_config"]) == model_cfg:
+            run_info["model_config"] = prev["model_config"]
     from .train import distributed
 
     try:

@@ -10,8 +10,9 @@ Where each number comes from:
 
 - ``ddpm`` on points (docs/benchmarks.md, "DDPM on the 2D toys"): 20000 steps with EMA
   0.999 reach sliced W1 1.43-1.45x the floor on moons with the ancestral sampler (two
-  seeds); the issue's benchmark workload (5000 steps, EMA 0.995) reaches 2.0x. The EMA
-  carries the quality (the raw weights of a 5000-step run: 7.8x the floor), hence a
+  seeds, unscaled time embedding; with the points default ``time_scale=0.1``, 1.35-1.46x over
+  three seeds, docs/sde.md); the issue's benchmark workload (5000 steps, EMA 0.995) reaches
+  2.0x. The EMA carries the quality (the raw weights of a 5000-step run: 7.8x the floor), hence a
   longer average over a longer run.
 - ``ddpm`` on images (docs/images.md): measured to reach the quality target on 8x8 digits
   within the CPU budget; mnist5k's own budget for the U-Net (2000 steps, EMA from step

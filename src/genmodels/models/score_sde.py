@@ -25,6 +25,7 @@ from torch import nn
 
 from ..distributions import Standardize, check_batch
 from ..nn import time_network_for
+from ..nn.embeddings import check_time_scale
 from ..registry import DataInfo, register
 from .samplers import SAMPLERS, check_variable, pf_ode_log_prob
 from .sde import (
@@ -186,7 +187,11 @@ class ScoreSDE(nn.Module):
 
 @dataclass
 class ScoreSDEConfig:
-    """Network fields shared by ``subvp`` and ``vesde`` (as :class:`~.ddpm.DDPMConfig`'s)."""
+    """Network fields shared by ``subvp`` and ``vesde`` (as :class:`~.ddpm.DDPMConfig`'s).
+
+    ``time_scale``: the network's time embedding sees ``time_scale · t_net`` (as the DDPM's);
+    default 1 here, unmeasured otherwise. Runs saved before the field load with 1.0.
+    """
 
     net: str = "auto"
     width: int | None = None
@@ -197,9 +202,11 @@ class ScoreSDEConfig:
     standardize: bool = False
     t_min: float = 1e-5
     dequantize: str = "none"
+    time_scale: float = 1.0
 
     def validate(self) -> None:
         dequantization_width(self.dequantize, 2)  # validates the name
+        check_time_scale(self.time_scale, "time_scale")
         if not 0 < self.t_min < 1:
             raise ValueError(f"t_min must lie in (0, 1), got {self.t_min}")
         if self.emb_dim < 2 or self.emb_dim % 2:

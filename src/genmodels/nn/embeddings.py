@@ -7,7 +7,7 @@ import math
 
 import torch
 
-__all__ = ["sinusoidal_embedding"]
+__all__ = ["sinusoidal_embedding", "check_time_scale", "scale_time"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -38,3 +38,32 @@ def sinusoidal_embedding(
     freqs = _frequencies(dim // 2, max_period, t.device, dtype)
     args = t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+def check_time_scale(value, name: str = "time_scale") -> float:
+    """``value`` as a float if it is a positive finite real number, else a ValueError naming
+    ``name`` (the scale a network's time embedding applies to its time input)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def scale_time(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · t``, the time a network's sinusoidal embedding sees (``time_scale``).
+
+    ``scale = 1`` returns ``t`` itself (integer steps stay integers: the embedding is then
+    bit-for-bit the unscaled one). Otherwise integer times become float32 first (the
+    embedding's own dtype for them) and real times keep their dtype.
+
+    Why a scale: with ``max_period`` 10⁴ the embedding's frequencies run from 1 rad per unit
+    of ``t`` down to 10⁻⁴; on DDPM's net times 0..999 the fastest components have a period of
+    ~6 steps, so a network may vary with its time input on that scale. ``scale`` moves every
+    frequency down by the same factor (0.1: fastest period ≈ 63 steps), the same as choosing
+    another time unit for the network's input (docs/sde.md, "The time embedding's scale").
+    """
+    if scale == 1.0:
+        return t
+    return (t if t.is_floating_point() else t.to(torch.float32)) * scale

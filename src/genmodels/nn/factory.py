@@ -139,6 +139,7 @@ def time_network(
     emb_dim: int = 128,
     activation: str = "silu",
     mults: Sequence[int] = (1, 2, 2),
+    time_scale: float = 1.0,
 ) -> nn.Module:
     """A network ``f(x, t)`` with ``x: (n, *event_shape)``, ``t: (n,)`` -> ``(n, *event_shape)``.
 
@@ -148,19 +149,30 @@ def time_network(
         emb_dim: width of the sinusoidal time embedding (even).
         activation: the MLP's nonlinearity (the U-Net uses SiLU).
         mults: the U-Net's width multiplier per resolution level (unused by the MLP).
+        time_scale: the time embedding sees ``time_scale · t`` (every network; default 1).
     """
     shape = tuple(int(s) for s in event_shape)
     choice = time_network_choice(shape, net, width, depth)
     if choice.net == "unet":
-        return UNet(shape[0], choice.width, tuple(mults), choice.depth, emb_dim)
-    mlp = TimeMLP(math.prod(shape), choice.width, choice.depth, emb_dim, activation)
+        return UNet(
+            shape[0], choice.width, tuple(mults), choice.depth, emb_dim, time_scale=time_scale
+        )
+    mlp = TimeMLP(
+        math.prod(shape), choice.width, choice.depth, emb_dim, activation, time_scale=time_scale
+    )
     return FlatTimeNetwork(mlp) if len(shape) == 3 else mlp
 
 
-def time_network_for(event_shape: Sequence[int], config) -> nn.Module:
+def time_network_for(
+    event_shape: Sequence[int], config, *, time_scale: float | None = None
+) -> nn.Module:
     """:func:`time_network` from a model config's network fields (``net``, ``width``,
     ``depth``, ``emb_dim``, ``activation``, ``mults``: the fields every diffusion and score
-    model's config shares)."""
+    model's config shares), and its ``time_scale`` where it has one (1 where not);
+    ``time_scale`` given here overrides the config's (a model that resolves a ``None``
+    default passes the value)."""
+    if time_scale is None:
+        time_scale = getattr(config, "time_scale", None)
     return time_network(
         event_shape,
         net=config.net,
@@ -169,6 +181,7 @@ def time_network_for(event_shape: Sequence[int], config) -> nn.Module:
         emb_dim=config.emb_dim,
         activation=config.activation,
         mults=config.mults,
+        time_scale=1.0 if time_scale is None else time_scale,
     )
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import sinusoidal_embedding
+from .embeddings import check_time_scale, scale_time, sinusoidal_embedding
 
 __all__ = ["MLP", "TimeMLP", "activation"]
 
@@ -54,6 +54,11 @@ class TimeMLP(nn.Module):
     ``t``, or an expanded ``(n,)`` view with stride 0, as the samplers pass), the
     time half is computed once instead of ``n`` times. The result equals the
     concatenated form exactly up to float rounding.
+
+    ``time_scale`` (a positive number, default 1): the embedding sees ``time_scale · t``
+    instead of ``t`` (:func:`~genmodels.nn.embeddings.scale_time`), i.e. every frequency of
+    the sinusoidal embedding is multiplied by it. It is a constant of the architecture, not
+    a parameter: checkpoints do not store it (the model's config does).
     """
 
     def __init__(
@@ -63,8 +68,10 @@ class TimeMLP(nn.Module):
         depth: int = 3,
         emb_dim: int = 128,
         act: str = "silu",
+        time_scale: float = 1.0,
     ):
         super().__init__()
+        self.time_scale = check_time_scale(time_scale)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.features, self.emb_dim = features, emb_dim
@@ -77,7 +84,7 @@ class TimeMLP(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         shared = t.dim() == 0 or (t.dim() == 1 and t.shape[0] > 0 and t.stride(0) == 0)
         t_rows = t.reshape(1) if t.dim() == 0 else (t[:1] if shared else t)
-        emb = sinusoidal_embedding(t_rows, self.emb_dim).to(x.dtype)
+        emb = sinusoidal_embedding(scale_time(t_rows, self.time_scale), self.emb_dim).to(x.dtype)
         w = self.inp.weight
         h = F.linear(x, w[:, : self.features]) + F.linear(emb, w[:, self.features :], self.inp.bias)
         h = self.act(h)

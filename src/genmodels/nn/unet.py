@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import sinusoidal_embedding
+from .embeddings import check_time_scale, scale_time, sinusoidal_embedding
 
 __all__ = ["UNet", "ResBlock"]
 
@@ -62,6 +62,7 @@ class UNet(nn.Module):
         blocks: residual blocks per level (encoder and decoder alike).
         emb_dim: width of the sinusoidal timestep embedding (even).
         dropout: dropout inside residual blocks.
+        time_scale: the embedding sees ``time_scale · t`` (as :class:`~.mlp.TimeMLP`'s).
 
     Example::
 
@@ -77,8 +78,10 @@ class UNet(nn.Module):
         blocks: int = 1,
         emb_dim: int = 128,
         dropout: float = 0.0,
+        time_scale: float = 1.0,
     ):
         super().__init__()
+        self.time_scale = check_time_scale(time_scale)
         if emb_dim % 2 or emb_dim < 2:
             raise ValueError(f"emb_dim must be a positive even number, got {emb_dim}")
         if channels < 1 or blocks < 1 or not mults or min(mults) < 1:
@@ -117,7 +120,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"x must have shape (n, c, h, w), got {tuple(x.shape)}")
-        emb = self.time(sinusoidal_embedding(t, self.emb_dim).to(x.dtype))
+        emb = sinusoidal_embedding(scale_time(t, self.time_scale), self.emb_dim)
+        emb = self.time(emb.to(x.dtype))
         h = self.stem(x)
         hs = [h]
         k = 0
