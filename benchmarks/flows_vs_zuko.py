@@ -265,7 +265,18 @@ def _fmt(v, digits=3):
 
 
 def summarise(rows: list[dict]) -> str:
-    """Markdown table: per model and toy, the mean over seeds (and the paired difference)."""
+    """Markdown table: per model and toy, the mean over seeds (and the paired difference).
+
+    Rows of different ``--config`` overrides (and, when they differ, step counts) are kept
+    apart: the model column names them."""
+    several = len({r.get("steps") for r in rows}) > 1
+
+    def label(r):
+        cfg = ",".join(f"{k}={v}" for k, v in (r.get("config") or {}).items())
+        steps = f" @{r.get('steps')}" if several else ""
+        return r["model"] + (f" [{cfg}]" if cfg else "") + steps
+
+    rows = [dict(r, model=label(r)) for r in rows]
     lines = [
         "| model | toy | seeds | NLL ours | NLL zuko | Δ (ours−zuko) | excess ours | excess zuko "
         "| s/1000 ours | s/1000 zuko | time ratio | sample 100k ours (s) | zuko (s) |",
