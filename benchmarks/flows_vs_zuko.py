@@ -25,6 +25,18 @@ trace, dopri5 on both sides at our config's training tolerances while training (
 ``train_rtol = train_atol = 1e-4``) and at rtol = atol = 1e-5 for the test NLL; our NLL is
 evaluated with the exact trace). ``--budget`` trains both at the model's registered recipe.
 
+Our side's model config can be changed with ``--config KEY=VALUE`` (JSON values, repeatable;
+e.g. ``--config activation='"elu"' --config time_freqs=3``). ``--against SAVED.json`` skips
+training zuko's side and copies its row (NLL, step times) from an earlier run of the same toy,
+model, seed, steps, batch, lr and recipe: both sides draw the same batches from one index
+stream and zuko's side touches no random state ours uses, so our side trains exactly as it
+would beside zuko. The step-time ratio is then across two runs; for a same-process ratio run
+a few hundred steps with zuko (``--steps 300 --batch 256 --lr 2e-3``).
+
+    python benchmarks/flows_vs_zuko.py --models ffjord --toys circles --seeds 1 --budget \
+        --no-sample --config activation='"elu"' --config time_freqs=3 \
+        --config time_input='"first"' --against docs/figures/ffjord_vs_zuko_budget_3000.json
+
 Needs ``zuko`` (a benchmark-only dependency).
 """
 
@@ -47,13 +59,25 @@ CNFS = ("ffjord", "planar-cnf")  # zuko's peer for both: zuko.flows.CNF
 CNF_TOL = 1e-5  # rtol = atol of both sides' dopri5 (our registered default)
 
 
-def _ours(name: str):
+def _ours(name: str, config: dict | None = None):
     from genmodels.models import cnf, flows  # noqa: F401  (registers the models)
     from genmodels.registry import DataInfo, get
 
     spec = get(name)
-    model = spec.build(spec.config(), DataInfo("toy", "points", (2,)))
+    model = spec.build(spec.make_config(config or {}), DataInfo("toy", "points", (2,)))
     return model
+
+
+def _saved_peer(rows: list[dict], toy: str, model: str, seed: int, run: dict) -> dict:
+    """Zuko's row of the saved run of ``toy``/``model``/``seed`` at the same ``run`` settings
+    (steps, batch, lr, recipe); a clear error when there is none."""
+    keys = ("steps", "batch", "lr", "recipe")
+    for r in rows:
+        same = all(r.get(k) == run[k] for k in keys)
+        if r["toy"] == toy and r["model"] == model and r["seed"] == seed and same:
+            return dict(r["zuko"])
+    raise ValueError(f"--against: no saved row for {model} on {toy}, seed {seed}, "
+                     f"{ {k: run[k] for k in keys} }")  # fmt: skip
 
 
 def _zuko(name: str):
@@ -161,12 +185,16 @@ def run_one(
     lr: float = 1e-3,
     sample: bool = True,
     recipe: dict | None = None,
+    config: dict | None = None,
+    peer: bool = True,
 ) -> dict:
     """Train ours and zuko's ``model`` on ``toy`` with paired seeds; return the numbers.
 
     ``recipe``: the optimizer recipe of both sides (see :func:`_train_paired`). For a CNF
     whose registered config trains with looser tolerances (``train_rtol``/``train_atol``),
     zuko's CNF trains with the same ones, and both evaluate at their own ``rtol``/``atol``.
+    ``config``: overrides of our model's config. ``peer=False``: train ours alone (the same
+    batches); the row's ``"zuko"`` is then None.
     """
     from genmodels import data as gdata
 
@@ -180,21 +208,23 @@ def run_one(
         exact = None
 
     out = {"toy": toy, "model": model, "seed": seed, "exact_nll": exact}
+    if config:
+        out["config"] = dict(config)
 
     torch.manual_seed(seed)
-    ours = _ours(model)
+    ours = _ours(model, config)
     ours.init_from_data(pool)
-    torch.manual_seed(seed)
-    flow = _zuko(model)
-    zpool = (pool - loc) / scale
+    sides = {"ours": (lambda i: ours.loss(pool[i]), ours)}
     cnf = getattr(ours, "cnf", None)
-    if cnf is not None:  # zuko's tolerances follow ours: training, then evaluation
-        flow.transform.rtol, flow.transform.atol = cnf.train_rtol, cnf.train_atol
+    if peer:
+        torch.manual_seed(seed)
+        flow = _zuko(model)
+        zpool = (pool - loc) / scale
+        if cnf is not None:  # zuko's tolerances follow ours: training, then evaluation
+            flow.transform.rtol, flow.transform.atol = cnf.train_rtol, cnf.train_atol
+        sides["zuko"] = (lambda i: -flow().log_prob(zpool[i]).mean(), flow)
     timing = _train_paired(
-        {
-            "ours": (lambda i: ours.loss(pool[i]), ours),
-            "zuko": (lambda i: -flow().log_prob(zpool[i]).mean(), flow),
-        },
+        sides,
         pool,
         steps,
         batch,
@@ -203,7 +233,7 @@ def run_one(
         lr,
         recipe,
     )
-    if cnf is not None:
+    if cnf is not None and peer:
         flow.transform.rtol, flow.transform.atol = cnf.rtol, cnf.atol
     ours.eval()
     out["ours"] = {
@@ -212,15 +242,18 @@ def run_one(
         if sample
         else None,
     }
-    out["zuko"] = {
-        "nll": _nll(lambda x: flow().log_prob((x - loc) / scale) + log_det, xt),
-        "sample_s_100k": _sample_seconds(lambda n: flow().sample((n,))) if sample else None,
-    }
-    for side in ("ours", "zuko"):
+    sides = ("ours", "zuko") if peer else ("ours",)
+    out["zuko"] = None
+    if peer:
+        out["zuko"] = {
+            "nll": _nll(lambda x: flow().log_prob((x - loc) / scale) + log_det, xt),
+            "sample_s_100k": _sample_seconds(lambda n: flow().sample((n,))) if sample else None,
+        }
+    for side in sides:
         med, mean, div = timing[side]
         out[side].update(s_per_1000=med, s_per_1000_mean=mean)
         out[side]["diverged"] = div
-    for side in ("ours", "zuko"):
+    for side in sides:
         r = out[side]
         r["diverged"] = r["diverged"] or not math.isfinite(r["nll"])
         r["excess"] = r["nll"] - exact if exact is not None else None
@@ -232,7 +265,18 @@ def _fmt(v, digits=3):
 
 
 def summarise(rows: list[dict]) -> str:
-    """Markdown table: per model and toy, the mean over seeds (and the paired difference)."""
+    """Markdown table: per model and toy, the mean over seeds (and the paired difference).
+
+    Rows of different ``--config`` overrides (and, when they differ, step counts) are kept
+    apart: the model column names them."""
+    several = len({r.get("steps") for r in rows}) > 1
+
+    def label(r):
+        cfg = ",".join(f"{k}={v}" for k, v in (r.get("config") or {}).items())
+        steps = f" @{r.get('steps')}" if several else ""
+        return r["model"] + (f" [{cfg}]" if cfg else "") + steps
+
+    rows = [dict(r, model=label(r)) for r in rows]
     lines = [
         "| model | toy | seeds | NLL ours | NLL zuko | Δ (ours−zuko) | excess ours | excess zuko "
         "| s/1000 ours | s/1000 zuko | time ratio | sample 100k ours (s) | zuko (s) |",
@@ -399,12 +443,29 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--quick", action="store_true", help="2 toys, 1 seed, 1000 steps")
     p.add_argument("--json", default=None, help="also write the raw rows here")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of our model's config (JSON value; repeatable)",
+    )
+    p.add_argument("--against", default=None, metavar="SAVED.json",
+                   help="do not train zuko's side: take its row from this earlier run "
+                   "(same toy, model, seed, steps, batch, lr, recipe)")  # fmt: skip
     a = p.parse_args(argv)
     if a.summarise:
         rows = [r for f in a.summarise for r in json.load(open(f))]
         print(summarise(rows))
         return
     torch.set_num_threads(1)
+    config = {}
+    for kv in a.config:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--config wants KEY=VALUE, got {kv!r}")
+        config[key] = json.loads(value)
+    saved = json.load(open(a.against)) if a.against else None
     toys, seeds, steps = a.toys.split(","), a.seeds, a.steps
     if a.quick:
         toys, seeds, steps = ["8gaussians", "checkerboard"], 1, 1000
@@ -416,9 +477,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{model}: registered budget steps={steps} batch={batch} lr={lr} {recipe}")
         for toy in toys:
             for seed in range(a.first_seed, a.first_seed + seeds):
+                run = dict(steps=steps, batch=batch, lr=lr, recipe=recipe)
+                peer = None if saved is None else _saved_peer(saved, toy, model, seed, run)
                 r = run_one(toy, model, seed, steps, batch, a.fused_adam, lr, not a.no_sample,
-                            recipe)  # fmt: skip
-                r.update(steps=steps, batch=batch, lr=lr, recipe=recipe)
+                            recipe, config, peer=saved is None)  # fmt: skip
+                if peer is not None:
+                    r["zuko"], r["zuko_from"] = peer, a.against
+                r.update(run)
                 rows.append(r)
                 print(
                     f"{model:8s} {toy:12s} seed {seed}: ours {r['ours']['nll']:.4f} "

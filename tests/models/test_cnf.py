@@ -281,6 +281,123 @@ def test_concatsquash_layer_is_gated_and_shifted_by_t():
     torch.testing.assert_close(f(torch.tensor(0.0, dtype=D64), z), h, rtol=1e-12, atol=1e-12)
 
 
+def _reference_field(f: ConcatField, t: torch.Tensor, z: torch.Tensor, first_only: bool):
+    """W [h, τ] + b written out: τ = (cos πjt, sin πjt)_{j=1..k}, τ at every layer or the first."""
+    k = f.time_freqs
+    j = torch.arange(1, k + 1, dtype=z.dtype)
+    tau = torch.cat([torch.cos(math.pi * j * t), torch.sin(math.pi * j * t)]) if k else t[None]
+    h = z
+    for i, lin in enumerate(f.layers):
+        inp = torch.cat([h, tau.expand(len(h), -1)], 1) if (i == 0 or not first_only) else h
+        h = inp @ lin.weight.T + lin.bias
+        h = f.act(h) if i < len(f.layers) - 1 else h
+    return h
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(activation="elu", time_freqs=3, time_input="first"),  # zuko's CNF field
+        dict(activation="softplus", time_freqs=2, time_input="every"),
+        dict(activation="elu", time_freqs=0, time_input="first"),
+        dict(activation="tanh"),  # the registered default: one concatenation per layer
+    ],
+)
+def test_concat_field_time_features_are_the_written_out_mlp(kw):
+    torch.manual_seed(2)
+    f = ConcatField(3, hidden=6, depth=2, **kw).double()
+    z, t = torch.randn(5, 3, dtype=D64), torch.tensor(0.37, dtype=D64)
+    assert torch.equal(f(t, z), torch.zeros(5, 3))  # the last layer starts at zero
+    for p in f.parameters():
+        nn.init.normal_(p, std=0.7)
+    n_t = 2 * kw.get("time_freqs", 0) or 1
+    first = kw.get("time_input") == "first"
+    ins = [layer.in_features for layer in f.layers]
+    assert ins == [3 + n_t, 6 + (0 if first else n_t), 6 + (0 if first else n_t)]
+    out = f(t, z)
+    assert out.shape == (5, 3)
+    torch.testing.assert_close(out, _reference_field(f, t, z, first), rtol=1e-12, atol=1e-12)
+    if kw.get("time_freqs"):  # Fourier features have period 2T: the field at t and t + 2T
+        torch.testing.assert_close(f(t + 2.0, z), out, rtol=1e-10, atol=1e-10)
+        g = ConcatField(3, hidden=6, depth=2, T=2.0, **kw).double()
+        g.load_state_dict(f.state_dict())  # T rescales time: g at 2t is f at t
+        torch.testing.assert_close(g(2 * t, z), out, rtol=1e-12, atol=1e-12)
+
+
+def test_concat_field_time_options_are_validated():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="time_freqs must be an int >= 0"):
+            ConcatField(2, time_freqs=bad)
+    with pytest.raises(ValueError, match=r"time_input must be one of \('every', 'first'\)"):
+        ConcatField(2, time_input="last")
+    with pytest.raises(ValueError, match="time_input='first' needs layer='concat'"):
+        ConcatField(2, layer="concatsquash", time_input="first")
+    spec = get("ffjord")
+    for over, match in [
+        ({"time_freqs": -2}, "time_freqs must be an int >= 0"),
+        ({"time_input": "middle"}, "time_input must be one of"),
+        ({"activation": "relu"}, "activation must be one of"),
+        ({"layer": "concatsquash", "time_input": "first"}, "needs layer='concat'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            spec.make_config(over)
+    with pytest.raises(Exception, match="time_freqs"):  # the config's type check
+        spec.make_config({"time_freqs": "3"})
+
+
+def test_fourier_field_log_det_is_exact_against_autograd():
+    # log|det ∂z(T)/∂x| of the solve map, by autograd through a tight dopri5 solve, equals the
+    # integrated exact trace (the instantaneous change of variables) for zuko's field form
+    torch.manual_seed(3)
+    f = ConcatField(2, hidden=8, depth=2, activation="elu", time_freqs=3, time_input="first")
+    f = f.double()
+    for p in f.parameters():
+        nn.init.normal_(p, std=0.6)
+    cnf = CNF(f, rtol=1e-9, atol=1e-9)
+    x = torch.randn(4, 2, dtype=D64, requires_grad=True)
+    z, ladj = cnf(x)
+    assert float((z - x).abs().max()) > 0.1 and float(ladj.abs().min()) > 1e-3  # non-trivial
+    # the points are independent: row i of ∂z/∂x is the gradient of Σ_b z_b,i
+    rows = [torch.autograd.grad(z[:, i].sum(), x, retain_graph=True)[0] for i in range(2)]
+    jac = torch.stack(rows, 1)  # (B, 2, 2): jac[b, i, j] = ∂z_b,i / ∂x_b,j
+    torch.testing.assert_close(torch.linalg.slogdet(jac)[1], ladj.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_ffjord_config_round_trip_and_old_runs_build_the_same_field():
+    from genmodels.config import to_json_dict
+
+    spec = get("ffjord")
+    info = DataInfo("8gaussians", "points", (2,))
+    cfg = spec.make_config({"activation": "elu", "time_freqs": 3, "time_input": "first"})
+    assert spec.make_config(to_json_dict(cfg)) == cfg
+    torch.manual_seed(0)
+    model = spec.build(cfg, info)
+    torch.manual_seed(1)
+    again = spec.build(spec.make_config(to_json_dict(cfg)), info)
+    again.load_state_dict(model.state_dict())  # the same tensors, names and shapes
+    x = torch.randn(6, 2)
+    model.init_from_data(x)
+    again.init_from_data(x)
+    f, g = model.cnf.field, again.cnf.field
+    for p in f.parameters():
+        nn.init.normal_(p, std=0.3)
+    g.load_state_dict(f.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model.log_prob(x), again.log_prob(x))
+    # a config.json written before these options existed (no time_* keys) is the default,
+    # and the default field's tensors have the old names and shapes
+    old = {k: v for k, v in to_json_dict(spec.config()).items() if not k.startswith("time_")}
+    assert spec.make_config(old) == spec.config()
+    field = spec.build(spec.make_config(old), info).cnf.field
+    shapes = {k: tuple(v.shape) for k, v in field.state_dict().items()}
+    assert shapes == {
+        "layers.0.weight": (64, 3), "layers.0.bias": (64,),
+        "layers.1.weight": (64, 65), "layers.1.bias": (64,),
+        "layers.2.weight": (64, 65), "layers.2.bias": (64,),
+        "layers.3.weight": (2, 65), "layers.3.bias": (2,),
+    }  # fmt: skip
+
+
 def test_training_tolerances_apply_only_while_autograd_records():
     # train_rtol/train_atol (FFJORD's training vs test tolerances): a loose solve when
     # gradients are recorded, the tight one under no_grad (log_prob in evaluation)

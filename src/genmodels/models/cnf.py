@@ -26,7 +26,9 @@ probability flow ODE):
 Models:
 
 - ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
-  FFJORD's ``concat`` layers; tanh), exact trace in 2D by default.
+  FFJORD's ``concat`` layers; tanh), exact trace in 2D by default; the activation, the layer
+  type and the time features (``t`` itself or Fourier pairs, at every layer or only the
+  first, as zuko's CNF) are options of its config.
 - ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
 
       dz/dt      = Σ_m u_m(t) h(w_m(t)ᵀ z + b_m(t))
@@ -67,6 +69,8 @@ from .flows import FlowModel
 
 __all__ = [
     "LAYERS",
+    "TIME_INPUTS",
+    "time_features",
     "CNF",
     "ConcatField",
     "PlanarField",
@@ -83,27 +87,56 @@ ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
 
 
 LAYERS = ("concat", "concatsquash")
+TIME_INPUTS = ("every", "first")
+
+
+def time_features(t: Tensor, freqs: int, T: float, dtype: torch.dtype) -> Tensor:
+    """What a field's layers see of ``t``: ``(1, 1)`` ``[t]`` for ``freqs = 0``, else the
+    ``(1, 2 freqs)`` Fourier features ``[cos(π j t / T), sin(π j t / T)]``, ``j = 1..freqs``.
+
+    The Fourier form is zuko's CNF time embedding (``freqs`` multiples of π on ``[0, 1]``)
+    with the period tied to the flow's end time ``T``; with ``j = 1`` alone, ``t ↦ (cos, sin)``
+    is already one-to-one on ``[0, T]``, higher ``j`` let the field change faster along ``t``.
+    """
+    tt = t.to(dtype).reshape(1, 1)
+    if freqs == 0:
+        return tt
+    j = torch.arange(1, freqs + 1, dtype=dtype, device=tt.device)
+    angle = tt * j * (math.pi / T)
+    return torch.cat([angle.cos(), angle.sin()], 1)
 
 
 class ConcatField(nn.Module):
-    """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose every layer also sees ``t``.
+    """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose layers also see ``t``.
 
     Two ways for a layer to see ``t`` (Grathwohl et al. 2019, FFJORD; ``layer_type`` of
     their code, ``lib/layers/diffeq_layers/basic.py``):
 
-    - ``"concat"`` (``ConcatLinear``): ``W [h, t] + b``: ``t`` is one more input;
+    - ``"concat"`` (``ConcatLinear``): ``W [h, τ] + b``: the time features ``τ`` are more
+      inputs; with Fourier features or ``time_input="first"`` computed as
+      ``W_h h + (W_τ τ + b)``, the bracket once per evaluation (``τ`` is the same for the
+      whole batch: no batch-sized concatenation, ~10% less CPU per field evaluation with its
+      trace); with ``t`` itself at every layer (the registered default) as the concatenation,
+      bit for bit what the documented runs computed;
     - ``"concatsquash"`` (``ConcatSquashLinear``, FFJORD's toy default):
-      ``(W h + b) ⊙ σ(g t + c) + e t``: ``t`` gates every output unit and shifts it, so the
+      ``(W h + b) ⊙ σ(G τ + c) + E τ``: ``t`` gates every output unit and shifts it, so the
       field can switch units on and off along the path (the gate is what "squash" means).
 
+    Time features ``τ`` (:func:`time_features`): ``t`` itself (``time_freqs = 0``, FFJORD's
+    toy field) or ``time_freqs`` Fourier pairs (zuko's CNF: 3 pairs). They reach every layer
+    (``time_input = "every"``, FFJORD) or only the first (``"first"``, zuko's CNF: the
+    time embedding is concatenated to the input of a plain MLP; ``concat`` layers only).
+
     A smooth activation (the trace needs second derivatives through training) between
-    layers: ``tanh`` by default (as FFJORD's toy experiments), ``softplus`` or ``elu``. The
-    last layer starts at zero (its weight and bias, and with ``concatsquash`` its time shift
-    ``e``), so a new CNF is the identity map.
+    layers: ``tanh`` by default (as FFJORD's toy experiments), ``softplus`` or ``elu`` (zuko's
+    CNF). The last layer starts at zero (its weight and bias, and with ``concatsquash`` its
+    time shift ``E``), so a new CNF is the identity map.
 
     Args:
         dim: D; hidden: width; depth: number of hidden layers; activation: the
-        nonlinearity; layer: ``"concat"`` or ``"concatsquash"``.
+        nonlinearity; layer: ``"concat"`` or ``"concatsquash"``; time_freqs: number of
+        Fourier pairs of ``t`` (0: ``t`` itself); time_input: ``"every"`` or ``"first"``;
+        T: the flow's end time (the period of the Fourier features is ``2T``).
     """
 
     def __init__(
@@ -113,20 +146,40 @@ class ConcatField(nn.Module):
         depth: int = 3,
         activation: str = "tanh",
         layer: str = "concat",
+        time_freqs: int = 0,
+        time_input: str = "every",
+        T: float = 1.0,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+        if isinstance(time_freqs, bool) or not isinstance(time_freqs, int) or time_freqs < 0:
+            raise ValueError(f"time_freqs must be an int >= 0, got {time_freqs!r}")
+        if time_input not in TIME_INPUTS:
+            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+        if layer == "concatsquash" and time_input != "every":
+            raise ValueError("time_input='first' needs layer='concat' (concatsquash layers "
+                             f"gate every layer by t), got layer={layer!r}")  # fmt: skip
+        if not T > 0:
+            raise ValueError(f"T must be > 0, got {T!r}")
         self.squash = layer == "concatsquash"
+        self.time_freqs, self.T = time_freqs, float(T)
+        # FFJORD's toy field (t itself at every layer): W [h, t] + b as one concatenation, so
+        # the registered default computes bit for bit what its documented runs computed
+        self._cat = not self.squash and time_freqs == 0 and time_input == "every"
+        n_t = 1 if time_freqs == 0 else 2 * time_freqs
         sizes = [dim] + [hidden] * depth + [dim]
         pairs = list(zip(sizes[:-1], sizes[1:]))
-        extra = 0 if self.squash else 1
-        self.layers = nn.ModuleList(nn.Linear(a + extra, b) for a, b in pairs)
-        if self.squash:  # per layer: the gate σ(g t + c) and the shift e t, both from t
-            self.gates = nn.ModuleList(nn.Linear(1, b) for _, b in pairs)
-            self.shifts = nn.ModuleList(nn.Linear(1, b, bias=False) for _, b in pairs)
+        if self.squash:
+            self.extra = [0] * len(pairs)
+        else:
+            self.extra = [n_t if time_input == "every" or i == 0 else 0 for i in range(len(pairs))]
+        self.layers = nn.ModuleList(nn.Linear(a + e, b) for (a, b), e in zip(pairs, self.extra))
+        if self.squash:  # per layer: the gate σ(G τ + c) and the shift E τ, both from τ
+            self.gates = nn.ModuleList(nn.Linear(n_t, b) for _, b in pairs)
+            self.shifts = nn.ModuleList(nn.Linear(n_t, b, bias=False) for _, b in pairs)
             nn.init.zeros_(self.shifts[-1].weight)
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
@@ -135,19 +188,20 @@ class ConcatField(nn.Module):
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
         last = len(self.layers) - 1
-        if self.squash:
-            tt = t.to(z.dtype).reshape(1, 1)
-            h = z
-            for i, layer in enumerate(self.layers):
-                gate = torch.sigmoid(self.gates[i](tt))
-                h = torch.addcmul(self.shifts[i](tt), layer(h), gate)
-                if i < last:
-                    h = self.act(h)
-            return h
-        tt = t.to(z.dtype).expand(z.shape[0], 1)
+        tau = time_features(t, self.time_freqs, self.T, z.dtype)
         h = z
         for i, layer in enumerate(self.layers):
-            h = layer(torch.cat([h, tt], 1))
+            if self.squash:
+                gate = torch.sigmoid(self.gates[i](tau))
+                h = torch.addcmul(self.shifts[i](tau), layer(h), gate)
+            elif self._cat:
+                h = layer(torch.cat([h, tau.expand(h.shape[0], -1)], 1))
+            elif self.extra[i]:
+                n = layer.in_features - self.extra[i]
+                bias = nn.functional.linear(tau, layer.weight[:, n:], layer.bias)  # (1, out)
+                h = torch.addmm(bias, h, layer.weight[:, :n].t())
+            else:
+                h = layer(h)
             if i < last:
                 h = self.act(h)
         return h
@@ -365,12 +419,20 @@ class CNFModel(FlowModel):
 
 @dataclass
 class FFJORDConfig:
-    """FFJORD (Grathwohl et al. 2019): an MLP field, exact or Hutchinson trace."""
+    """FFJORD (Grathwohl et al. 2019): an MLP field, exact or Hutchinson trace.
+
+    The field (:class:`ConcatField`): ``activation`` (tanh, softplus, elu), ``layer`` (concat,
+    concatsquash), ``time_freqs`` (0: ``t`` itself; k: k Fourier pairs of ``t``, zuko's CNF
+    uses 3) and ``time_input`` (``"every"`` layer, FFJORD's; ``"first"`` only, zuko's CNF).
+    The defaults are FFJORD's toy field: tanh, ``t`` concatenated at every layer.
+    """
 
     hidden: int = 64
     depth: int = 3
     activation: str = "tanh"
     layer: str = "concat"
+    time_freqs: int = 0
+    time_input: str = "every"
     trace: str = "exact"
     noise: str = "rademacher"
     T: float = 1.0
@@ -381,6 +443,21 @@ class FFJORDConfig:
     adjoint: bool = False
     train_rtol: float | None = 1e-4
     train_atol: float | None = 1e-4
+
+    def validate(self) -> None:
+        """The field's options, checked when the config is made (bad values name the key)."""
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, "
+                             f"got {self.activation!r}")  # fmt: skip
+        if self.layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {self.layer!r}")
+        if self.time_freqs < 0:
+            raise ValueError(f"time_freqs must be an int >= 0, got {self.time_freqs!r}")
+        if self.time_input not in TIME_INPUTS:
+            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
+        if self.layer == "concatsquash" and self.time_input != "every":
+            raise ValueError("time_input='first' needs layer='concat', got "
+                             f"layer={self.layer!r}")  # fmt: skip
 
 
 @dataclass
@@ -419,9 +496,12 @@ def _solver(config) -> dict:
     description="FFJORD continuous normalizing flow (Grathwohl et al. 2019)",
 )
 def build_ffjord(config: FFJORDConfig, info: DataInfo) -> CNFModel:
-    """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth)`` in a :class:`CNF`."""
+    """FFJORD on ``info``'s points: ``ConcatField(d, hidden, depth, ...)`` in a :class:`CNF`."""
     d = _dim(info, "ffjord")
-    field = ConcatField(d, config.hidden, config.depth, config.activation, config.layer)
+    field = ConcatField(
+        d, config.hidden, config.depth, config.activation, config.layer,
+        config.time_freqs, config.time_input, config.T,
+    )  # fmt: skip
     tols = dict(train_rtol=config.train_rtol, train_atol=config.train_atol)
     cnf = CNF(field, trace=config.trace, noise=config.noise, **_solver(config), **tols)
     return CNFModel(cnf, (d,))
