@@ -372,7 +372,7 @@ def bench_latent_ode(args) -> None:
     opts = dict(n_obs=args.n_obs)
     for seed in args.seeds:
         fit_s, m, cfg, model = _train_eval(
-            args.model, "spirals", opts, seed, args.steps, sets=args.set,
+            args.model, "spirals", opts, seed, args.steps, args.lr, sets=args.set,
             lr_schedule=args.lr_schedule,
         )  # fmt: skip
         print(
@@ -623,6 +623,7 @@ def main() -> None:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--set", nargs="*", default=[], help="model config KEY=VALUE")
+    c.add_argument("--lr", type=float, default=None, help="default: the model's")
     c.add_argument("--lr-schedule", default=None, help="constant or cosine (default: the budget's)")
     c.add_argument(
         "--diagnose", action="store_true", help="where the extrapolation error comes from"

@@ -207,3 +207,36 @@ def test_spirals_start_at_the_models_t0():
     for _ in range(5):
         b = tr.batch(128, g)
         assert float(b.times.min()) == model.t0
+
+
+def test_defaults_fix_the_observation_noise_and_old_runs_still_load():
+    """The registered defaults (docs/series.md, "The latent ODE's seed 1 at n_obs 30"): latent
+    size 4, field and decoder width 20, encoder GRU 25, and a fixed observation noise s = 0.3
+    (a buffer, not trained). ``obs_std=None`` (config 0) learns s from 0.1, as the default did
+    before; a run saved then records ``obs_std: 0.0`` and rebuilds with a learned s that
+    loads its weights. A bad s is one clear error."""
+    model = LatentODE(2)
+    assert model.latent_dim == 4 and model.encoder == "rnn"
+    assert model.field.net[0].out_features == 20 and model.cell.hidden_size == 25
+    assert float(model.obs_std) == pytest.approx(0.3, rel=1e-6)
+    assert "raw_std" in model.state_dict()
+    assert "raw_std" not in dict(model.named_parameters())
+    spec = registry.get("latent-ode")
+    cfg = spec.make_config()
+    assert (cfg.latent_dim, cfg.obs_std, cfg.width, cfg.hidden) == (4, 0.3, 20, 25)
+    info = data.load("spirals", n_train=20, n_test=10).info
+    assert float(spec.build(cfg, info).obs_std) == pytest.approx(0.3, rel=1e-6)
+    learned = LatentODE(2, obs_std=None)
+    assert "raw_std" in dict(learned.named_parameters())
+    assert float(learned.obs_std.detach()) == pytest.approx(0.1, rel=1e-6)
+    old = spec.build(spec.make_config({"obs_std": 0.0}), info)  # an old run's config.json
+    assert "raw_std" in dict(old.named_parameters())
+    with torch.no_grad():
+        learned.raw_std.fill_(-1.5)
+    old.load_state_dict(learned.state_dict())
+    assert torch.equal(old.obs_std, learned.obs_std)
+    for bad in (-0.1, float("nan"), float("inf"), "0.3", True):
+        with pytest.raises(ValueError, match="obs_std must be a positive number"):
+            LatentODE(2, obs_std=bad)
+    with pytest.raises(ValueError, match="obs_std must be a positive number"):
+        spec.build(spec.make_config({"obs_std": -1.0}), info)
