@@ -155,7 +155,7 @@ def test_latent_solve_is_odeint_rk4_on_the_grid(direction):
     from genmodels.integrate import odeint
 
     torch.manual_seed(0)
-    model = LatentODE(2).double()
+    model = LatentODE(2, 4).double()
     z0 = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
     grid = (direction * torch.tensor([0.0, 0.1, 0.35, 0.4, 1.0], dtype=torch.float64)).tolist()
     ours = model.field.solve_rk4(z0, grid)
@@ -209,23 +209,28 @@ def test_spirals_start_at_the_models_t0():
         assert float(b.times.min()) == model.t0
 
 
-def test_defaults_fix_the_observation_noise_and_old_runs_still_load():
+def test_defaults_and_old_runs_still_load():
     """The registered defaults (docs/series.md, "The latent ODE's seed 1 at n_obs 30"): latent
-    size 4, field and decoder width 20, encoder GRU 25, and a fixed observation noise s = 0.3
-    (a buffer, not trained). ``obs_std=None`` (config 0) learns s from 0.1, as the default did
-    before; a run saved then records ``obs_std: 0.0`` and rebuilds with a learned s that
-    loads its weights. A bad s is one clear error."""
+    size 8, field and decoder width 20, encoder GRU 25, a learned observation noise s (from
+    0.1). Runs saved at size 4, learned s (``obs_std: 0.0``) or a fixed s rebuild as recorded
+    and load their weights. A bad s is one clear error."""
     model = LatentODE(2)
-    assert model.latent_dim == 4 and model.encoder == "rnn"
+    assert model.latent_dim == 8 and model.encoder == "rnn"
+    assert model.field.net[0].in_features == 8 and model.decoder[0].in_features == 8
     assert model.field.net[0].out_features == 20 and model.cell.hidden_size == 25
-    assert float(model.obs_std) == pytest.approx(0.3, rel=1e-6)
-    assert "raw_std" in model.state_dict()
-    assert "raw_std" not in dict(model.named_parameters())
+    assert "raw_std" in dict(model.named_parameters())
     spec = registry.get("latent-ode")
     cfg = spec.make_config()
-    assert (cfg.latent_dim, cfg.obs_std, cfg.width, cfg.hidden) == (4, 0.3, 20, 25)
+    assert (cfg.latent_dim, cfg.obs_std, cfg.width, cfg.hidden) == (8, 0.0, 20, 25)
     info = data.load("spirals", n_train=20, n_test=10).info
-    assert float(spec.build(cfg, info).obs_std) == pytest.approx(0.3, rel=1e-6)
+    built = spec.build(cfg, info)
+    assert built.latent_dim == 8 and "raw_std" in dict(built.named_parameters())
+    fixed = spec.build(spec.make_config({"obs_std": 0.3}), info)
+    assert float(fixed.obs_std) == pytest.approx(0.3, rel=1e-6)
+    assert "raw_std" in fixed.state_dict() and "raw_std" not in dict(fixed.named_parameters())
+    small = LatentODE(2, 4)
+    old4 = spec.build(spec.make_config({"latent_dim": 4, "obs_std": 0.0}), info)
+    old4.load_state_dict(small.state_dict())  # a size-4 run's weights
     learned = LatentODE(2, obs_std=None)
     assert "raw_std" in dict(learned.named_parameters())
     assert float(learned.obs_std.detach()) == pytest.approx(0.1, rel=1e-6)
