@@ -65,7 +65,7 @@ from torch.autograd.function import once_differentiable
 
 from .brownian import BrownianMotion, _mix64
 from .checks import NonFiniteSolutionError, check_times
-from .sdeint import _default_method, _grid, reversible_heun_step, sdeint
+from .sdeint import _default_method, _grid, _logqp, _resolve, reversible_heun_step, sdeint
 
 __all__ = ["sdeint_adjoint", "ADJOINT_METHODS"]
 
@@ -548,14 +548,21 @@ def sdeint_adjoint(
         adaptive, rtol, atol, dt_min: passed to ``sdeint`` (its adaptive stepping) when
             ``adaptive`` is True; the backward solve uses the fixed grid of ``dt``.
         adjoint_options: {"grad_free": False} only (the adjoint needs the derivatives).
-        adjoint_adaptive, adjoint_rtol, adjoint_atol, logqp, extra, extra_solver_state:
-            accepted for torchsde's signature; ``adjoint_adaptive``, ``logqp``, ``extra`` and
+        logqp: also return the KL penalty's increments, as ``sdeint(logqp=True)``: the
+            state is augmented with L, dL = ½ |g⁻¹ (f - h)|² dt (no noise on L; diagonal noise
+            gets one more Brownian channel of zero diffusion, so a given ``bm`` must have
+            ``d + 1`` channels there, as for ``sdeint``), and the adjoint runs on the
+            augmented SDE, so gradients of the KL flow to ``y0`` and the parameters too.
+            ``names`` may then also map ``"prior_drift"``.
+        adjoint_adaptive, adjoint_rtol, adjoint_atol, extra, extra_solver_state: accepted
+            for torchsde's signature; ``adjoint_adaptive``, ``extra`` and
             ``extra_solver_state`` other than their defaults raise ``ValueError`` (not
             implemented here).
         generator: draws the seed of the default Brownian path.
 
     Returns:
-        (T, *y0.shape) tensor, y at each of ``ts`` (identical to ``sdeint`` on the same path).
+        (T, *y0.shape) tensor, y at each of ``ts`` (identical to ``sdeint`` on the same path);
+        with ``logqp`` the pair (ys, log_ratio), log_ratio of shape (T - 1, *y0.shape[:-1]).
 
     Raises:
         ValueError: ts requires grad, unknown or mismatched adjoint_method, unsupported options.
@@ -577,8 +584,7 @@ def sdeint_adjoint(
             "sdeint_adjoint: sde must be an nn.Module (to find its parameters), or pass "
             "adjoint_params explicitly (adjoint_params=() for none)"
         )
-    for name, value in (("adjoint_adaptive", adjoint_adaptive), ("logqp", logqp),
-                        ("extra", extra)):  # fmt: skip
+    for name, value in (("adjoint_adaptive", adjoint_adaptive), ("extra", extra)):
         if value:
             raise ValueError(f"sdeint_adjoint: {name}=True is not implemented in genmodels")
     if extra_solver_state is not None:
@@ -587,6 +593,11 @@ def sdeint_adjoint(
         raise ValueError("sdeint_adjoint: ts must not require grad (no gradients wrt the times)")
     if not isinstance(y0, Tensor) or not torch.is_floating_point(y0) or y0.dim() < 1:
         raise ValueError("sdeint_adjoint: y0 must be a floating-point tensor of shape (..., d)")
+    if logqp:
+        return _sdeint_adjoint_logqp(
+            sde, y0, ts, bm, method, adjoint_method, dt, adaptive, rtol, atol, dt_min, options,
+            adjoint_params, names, generator,
+        )  # fmt: skip
     names = dict(names or {})
     if set(names) - {"drift", "diffusion"}:
         raise ValueError(
@@ -687,3 +698,37 @@ def sdeint_adjoint(
         adjoint=_Adjoint(f, g, noise_type, ito, params, times, mid_times),
     )  # fmt: skip
     return _SdeintAdjoint.apply(run, y0, *params)
+
+
+class _AugmentedSDE:
+    """The SDE on (y, L) of ``sdeint(logqp=True)`` (:func:`~genmodels.integrate.sdeint._logqp`)
+    as an object with ``f``, ``g``, ``noise_type`` and ``sde_type``."""
+
+    def __init__(self, fns: Any):
+        self.f, self.g = fns.f, fns.g
+        self.noise_type, self.sde_type = fns.noise_type, fns.sde_type
+
+
+def _sdeint_adjoint_logqp(
+    sde, y0, ts, bm, method, adjoint_method, dt, adaptive, rtol, atol, dt_min, options,
+    adjoint_params, names, generator,
+):  # fmt: skip
+    """``sdeint_adjoint(..., logqp=True)``: the adjoint of the augmented SDE, split back into
+    (ys, log_ratio) as ``sdeint`` returns them."""
+    names = dict(names or {})
+    if set(names) - {"drift", "diffusion", "prior_drift"}:
+        raise ValueError(
+            "sdeint_adjoint: with logqp=True names may map 'drift', 'diffusion' and "
+            f"'prior_drift' only, got {sorted(names)}"
+        )
+    fns = _logqp(_resolve(sde, names))
+    if adjoint_params is None:
+        adjoint_params = sde.parameters()
+    params = tuple(p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad)
+    y0a = torch.cat([y0, y0.new_zeros((*y0.shape[:-1], 1))], dim=-1)
+    ys = sdeint_adjoint(
+        _AugmentedSDE(fns), y0a, ts, bm, method=method, adjoint_method=adjoint_method, dt=dt,
+        adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, options=options,
+        adjoint_params=params, generator=generator,
+    )  # fmt: skip
+    return ys[..., :-1], ys[1:, ..., -1] - ys[:-1, ..., -1]
