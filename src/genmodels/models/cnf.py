@@ -106,6 +106,21 @@ def time_features(t: Tensor, freqs: int, T: float, dtype: torch.dtype) -> Tensor
     return torch.cat([angle.cos(), angle.sin()], 1)
 
 
+def _check_field_options(activation, layer, time_freqs, time_input) -> None:
+    """The :class:`ConcatField` options (shared by the field and ``FFJORDConfig.validate``)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+    if isinstance(time_freqs, bool) or not isinstance(time_freqs, int) or time_freqs < 0:
+        raise ValueError(f"time_freqs must be an int >= 0, got {time_freqs!r}")
+    if time_input not in TIME_INPUTS:
+        raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+    if layer == "concatsquash" and time_input != "every":
+        raise ValueError("time_input='first' needs layer='concat' (concatsquash layers "
+                         f"gate every layer by t), got layer={layer!r}")  # fmt: skip
+
+
 class ConcatField(nn.Module):
     """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose layers also see ``t``.
 
@@ -151,17 +166,7 @@ class ConcatField(nn.Module):
         T: float = 1.0,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if layer not in LAYERS:
-            raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
-        if isinstance(time_freqs, bool) or not isinstance(time_freqs, int) or time_freqs < 0:
-            raise ValueError(f"time_freqs must be an int >= 0, got {time_freqs!r}")
-        if time_input not in TIME_INPUTS:
-            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
-        if layer == "concatsquash" and time_input != "every":
-            raise ValueError("time_input='first' needs layer='concat' (concatsquash layers "
-                             f"gate every layer by t), got layer={layer!r}")  # fmt: skip
+        _check_field_options(activation, layer, time_freqs, time_input)
         if not T > 0:
             raise ValueError(f"T must be > 0, got {T!r}")
         self.squash = layer == "concatsquash"
@@ -446,18 +451,7 @@ class FFJORDConfig:
 
     def validate(self) -> None:
         """The field's options, checked when the config is made (bad values name the key)."""
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, "
-                             f"got {self.activation!r}")  # fmt: skip
-        if self.layer not in LAYERS:
-            raise ValueError(f"layer must be one of {LAYERS}, got {self.layer!r}")
-        if self.time_freqs < 0:
-            raise ValueError(f"time_freqs must be an int >= 0, got {self.time_freqs!r}")
-        if self.time_input not in TIME_INPUTS:
-            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
-        if self.layer == "concatsquash" and self.time_input != "every":
-            raise ValueError("time_input='first' needs layer='concat', got "
-                             f"layer={self.layer!r}")  # fmt: skip
+        _check_field_options(self.activation, self.layer, self.time_freqs, self.time_input)
 
 
 @dataclass
