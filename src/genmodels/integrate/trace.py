@@ -108,8 +108,13 @@ def _vjp(out: Tensor, z: Tensor, v: Tensor | None, create_graph: bool, **kw) -> 
 
 
 def divergence_exact(
-    f_out: Tensor, z: Tensor, *, create_graph: bool = False, batched: bool = False
-) -> Tensor:
+    f_out: Tensor,
+    z: Tensor,
+    *,
+    create_graph: bool = False,
+    batched: bool = False,
+    frobenius: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Exact ``tr(∂f/∂z)`` per row from D vector-Jacobian products.
 
     ``tr(∂f/∂z) = Σ_i ∂f_i/∂z_i``, where ``∂f_i/∂z`` is one ``autograd.grad`` of ``f_out[:, i]``
@@ -123,9 +128,13 @@ def divergence_exact(
             the diagonal of the dense per-example Jacobian ``(D, batch, D)``. Same result;
             on a CPU with an MLP it was not faster (D = 2..32, batch 256; see
             docs/integrate_ode.md), and it needs batching rules for every backward op.
+        frobenius: also return ``‖∂f/∂z‖_F²`` per row, the sum of the squared entries of the
+            D rows the trace already computes (free; the Jacobian regulariser of RNODE,
+            Finlay et al. 2020).
 
     Returns:
-        ``(batch,)``, detached unless ``create_graph``.
+        ``(batch,)``, detached unless ``create_graph``; with ``frobenius`` the pair
+        ``(div, ‖∂f/∂z‖_F²)``.
 
     Example::
 
@@ -142,17 +151,25 @@ def divergence_exact(
         grad_out = eye.unsqueeze(1).expand(d, b, d).reshape(d, *f_out.shape)
         jac = _vjp(f_out, z, grad_out, create_graph, is_grads_batched=True)
         div = torch.diagonal(jac.reshape(d, b, d), dim1=0, dim2=2).sum(-1)
+        frob = jac.reshape(d, b, d).square().sum((0, 2)) if frobenius else None
     else:
         div = torch.zeros(b, dtype=f_out.dtype, device=f_out.device)
+        frob = torch.zeros_like(div) if frobenius else None
         for i in range(d):
             row = _vjp(f_flat[:, i].sum(), z, None, create_graph, retain_graph=True)
-            div = div + row.reshape(b, -1)[:, i]
-    return div if create_graph else div.detach()
+            row = row.reshape(b, -1)
+            div = div + row[:, i]
+            if frobenius:
+                frob = frob + row.square().sum(1)
+    if not create_graph:
+        div = div.detach()
+        frob = None if frob is None else frob.detach()
+    return (div, frob) if frobenius else div
 
 
 def divergence_hutchinson(
-    f_out: Tensor, z: Tensor, eps: Tensor, *, create_graph: bool = False
-) -> Tensor:
+    f_out: Tensor, z: Tensor, eps: Tensor, *, create_graph: bool = False, frobenius: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """Hutchinson's unbiased estimate ``εᵀ (∂f/∂z) ε`` per row, from one vector-Jacobian product.
 
     Args:
@@ -161,9 +178,12 @@ def divergence_hutchinson(
         eps: noise from :func:`hutchinson_noise`, shape ``(batch, D)``; keep it fixed over a
             solve.
         create_graph: keep the graph, so that the estimate can be differentiated.
+        frobenius: also return ``‖εᵀ ∂f/∂z‖²`` per row, an unbiased estimate of
+            ``‖∂f/∂z‖_F²`` from the same product (``E[εεᵀ] = I``; RNODE's Jacobian term,
+            Finlay et al. 2020).
 
     Returns:
-        ``(batch,)``, detached unless ``create_graph``.
+        ``(batch,)``, detached unless ``create_graph``; with ``frobenius`` the pair.
 
     Example::
 
@@ -178,9 +198,13 @@ def divergence_hutchinson(
             f"eps must be a Tensor of the state's shape {tuple(z.shape)}, "
             f"got {tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__}"
         )
-    vjp = _vjp(f_out, z, eps, create_graph)
-    div = (vjp * eps).reshape(z.shape[0], -1).sum(1)
-    return div if create_graph else div.detach()
+    vjp = _vjp(f_out, z, eps, create_graph).reshape(z.shape[0], -1)
+    div = (vjp * eps.reshape(z.shape[0], -1)).sum(1)
+    frob = vjp.square().sum(1) if frobenius else None
+    if not create_graph:
+        div = div.detach()
+        frob = None if frob is None else frob.detach()
+    return (div, frob) if frobenius else div
 
 
 def dynamics_with_divergence(
@@ -191,7 +215,8 @@ def dynamics_with_divergence(
     method: str = "exact",
     noise: Tensor | None = None,
     create_graph: bool | None = None,
-) -> tuple[Tensor, Tensor]:
+    frobenius: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Evaluate ``dz/dt = f(t, z)`` and its divergence ``tr(∂f/∂z)`` together.
 
     The augmented dynamics of a CNF (FFJORD's equation 4) are then one line::
@@ -213,10 +238,14 @@ def dynamics_with_divergence(
             ``torch.is_grad_enabled()`` at the call: differentiable under backprop through a
             solver and inside an adjoint's backward pass, detached and cheaper under
             ``torch.no_grad()``.
+        frobenius: also return ``‖∂f/∂z‖_F²`` per row (exact from the D products, or
+            Hutchinson's ``‖εᵀ∂f/∂z‖²`` from the one product): the Jacobian term of RNODE's
+            regulariser (Finlay et al. 2020, "How to train your neural ODE"), at no extra
+            backward pass.
 
     Returns:
         ``(dz/dt, div)``: shapes ``(batch, D)`` and ``(batch,)``; detached unless
-        ``create_graph``.
+        ``create_graph``. With ``frobenius``: ``(dz/dt, div, ‖∂f/∂z‖_F²)``.
 
     Example::
 
@@ -246,10 +275,15 @@ def dynamics_with_divergence(
                              f"expected z's shape {tuple(z.shape)}")  # fmt: skip
         if not f_out.requires_grad:  # a field that depends on nothing differentiable
             div = torch.zeros(z.shape[0], dtype=f_out.dtype, device=f_out.device)
+            out = (div, torch.zeros_like(div)) if frobenius else div
         elif method == "hutchinson":
-            div = divergence_hutchinson(f_out, zg, noise, create_graph=create_graph)
-        else:
-            div = divergence_exact(
-                f_out, zg, create_graph=create_graph, batched=method == "exact_batched"
+            out = divergence_hutchinson(
+                f_out, zg, noise, create_graph=create_graph, frobenius=frobenius
             )
-    return (f_out, div) if create_graph else (f_out.detach(), div)
+        else:
+            out = divergence_exact(
+                f_out, zg, create_graph=create_graph, batched=method == "exact_batched",
+                frobenius=frobenius,
+            )  # fmt: skip
+    dz = f_out if create_graph else f_out.detach()
+    return (dz, *out) if frobenius else (dz, out)
