@@ -228,6 +228,31 @@ def test_sampler_errors_are_clear():
         ode(lambda x, t: x * float("nan"), VPSDE(), torch.randn(3, 2))
 
 
+def test_a_model_samples_with_pc_at_its_data_kinds_snr_unless_told():
+    from genmodels.models.samplers import DEFAULT_PC_SNR, default_pc_snr
+
+    assert default_pc_snr((2,)) == DEFAULT_PC_SNR["points"] == 0.04
+    assert default_pc_snr((1, 8, 8)) == DEFAULT_PC_SNR["images"] == 0.16
+    m = _tiny_ddpm()
+
+    def draw(**kw):
+        return m.sample(64, sampler="pc", steps=6, generator=torch.Generator().manual_seed(1), **kw)
+
+    # the model's default is points' 0.04, not pc's own 0.16: equal to passing 0.04 ...
+    assert torch.equal(draw(), draw(snr=0.04))
+    assert not torch.allclose(draw(), draw(snr=0.16))
+    # ... and pc called directly with that snr gives the same samples from the same x_T
+    g = torch.Generator().manual_seed(1)
+    x_T = torch.randn(64, 2, generator=g)
+    sde = as_sde(m.schedule)
+    direct = pc(score_from_eps(m.eps_model, sde), sde, x_T, steps=6, snr=0.04, generator=g)
+    assert torch.allclose(m._to_data(direct), draw(), atol=1e-6)
+    with pytest.raises(ValueError, match="snr must be a number > 0"):
+        draw(snr=0.0)
+    with pytest.raises(ValueError, match="snr is pc's"):
+        m.sample(3, sampler="euler_maruyama", steps=3, snr=0.1)
+
+
 def test_ddpm_log_prob_is_the_pf_ode_likelihood_with_the_standardisation():
     m = _tiny_ddpm()
     x = torch.randn(6, 2)
@@ -276,10 +301,19 @@ def test_cli_sde_samplers_for_a_ddpm_and_a_subvp_model(tmp_path, capsys):
         (ddpm, ["--sampler", "pc", "--steps", "0"], "steps must be"),
         (sub, ["--sampler", "ddim"], "applies to the discrete VP chain"),
         (sub, ["--sampler", "nosuch"], "unknown sampler"),
+        (sub, ["--sampler", "ode", "--snr", "0.1"], "--snr is the pc sampler's"),
+        (sub, ["--sampler", "pc", "--snr", "-1"], "snr must be a number > 0"),
     ]:
         assert main(["sample", str(run), "--n", "5", "--out", out, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert main(["evaluate", str(sub), "--n", "200", "--sampler", "ode"]) == 0
     m = json.loads((sub / "metrics.json").read_text())
-    assert math.isfinite(m["nll_nats"]) and "nll_bound_nats" not in m
+    assert math.isfinite(m["nll_nats"]) and "nll_bound_nats" not in m and "eval_snr" not in m
+    assert main(["sample", str(sub), "--n", "20", "--out", out, "--sampler", "pc", "--steps", "5",
+                 "--snr", "0.1"]) == 0  # fmt: skip
+    assert main(["evaluate", str(ddpm), "--n", "100", "--sampler", "pc", "--steps", "5"]) == 0
+    assert json.loads((ddpm / "metrics.json").read_text())["eval_snr"] == 0.04
+    assert main(["evaluate", str(ddpm), "--n", "100", "--sampler", "pc", "--steps", "5",
+                 "--snr", "0.16"]) == 0  # fmt: skip
+    assert json.loads((ddpm / "metrics.json").read_text())["eval_snr"] == 0.16

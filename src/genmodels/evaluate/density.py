@@ -176,6 +176,7 @@ def density_metrics(
     nll_n: int | None = None,
     test_n: int | None = None,
     variable: str | None = None,
+    snr: float | None = None,
 ) -> dict:
     """Sample distances, exact NLL and/or bound of a density model on ``data_name``'s test split.
 
@@ -203,6 +204,8 @@ def density_metrics(
         variable: the probability flow ODE's integration variable, ``"t"`` | ``"sigma"`` |
             ``"log_sigma"`` (a diffusion model's ``log_prob`` and, with ``sampler="ode"``, its
             sampler; reported as ``eval_variable``); None: their defaults (t).
+        snr: with ``sampler="pc"``, its Langevin signal-to-noise ratio (default: the model's,
+            :data:`~genmodels.models.samplers.DEFAULT_PC_SNR`); reported as ``eval_snr``.
 
     Returns a dict of the keys listed in the module docstring (nats per example; bits/dim of
     the discrete data for images).
@@ -226,6 +229,12 @@ def density_metrics(
         lp_opts["variable"] = variable
         if sampler == "ode":
             sample_opts["variable"] = variable
+    if snr is not None:
+        from ..models.samplers import check_snr
+
+        if sampler != "pc":
+            raise ValueError(f"snr is the pc sampler's setting; got sampler={sampler!r}")
+        sample_opts["snr"] = check_snr(snr)
     test = data_mod.load(data_name, "test", **(data_options or {}))
     train = data_mod.load(data_name, "train", **(data_options or {}))
     if test_n is not None and test_n < len(test):
@@ -257,6 +266,10 @@ def density_metrics(
         )
     if variable is not None:
         out["eval_variable"] = variable
+    if (sampler or getattr(model, "default_sampler", None)) == "pc":
+        from ..models.samplers import default_pc_snr
+
+        out["eval_snr"] = sample_opts.get("snr", default_pc_snr(test.info.event_shape))
 
     x = test.x.to(dev)
     has_log_prob, has_bound = hasattr(model, "log_prob"), hasattr(model, "nll_bound")

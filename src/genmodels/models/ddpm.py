@@ -38,7 +38,14 @@ from ..nn import time_network_for
 from ..nn.embeddings import check_time_scale
 from ..registry import DataInfo, register
 from .noise import LinearVP, NoiseProcess, NoiseSchedule, ddim_timesteps
-from .samplers import SAMPLERS, ancestral, check_variable, ddim, pf_ode_log_prob
+from .samplers import (
+    SAMPLERS,
+    ancestral,
+    check_variable,
+    ddim,
+    pf_ode_log_prob,
+    resolve_snr,
+)
 from .sde import VPSDE, dequantization_width, score_from_eps, uniform_dequantize
 
 __all__ = [
@@ -231,8 +238,9 @@ class DDPM(nn.Module):
         Args:
             sampler: a name in :data:`SAMPLERS`: ``"ancestral"`` (Algorithm 2; every step
                 by default), ``"ddim"`` (50 steps by default), or the VP SDE's samplers
-                ``"euler_maruyama"``, ``"pc"`` (1000 steps by default) and ``"ode"``
-                (adaptive; no ``steps``).
+                ``"euler_maruyama"``, ``"pc"`` (1000 steps by default; ``snr`` from
+                :data:`~.samplers.DEFAULT_PC_SNR` unless given: points 0.04, images 0.16) and
+                ``"ode"`` (adaptive; no ``steps``).
             steps: network evaluations (a sub-grid of the T steps; the sampler's default
                 when None).
             return_chain: also return the chain as a list of ``(t, x_t)`` in data
@@ -253,6 +261,7 @@ class DDPM(nn.Module):
         opts.setdefault("clip", self.clip)
         if sampler == "ancestral":
             opts.setdefault("variance", self.variance)
+        resolve_snr(sampler, opts, self.event_shape)
         if steps is not None:
             opts["steps"] = steps
         chain, callbacks, bar = [], [], None

@@ -27,7 +27,7 @@ from ..distributions import Standardize, check_batch
 from ..nn import time_network_for
 from ..nn.embeddings import check_time_scale
 from ..registry import DataInfo, register
-from .samplers import SAMPLERS, check_variable, pf_ode_log_prob
+from .samplers import SAMPLERS, check_variable, pf_ode_log_prob, resolve_snr
 from .sde import (
     SDE,
     VESDE,
@@ -151,6 +151,7 @@ class ScoreSDE(nn.Module):
         )
         if steps is not None:
             options["steps"] = steps
+        resolve_snr(sampler, options, self.event_shape)
         x0 = fn(self.eps_model, x_T, self.sde, generator=generator, **options)
         return self._to_data(x0)
 
