@@ -421,3 +421,90 @@ def test_training_tolerances_apply_only_while_autograd_records():
             CNF(_field(2), train_rtol=bad)
         with pytest.raises(ValueError, match="train_atol must be > 0 or None"):
             CNF(_field(2), train_atol=bad)
+
+
+# --- RNODE's regularisers (Finlay et al. 2020): kinetic energy and Jacobian Frobenius norm ---
+
+
+def test_frobenius_norm_of_the_field_jacobian_exact_and_in_expectation():
+    from genmodels.integrate import dynamics_with_divergence, hutchinson_noise
+
+    f = _field(3)
+    z = torch.randn(5, 3, dtype=D64)
+    t = torch.tensor(0.4, dtype=D64)
+    jac = torch.stack(
+        [torch.autograd.functional.jacobian(lambda v: f(t, v[None])[0], zi) for zi in z]
+    )
+    want = jac.square().sum((1, 2))
+    dz, div, frob = dynamics_with_divergence(f, t, z, method="exact", frobenius=True)
+    torch.testing.assert_close(frob, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        div, torch.diagonal(jac, dim1=1, dim2=2).sum(1), rtol=1e-10, atol=1e-12
+    )
+    # Hutchinson: ‖εᵀJ‖² is unbiased for ‖J‖_F² (E[εεᵀ] = I), for both noises
+    n = 20000
+    zs = z[:1].expand(n, 3)
+    for kind in ("rademacher", "gaussian"):
+        eps = hutchinson_noise(
+            zs.shape, kind, generator=torch.Generator().manual_seed(1), dtype=D64
+        )
+        _, _, est = dynamics_with_divergence(
+            f, t, zs, method="hutchinson", noise=eps, frobenius=True
+        )
+        se = float(est.std()) / math.sqrt(n)
+        assert abs(float(est.mean()) - float(want[0])) < 4 * se
+
+
+def test_regularised_solve_integrates_kinetic_energy_and_frobenius_of_a_linear_field():
+    # f = A z: z(t) = e^{At} x, K = ∫_0^T ‖A e^{At} x‖² dt, J = T ‖A‖_F² (constant Jacobian)
+    A = torch.tensor([[0.3, -1.0], [0.5, -0.4]], dtype=D64)
+    T = 0.7
+    cnf = CNF(_Linear(A.clone()), T=T, rtol=1e-10, atol=1e-10)
+    x = torch.randn(4, 2, dtype=D64)
+    z, ladj, k, j = cnf.regularised(x)
+    z0, l0 = cnf(x)
+    torch.testing.assert_close(z, z0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ladj, l0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        j, torch.full_like(j, T * float(A.square().sum())), rtol=1e-8, atol=1e-8
+    )
+    ts = torch.linspace(0, T, 2001, dtype=D64)  # Simpson's rule on a fine grid
+    vals = torch.stack([(x @ torch.linalg.matrix_exp(A * s).T @ A.T).square().sum(1) for s in ts])
+    w = torch.ones(len(ts), dtype=D64)
+    w[1:-1:2], w[2:-1:2] = 4, 2
+    want_k = (w[:, None] * vals).sum(0) * (T / (len(ts) - 1)) / 3
+    torch.testing.assert_close(k, want_k, rtol=1e-7, atol=1e-9)
+
+
+def test_ffjord_loss_adds_the_weighted_regularisers_and_they_are_validated():
+    from genmodels.models.cnf import CNFModel, FFJORDConfig, build_ffjord
+
+    info = DataInfo("8gaussians", "points", (2,))
+    torch.manual_seed(0)
+    tight = dict(hidden=16, depth=2, rtol=1e-9, atol=1e-9, train_rtol=1e-9, train_atol=1e-9)
+    plain = build_ffjord(FFJORDConfig(**tight), info).double()
+    for p in plain.cnf.field.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(32, 2, dtype=D64) * 2 + 1
+    plain.init_from_data(x)
+    reg = build_ffjord(FFJORDConfig(**tight, kinetic=0.3, jacobian=0.05), info).double()
+    reg.load_state_dict(plain.state_dict())
+    nll = plain.loss(x)
+    z0, _ = plain.standardize(x)
+    _, _, k, j = plain.cnf.regularised(z0)
+    torch.testing.assert_close(
+        reg.loss(x), nll + 0.3 * k.mean() + 0.05 * j.mean(), rtol=1e-6, atol=1e-8
+    )
+    assert float(k.mean()) > 0 and float(j.mean()) > 0
+    with torch.no_grad():  # log_prob is the model's density whatever the training penalty
+        torch.testing.assert_close(reg.log_prob(x), plain.log_prob(x), rtol=0, atol=1e-12)
+    reg.loss(x).backward()  # the penalty is differentiable through the solve
+    assert all(p.grad is not None for p in reg.cnf.field.parameters())
+    for bad in (-0.1, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="kinetic must be a number >= 0"):
+            FFJORDConfig(kinetic=bad).validate()
+        with pytest.raises(ValueError, match="jacobian must be a number >= 0"):
+            CNFModel(plain.cnf, (2,), jacobian=bad)
+    planar = get("planar-cnf").build(get("planar-cnf").config(), info)
+    with pytest.raises(ValueError, match="trace='field'"):
+        CNFModel(planar.cnf, (2,), kinetic=0.1)
