@@ -93,9 +93,9 @@ def ode_vs_ddim(run: str, n: int, seed: int, stochastic: bool = False) -> None:
     if stochastic:
         runs += [
             ("ancestral", dict(sampler="ancestral")),
-            ("pc", dict(sampler="pc")),
+            ("pc-snr-0.16", dict(sampler="pc", snr=0.16)),  # pc()'s own default
             ("euler_maruyama", dict(sampler="euler_maruyama")),
-            ("pc-snr-0.04", dict(sampler="pc", snr=0.04)),
+            ("pc-snr-0.04", dict(sampler="pc", snr=0.04)),  # a points model's default
         ]
     for label, opts in runs:
         st, t0 = {}, time.thread_time()
