@@ -193,9 +193,11 @@ class _FusedConcatMLP(torch.autograd.Function):
         last = len(weights) - 1
 
         def split(i: int) -> tuple[Tensor, Tensor]:
-            W, n = weights[i], weights[i].shape[1] - extras[i]
-            c = torch.addmm(biases[i], tau, W[:, n:].t()) if extras[i] else biases[i]
-            return W[:, :n], c
+            W, e = weights[i], extras[i]
+            if not e:
+                return W, biases[i]
+            n = W.shape[1] - e
+            return W[:, :n], torch.addmm(biases[i], tau, W[:, n:].t())
 
         W0, c = split(0)
         pre = torch.addmm(c, z, W0.t())
@@ -204,23 +206,26 @@ class _FusedConcatMLP(torch.autograd.Function):
             ctx.save_for_backward(z, tau, *weights)
         else:
             X = z.new_empty((D + 1) * B, W0.shape[0])
-            s = _act_into(act, pre, X[:B])
-            torch.mul(s, W0.t().contiguous().unsqueeze(1), out=X[B:].view(D, B, -1))
+            x_p, x_t = X.split([B, D * B])
+            s = _act_into(act, pre, x_p)
+            torch.mul(s, W0.t().contiguous().unsqueeze(1), out=x_t.view(D, B, -1))
             inputs, slopes, tangents = [X], [s], []
             for i in range(1, last + 1):
                 Wh, c = split(i)
                 Y = torch.mm(X, Wh.t())
-                Y[:B] += c
-                P = Y[B:].view(D, B, -1)
+                y_p, y_t = Y.split([B, D * B])
+                y_p += c
+                P = y_t.view(D, B, -1)
                 if i == last:
                     break
                 X = torch.empty_like(Y)
-                s = _act_into(act, Y[:B], X[:B])
-                torch.mul(P, s, out=X[B:].view(D, B, -1))
+                x_p, x_t = X.split([B, D * B])
+                s = _act_into(act, y_p, x_p)
+                torch.mul(P, s, out=x_t.view(D, B, -1))
                 inputs.append(X)
                 slopes.append(s)
                 tangents.append(P)
-            f, J = Y[:B], P
+            f, J = y_p, P
             keep = (J,) if frobenius else ()
             ctx.save_for_backward(z, tau, *weights, *inputs, *slopes, *tangents, *keep)
         ctx.spec, ctx.shape = spec, (B, D)
@@ -261,32 +266,37 @@ class _FusedConcatMLP(torch.autograd.Function):
         g_params: list[Tensor | None] = [None] * (2 * L)
         g_tau = torch.zeros_like(tau) if ctx.needs_input_grad[1] else None
 
-        def bias_and_time(i: int, g_pre: Tensor, g_Wh: Tensor) -> None:
-            W = weights[i]
-            n = W.shape[1] - extras[i]
-            g_c = g_pre.sum(0)
-            g_params[2 * i + 1] = g_c
-            g_params[2 * i] = torch.cat([g_Wh, torch.outer(g_c, tau[0])], 1) if extras[i] else g_Wh
-            if extras[i] and g_tau is not None:
-                g_tau.addmm_(g_c.unsqueeze(0), W[:, n:])
+        def time_columns(i: int, g_c: Tensor, g_Wh: Tensor) -> Tensor:
+            """The weight's gradient with its time columns ``ḡ_c τ`` (and ``ḡ_τ``'s share)."""
+            W, e = weights[i], extras[i]
+            if not e:
+                return g_Wh
+            if g_tau is not None:
+                g_tau.addmm_(g_c.unsqueeze(0), W[:, W.shape[1] - e :])
+            return torch.cat([g_Wh, torch.outer(g_c, tau[0])], 1)
 
         for i in range(L - 1, 0, -1):
-            W = weights[i]
-            Wh = W[:, : W.shape[1] - extras[i]]
+            W, e = weights[i], extras[i]
+            Wh = W[:, : W.shape[1] - e] if e else W
             X = inputs[i - 1]
-            bias_and_time(i, G[:B], torch.mm(G.t(), X))
-            g_X = torch.mm(G, Wh)
-            s, h = slopes[i - 1], X[:B]
+            g_p = G[:B]
+            g_c = g_p.sum(0)
+            g_params[2 * i] = time_columns(i, g_c, torch.mm(G.t(), X))
+            g_params[2 * i + 1] = g_c
+            g_a, g_V = torch.mm(G, Wh).split([B, D * B])
+            g_V = g_V.view(D, B, -1)
+            s = slopes[i - 1]
             P_prev = tangents[i - 2] if i > 1 else W0.t().unsqueeze(1)
-            g_V = g_X[B:].view(D, B, -1)
             g_s = (g_V * P_prev).sum(0)
-            G = torch.empty_like(g_X)
-            torch.mul(g_V, s, out=G[B:].view(D, B, -1))
-            _scaled_back(act, g_X[:B], g_s, h, s, G[:B])
-        g_pre = G[:B]
-        g_W0 = torch.addmm(G[B:].view(D, B, -1).sum(1).t(), g_pre.t(), z)
-        bias_and_time(0, g_pre, g_W0)
-        g_z = torch.mm(g_pre, W0) if ctx.needs_input_grad[0] else None
+            G = torch.empty_like(X)
+            g_p, g_t = G.split([B, D * B])
+            torch.mul(g_V, s, out=g_t.view(D, B, -1))
+            _scaled_back(act, g_a, g_s, X[:B], s, g_p)
+        g_p, g_t = G.split([B, D * B])
+        g_c = g_p.sum(0)
+        g_params[0] = time_columns(0, g_c, torch.addmm(g_t.view(D, B, -1).sum(1).t(), g_p.t(), z))
+        g_params[1] = g_c
+        g_z = torch.mm(g_p, W0) if ctx.needs_input_grad[0] else None
         return (g_z, g_tau, None, *g_params)
 
 
