@@ -86,11 +86,18 @@ def test_gradcheck_wrt_state_time_features_and_every_parameter(act, freqs, time_
 
 
 @pytest.mark.parametrize("act,freqs,time_input", [("tanh", 0, "every"), ("elu", 3, "first")])
-def test_one_evaluation_backward_equals_autograd_through_the_vjp_path(act, freqs, time_input):
-    f = _field(act, freqs, time_input, hidden=16, seed=2)
-    z0 = torch.randn(20, 2, dtype=D64)
-    t = torch.tensor(0.25, dtype=D64, requires_grad=True)
-    g = [torch.randn(20, 2, dtype=D64), torch.randn(20, dtype=D64), torch.randn(20, dtype=D64)]
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+def test_one_evaluation_backward_equals_autograd_through_the_vjp_path(
+    act, freqs, time_input, dtype, tol
+):
+    f = _field(act, freqs, time_input, hidden=16, seed=2, dtype=dtype)
+    z0 = torch.randn(20, 2, dtype=dtype)
+    t = torch.tensor(0.25, dtype=dtype, requires_grad=True)
+    g = [
+        torch.randn(20, 2, dtype=dtype),
+        torch.randn(20, dtype=dtype),
+        torch.randn(20, dtype=dtype),
+    ]
     grads = []
     for fused in (True, False):
         z = z0.clone().requires_grad_(True)
@@ -100,8 +107,8 @@ def test_one_evaluation_backward_equals_autograd_through_the_vjp_path(act, freqs
             out = dynamics_with_divergence(f, t, z, frobenius=True)
         inputs = (z, t, *f.parameters())
         grads.append(torch.autograd.grad(out, inputs, g))
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    for a, b in zip(*grads):  # entries near 0 come from cancellation: scale atol by the size
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * float(b.abs().max()))
 
 
 # adaptive dopri5 for the smooth activations; elu's second derivative jumps at 0, so an

@@ -17,7 +17,10 @@ The trace ``tr(∂f/∂z)`` comes from :mod:`genmodels.integrate.trace` (one hom
 probability flow ODE):
 
 - ``"exact"``: D vector-Jacobian products (the default, and what ``log_prob`` uses under
-  ``torch.no_grad()`` for D <= ``exact_dims``: evaluation reports the exact likelihood);
+  ``torch.no_grad()`` for D <= ``exact_dims``: evaluation reports the exact likelihood); for
+  :class:`ConcatField` with ``concat`` layers the same numbers come from one fused autograd
+  node instead (:meth:`ConcatField.with_divergence`: forward-mode tangents of the D input
+  directions and a hand-written backward; see ``_FusedConcatMLP``);
 - ``"hutchinson"``: FFJORD's unbiased ``εᵀ(∂f/∂z)ε`` (Grathwohl et al. 2019, "FFJORD",
   section 3.1), Rademacher or Gaussian ε drawn ONCE per solve from the caller's generator,
   so that the solve sees one deterministic vector field;
@@ -326,6 +329,11 @@ class ConcatField(nn.Module):
     CNF). The last layer starts at zero (its weight and bias, and with ``concatsquash`` its
     time shift ``E``), so a new CNF is the identity map.
 
+    :meth:`with_divergence` gives ``f`` with its exact divergence (and optionally the
+    Jacobian's Frobenius norm): for ``concat`` layers in one fused autograd node
+    (``_FusedConcatMLP``; ``fused`` is then true and a :class:`CNF` with ``trace="exact"``
+    uses it), for ``concatsquash`` by the D vector-Jacobian products.
+
     Args:
         dim: D; hidden: width; depth: number of hidden layers; activation: the
         nonlinearity; layer: ``"concat"`` or ``"concatsquash"``; time_freqs: number of
@@ -475,7 +483,9 @@ class _Augmented(nn.Module):
 
     With ``regularise``, the state is ``[z, l, k, j]`` and also integrates RNODE's two
     regularisers (Finlay et al. 2020): ``dk/dt = ‖f‖²`` (kinetic energy) and ``dj/dt =
-    ‖∂f/∂z‖_F²`` (from the trace's own vector-Jacobian products: no extra backward pass).
+    ‖∂f/∂z‖_F²`` (from the trace's own vector-Jacobian products, or the fused field's
+    tangents: no extra backward pass). The exact trace of a field with ``fused = True``
+    (:class:`ConcatField` with ``concat`` layers) is its ``with_divergence``, one autograd node.
     """
 
     def __init__(self, field: nn.Module, trace: str, noise: Tensor | None, regularise=False):
@@ -512,7 +522,9 @@ class CNF(Transform):
 
     Args:
         field: ``field(t, z) -> (B, D)`` (an ``nn.Module``; with ``trace="field"`` it also has
-            ``with_divergence(t, z)``).
+            ``with_divergence(t, z)``; with ``trace="exact"`` a field whose ``fused`` is true
+            gives ``with_divergence(t, z, frobenius)`` and the CNF uses it in place of the D
+            vector-Jacobian products).
         trace: ``"exact"``, ``"hutchinson"`` or ``"field"`` (see the module docstring).
         noise: Hutchinson's ε, ``"rademacher"`` or ``"gaussian"``.
         T: the end time.
