@@ -200,22 +200,23 @@ class _FusedConcatMLP(torch.autograd.Function):
             if not e:
                 return W, biases[i]
             n = W.shape[1] - e
-            return W[:, :n], torch.addmm(biases[i], tau, W[:, n:].t())
+            return W[:, :n], nn.functional.linear(tau, W[:, n:], biases[i])
 
         W0, c = split(0)
-        pre = torch.addmm(c, z, W0.t())
+        W0t = W0.t()
+        pre = torch.addmm(c, z, W0t)
         if last == 0:
-            f, J = pre, W0.t().unsqueeze(1).expand(D, B, D)
+            f, J = pre, W0t.unsqueeze(1).expand(D, B, D)
             ctx.save_for_backward(z, tau, *weights)
         else:
             X = z.new_empty((D + 1) * B, W0.shape[0])
             x_p, x_t = X.split([B, D * B])
             s = _act_into(act, pre, x_p)
-            torch.mul(s, W0.t().contiguous().unsqueeze(1), out=x_t.view(D, B, -1))
+            torch.mul(s, W0t.contiguous().unsqueeze(1), out=x_t.view(D, B, -1))
             inputs, slopes, tangents = [X], [s], []
             for i in range(1, last + 1):
                 Wh, c = split(i)
-                Y = torch.mm(X, Wh.t())
+                Y = nn.functional.linear(X, Wh)
                 y_p, y_t = Y.split([B, D * B])
                 y_p += c
                 P = y_t.view(D, B, -1)
@@ -258,14 +259,11 @@ class _FusedConcatMLP(torch.autograd.Function):
         tangents = rest[2 * (L - 1) : 3 * (L - 1) - 1]
         W0 = weights[0][:, : weights[0].shape[1] - extras[0]]
 
-        G = torch.empty((D + 1) * B, D, dtype=g_f.dtype, device=g_f.device)
-        G[:B] = g_f
-        g_J = G[B:].view(D, B, D)
-        g_J.zero_()
-        g_J.diagonal(dim1=0, dim2=2).copy_(g_div.unsqueeze(1).expand(B, D))
+        eye = torch.eye(D, dtype=g_f.dtype, device=g_f.device).unsqueeze(1)
+        G = torch.cat([g_f, (eye * g_div.view(1, B, 1)).view(D * B, D)])
         if frobenius:
             J = rest[-1] if L > 1 else W0.t().unsqueeze(1)
-            g_J.addcmul_(J, g_frob[0].view(1, B, 1), value=2.0)
+            G[B:].view(D, B, D).addcmul_(J, g_frob[0].view(1, B, 1), value=2.0)
         g_params: list[Tensor | None] = [None] * (2 * L)
         g_tau = torch.zeros_like(tau) if ctx.needs_input_grad[1] else None
 
