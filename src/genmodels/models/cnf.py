@@ -17,7 +17,10 @@ The trace ``tr(∂f/∂z)`` comes from :mod:`genmodels.integrate.trace` (one hom
 probability flow ODE):
 
 - ``"exact"``: D vector-Jacobian products (the default, and what ``log_prob`` uses under
-  ``torch.no_grad()`` for D <= ``exact_dims``: evaluation reports the exact likelihood);
+  ``torch.no_grad()`` for D <= ``exact_dims``: evaluation reports the exact likelihood); for
+  :class:`ConcatField` with ``concat`` layers the same numbers come from one fused autograd
+  node instead (:meth:`ConcatField.with_divergence`: forward-mode tangents of the D input
+  directions and a hand-written backward; see ``_FusedConcatMLP``);
 - ``"hutchinson"``: FFJORD's unbiased ``εᵀ(∂f/∂z)ε`` (Grathwohl et al. 2019, "FFJORD",
   section 3.1), Rademacher or Gaussian ε drawn ONCE per solve from the caller's generator,
   so that the solve sees one deterministic vector field;
@@ -121,6 +124,183 @@ def _check_field_options(activation, layer, time_freqs, time_input) -> None:
                          f"gate every layer by t), got layer={layer!r}")  # fmt: skip
 
 
+def _act_into(kind: str, pre: Tensor, out: Tensor) -> Tensor:
+    """Write ``h = σ(pre)`` into ``out`` and return ``s = σ'(pre)`` (tanh, elu with α = 1,
+    softplus with torch's threshold 20: the three activations of :class:`ConcatField`)."""
+    if kind == "tanh":
+        h = torch.tanh(pre, out=out)
+        return 1.0 - h * h
+    if kind == "elu":  # σ' = 1 above 0, e^pre = h + 1 below
+        h = out.copy_(nn.functional.elu(pre))
+        return (h + 1.0).clamp_(max=1.0)
+    out.copy_(nn.functional.softplus(pre))  # torch's softplus is the identity above 20
+    return torch.sigmoid(pre).masked_fill_(pre > 20.0, 1.0)
+
+
+def _scaled_back(kind: str, g_a: Tensor, g_s: Tensor, h: Tensor, s: Tensor, out: Tensor) -> None:
+    """``out = g_a ⊙ σ' + g_s ⊙ σ''`` written as ``σ' ⊙ (g_a + g_s ⊙ σ''/σ')`` with the ratio
+    from ``h = σ(pre)`` and ``s = σ'(pre)``: ``-2 h`` (tanh), ``1 - s`` (softplus), and for elu
+    1 below 0 and 0 above (``σ'' = e^pre = σ'`` below 0; elu's ``σ''`` jumps at 0)."""
+    if kind == "tanh":
+        inner = torch.addcmul(g_a, g_s, h, value=-2.0)
+    elif kind == "elu":
+        inner = torch.where(h > 0, g_a, g_a + g_s)
+    else:
+        inner = torch.addcmul(g_a + g_s, g_s, s, value=-1.0)
+    torch.mul(inner, s, out=out)
+
+
+class _FusedConcatMLP(torch.autograd.Function):
+    """``f(t, z)``, ``tr ∂f/∂z`` and optionally ``‖∂f/∂z‖_F²`` of a ``concat`` MLP in ONE node.
+
+    **Forward** (forward-mode tangents). The field is ``L`` affine layers with ``σ`` between
+    them: ``p_i = a_i W_iᵀ + c_i`` with ``a_0 = z``, ``a_{i+1} = σ(p_i)`` and ``f = p_{L-1}``,
+    where ``W_i`` is the part of layer ``i``'s weight that sees the state and ``c_i = b_i +
+    τ W_{i,τ}ᵀ`` the part that sees the time features ``τ`` (constant in ``z``). Push the D unit
+    tangents ``e_d`` of ``z`` through the layers (Jacobian-vector products, one per input
+    dimension, for the whole batch at once)::
+
+        P_0[d] = e_d W_0ᵀ = W_0[:, d]         (the same row for every example)
+        V_{i+1} = P_i ⊙ σ'(p_i),   P_{i+1} = V_{i+1} W_{i+1}ᵀ
+        J = P_{L-1},  J[d, b, k] = ∂f_k/∂z_d,   div = Σ_d J[d, :, d],   frob = Σ_{d,k} J[d, :, k]²
+
+    Each layer's input is held as ONE ``((D+1)·B, width)`` matrix ``X_i = [a_i; V_i[0]; ..;
+    V_i[D-1]]``, so the primal and the D tangents go through one GEMM ``X_i W_iᵀ`` (the bias
+    added to the first ``B`` rows only). FFJORD's exact trace takes D vector-Jacobian
+    products instead, each a backward pass kept with ``create_graph`` for training; at 2D toy
+    sizes autograd's per-operation cost of that double-backward graph dominates.
+
+    **Backward** (reverse through primal and tangents together). Given ``ḡ_f``, ``ḡ_div``,
+    ``ḡ_frob``: ``ḡ_J[d, b, k] = ḡ_div[b] δ_dk + 2 ḡ_frob[b] J[d, b, k]``, ``ḡ_{p_{L-1}} = ḡ_f``,
+    ``ḡ_{P_{L-1}} = ḡ_J``, then for each layer from the last::
+
+        ḡ_{W_i} = ḡ_{p_i}ᵀ a_i + Σ_d ḡ_{P_i}[d]ᵀ V_i[d]        (V_0[d] = e_d)
+        ḡ_{b_i} = Σ_b ḡ_{p_i},   ḡ_{W_{i,τ}} = ḡ_{b_i} τ,   ḡ_τ += ḡ_{b_i} W_{i,τ}
+        ḡ_{a_i} = ḡ_{p_i} W_i,   ḡ_{V_i} = ḡ_{P_i} W_i
+        ḡ_{P_{i-1}} = ḡ_{V_i} ⊙ σ'(p_{i-1})
+        ḡ_{p_{i-1}} = ḡ_{a_i} ⊙ σ'(p_{i-1}) + (Σ_d ḡ_{V_i}[d] ⊙ P_{i-1}[d]) ⊙ σ''(p_{i-1})
+
+    and ``ḡ_z = ḡ_{p_0} W_0``: with the stacked ``G_i = [ḡ_{p_i}; ḡ_{P_i}]`` the first two
+    lines are the GEMMs ``G_iᵀ X_i`` and ``G_i W_i``. The curvature ``σ''`` enters only through
+    the tangent scaling ``V = P ⊙ σ'(p)``: it is what the double backward of the
+    vector-Jacobian form computes. First-order only: training
+    backpropagates once through the solver and the adjoint takes one vector-Jacobian product
+    of the augmented dynamics; a backward with ``create_graph=True`` is a clear error.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, tau: Tensor, spec: tuple, *params: Tensor):
+        act, extras, frobenius = spec
+        weights, biases = params[0::2], params[1::2]
+        B, D = z.shape
+        last = len(weights) - 1
+
+        def split(i: int) -> tuple[Tensor, Tensor]:
+            W, e = weights[i], extras[i]
+            if not e:
+                return W, biases[i]
+            n = W.shape[1] - e
+            return W[:, :n], nn.functional.linear(tau, W[:, n:], biases[i])
+
+        W0, c = split(0)
+        W0t = W0.t()
+        pre = torch.addmm(c, z, W0t)
+        if last == 0:
+            f, J = pre, W0t.unsqueeze(1).expand(D, B, D)
+            ctx.save_for_backward(z, tau, *weights)
+        else:
+            X = z.new_empty((D + 1) * B, W0.shape[0])
+            x_p, x_t = X.split([B, D * B])
+            s = _act_into(act, pre, x_p)
+            torch.mul(s, W0t.contiguous().unsqueeze(1), out=x_t.view(D, B, -1))
+            inputs, slopes, tangents = [X], [s], []
+            for i in range(1, last + 1):
+                Wh, c = split(i)
+                Y = nn.functional.linear(X, Wh)
+                y_p, y_t = Y.split([B, D * B])
+                y_p += c
+                P = y_t.view(D, B, -1)
+                if i == last:
+                    break
+                X = torch.empty_like(Y)
+                x_p, x_t = X.split([B, D * B])
+                s = _act_into(act, y_p, x_p)
+                torch.mul(P, s, out=x_t.view(D, B, -1))
+                inputs.append(X)
+                slopes.append(s)
+                tangents.append(P)
+            f, J = y_p, P
+            keep = (J,) if frobenius else ()
+            ctx.save_for_backward(z, tau, *weights, *inputs, *slopes, *tangents, *keep)
+        ctx.spec, ctx.shape = spec, (B, D)
+        div = J.diagonal(dim1=0, dim2=2).sum(-1)
+        if frobenius:
+            return f, div, J.square().sum((0, 2))
+        return f, div
+
+    @staticmethod
+    def backward(ctx, g_f: Tensor, g_div: Tensor, *g_frob: Tensor):
+        # torch's once_differentiable only objects when the incoming gradients carry a graph;
+        # with constant ones (grad(div.sum(), z, create_graph=True)) it would silently return
+        # gradients without one. A backward that records (create_graph=True) is refused here.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "ConcatField.with_divergence (the fused exact trace) is differentiable once: "
+                "its backward cannot be differentiated (create_graph=True). For higher "
+                "derivatives use dynamics_with_divergence(field, t, z) (the vjp path)."
+            )
+        act, extras, frobenius = ctx.spec
+        B, D = ctx.shape
+        L = len(extras)
+        saved = ctx.saved_tensors
+        z, tau, weights = saved[0], saved[1], saved[2 : 2 + L]
+        rest = saved[2 + L :]
+        inputs, slopes = rest[: L - 1], rest[L - 1 : 2 * (L - 1)]
+        tangents = rest[2 * (L - 1) : 3 * (L - 1) - 1]
+        W0 = weights[0][:, : weights[0].shape[1] - extras[0]]
+
+        eye = torch.eye(D, dtype=g_f.dtype, device=g_f.device).unsqueeze(1)
+        G = torch.cat([g_f, (eye * g_div.view(1, B, 1)).view(D * B, D)])
+        if frobenius:
+            J = rest[-1] if L > 1 else W0.t().unsqueeze(1)
+            G[B:].view(D, B, D).addcmul_(J, g_frob[0].view(1, B, 1), value=2.0)
+        g_params: list[Tensor | None] = [None] * (2 * L)
+        g_tau = torch.zeros_like(tau) if ctx.needs_input_grad[1] else None
+
+        def time_columns(i: int, g_c: Tensor, g_Wh: Tensor) -> Tensor:
+            """The weight's gradient with its time columns ``ḡ_c τ`` (and ``ḡ_τ``'s share)."""
+            W, e = weights[i], extras[i]
+            if not e:
+                return g_Wh
+            if g_tau is not None:
+                g_tau.addmm_(g_c.unsqueeze(0), W[:, W.shape[1] - e :])
+            return torch.cat([g_Wh, torch.outer(g_c, tau[0])], 1)
+
+        for i in range(L - 1, 0, -1):
+            W, e = weights[i], extras[i]
+            Wh = W[:, : W.shape[1] - e] if e else W
+            X = inputs[i - 1]
+            g_p = G[:B]
+            g_c = g_p.sum(0)
+            g_params[2 * i] = time_columns(i, g_c, torch.mm(G.t(), X))
+            g_params[2 * i + 1] = g_c
+            g_a, g_V = torch.mm(G, Wh).split([B, D * B])
+            g_V = g_V.view(D, B, -1)
+            s = slopes[i - 1]
+            P_prev = tangents[i - 2] if i > 1 else W0.t().unsqueeze(1)
+            g_s = (g_V * P_prev).sum(0)
+            G = torch.empty_like(X)
+            g_p, g_t = G.split([B, D * B])
+            torch.mul(g_V, s, out=g_t.view(D, B, -1))
+            _scaled_back(act, g_a, g_s, X[:B], s, g_p)
+        g_p, g_t = G.split([B, D * B])
+        g_c = g_p.sum(0)
+        g_params[0] = time_columns(0, g_c, torch.addmm(g_t.view(D, B, -1).sum(1).t(), g_p.t(), z))
+        g_params[1] = g_c
+        g_z = torch.mm(g_p, W0) if ctx.needs_input_grad[0] else None
+        return (g_z, g_tau, None, *g_params)
+
+
 class ConcatField(nn.Module):
     """``f(z, t)``: an MLP ``D -> hidden -> .. -> D`` whose layers also see ``t``.
 
@@ -147,6 +327,11 @@ class ConcatField(nn.Module):
     CNF). The last layer starts at zero (its weight and bias, and with ``concatsquash`` its
     time shift ``E``), so a new CNF is the identity map.
 
+    :meth:`with_divergence` gives ``f`` with its exact divergence (and optionally the
+    Jacobian's Frobenius norm): for ``concat`` layers in one fused autograd node
+    (``_FusedConcatMLP``; ``fused`` is then true and a :class:`CNF` with ``trace="exact"``
+    uses it), for ``concatsquash`` by the D vector-Jacobian products.
+
     Args:
         dim: D; hidden: width; depth: number of hidden layers; activation: the
         nonlinearity; layer: ``"concat"`` or ``"concatsquash"``; time_freqs: number of
@@ -170,6 +355,7 @@ class ConcatField(nn.Module):
         if not T > 0:
             raise ValueError(f"T must be > 0, got {T!r}")
         self.squash = layer == "concatsquash"
+        self.activation = activation
         self.time_freqs, self.T = time_freqs, float(T)
         # FFJORD's toy field (t itself at every layer): W [h, t] + b as one concatenation, so
         # the registered default computes bit for bit what its documented runs computed
@@ -189,6 +375,36 @@ class ConcatField(nn.Module):
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
         self.act = ACTIVATIONS[activation]()
+
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`with_divergence` is the fused one-node computation (``concat``
+        layers) rather than the generic vector-Jacobian products (``concatsquash``)."""
+        return not self.squash
+
+    def with_divergence(
+        self, t: Tensor, z: Tensor, frobenius: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """``(f(t, z), tr ∂f/∂z)`` (and ``‖∂f/∂z‖_F²`` with ``frobenius``): ``(B, D)``, ``(B,)``.
+
+        With ``concat`` layers, one autograd node (:class:`_FusedConcatMLP`): the exact trace
+        by forward-mode tangents of the D input directions, held as one ``(D·B, width)``
+        matrix per layer, and a hand-written backward to ``z``, ``t``'s features and every
+        weight and bias. With ``concatsquash`` layers, the D vector-Jacobian products of
+        :func:`~genmodels.integrate.dynamics_with_divergence`. Either way differentiable once
+        while autograd records (training, the adjoint's products), detached under
+        ``torch.no_grad()``.
+        """
+        if self.squash:
+            return dynamics_with_divergence(self, t, z, method="exact", frobenius=frobenius)
+        d = self.layers[0].in_features - self.extra[0]
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must be a (batch, {d}) tensor, got {got}")
+        tau = time_features(torch.as_tensor(t), self.time_freqs, self.T, z.dtype)
+        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        spec = (self.activation, tuple(self.extra), bool(frobenius))
+        return _FusedConcatMLP.apply(z, tau, spec, *params)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
@@ -265,7 +481,9 @@ class _Augmented(nn.Module):
 
     With ``regularise``, the state is ``[z, l, k, j]`` and also integrates RNODE's two
     regularisers (Finlay et al. 2020): ``dk/dt = ‖f‖²`` (kinetic energy) and ``dj/dt =
-    ‖∂f/∂z‖_F²`` (from the trace's own vector-Jacobian products: no extra backward pass).
+    ‖∂f/∂z‖_F²`` (from the trace's own vector-Jacobian products, or the fused field's
+    tangents: no extra backward pass). The exact trace of a field with ``fused = True``
+    (:class:`ConcatField` with ``concat`` layers) is its ``with_divergence``, one autograd node.
     """
 
     def __init__(self, field: nn.Module, trace: str, noise: Tensor | None, regularise=False):
@@ -280,6 +498,11 @@ class _Augmented(nn.Module):
                                  "'hutchinson' (the field's closed-form divergence gives no "
                                  "Jacobian)")  # fmt: skip
             return self.field.with_divergence(t, z)
+        if self.trace == "exact" and getattr(self.field, "fused", False):
+            if not self.regularise:
+                return self.field.with_divergence(t, z)
+            dz, div, frob = self.field.with_divergence(t, z, frobenius=True)
+            return dz, div, dz.square().sum(1), frob
         method = "hutchinson" if self.trace == "hutchinson" else "exact"
         if not self.regularise:
             return dynamics_with_divergence(self.field, t, z, method=method, noise=self.noise)
@@ -297,7 +520,9 @@ class CNF(Transform):
 
     Args:
         field: ``field(t, z) -> (B, D)`` (an ``nn.Module``; with ``trace="field"`` it also has
-            ``with_divergence(t, z)``).
+            ``with_divergence(t, z)``; with ``trace="exact"`` a field whose ``fused`` is true
+            gives ``with_divergence(t, z, frobenius)`` and the CNF uses it in place of the D
+            vector-Jacobian products).
         trace: ``"exact"``, ``"hutchinson"`` or ``"field"`` (see the module docstring).
         noise: Hutchinson's ε, ``"rademacher"`` or ``"gaussian"``.
         T: the end time.
