@@ -398,6 +398,20 @@ def test_ffjord_config_round_trip_and_old_runs_build_the_same_field():
     }  # fmt: skip
 
 
+def test_ffjord_default_is_elu_and_a_run_saved_before_it_loads_with_tanh():
+    from genmodels.config import to_json_dict
+
+    spec = get("ffjord")
+    assert spec.config().activation == "elu"
+    saved = to_json_dict(spec.config())
+    before = {k: v for k, v in saved.items() if k != "activation"}  # an old config.json
+    assert spec.make_config(before).activation == "tanh"
+    assert spec.make_config(saved).activation == "elu"
+    assert spec.make_config({"hidden": 32}).activation == "elu"  # a user's override: the default
+    field = spec.build(spec.make_config(before), DataInfo("moons", "points", (2,))).cnf.field
+    assert isinstance(field.act, nn.Tanh)
+
+
 def test_training_tolerances_apply_only_while_autograd_records():
     # train_rtol/train_atol (FFJORD's training vs test tolerances): a loose solve when
     # gradients are recorded, the tight one under no_grad (log_prob in evaluation)

@@ -29,7 +29,7 @@ probability flow ODE):
 Models:
 
 - ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
-  FFJORD's ``concat`` layers; tanh), exact trace in 2D by default; the activation, the layer
+  FFJORD's ``concat`` layers; ELU), exact trace in 2D by default; the activation, the layer
   type and the time features (``t`` itself or Fourier pairs, at every layer or only the
   first, as zuko's CNF) are options of its config.
 - ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
@@ -701,6 +701,13 @@ class CNFModel(FlowModel):
         return nll + self.kinetic * k.mean() + self.jacobian * j.mean()
 
 
+#: The keys of every ``ffjord`` config.json ever written (a run's whole config, not a user's
+#: override): what :meth:`FFJORDConfig.upgrade_fields` takes for "a saved run".
+_FFJORD_FIELDS_OF_EVERY_SAVED_CONFIG = frozenset(
+    {"hidden", "depth", "trace", "noise", "T", "method", "rtol", "atol", "step_size", "adjoint"}
+)
+
+
 @dataclass
 class FFJORDConfig:
     """FFJORD (Grathwohl et al. 2019): an MLP field, exact or Hutchinson trace.
@@ -708,12 +715,15 @@ class FFJORDConfig:
     The field (:class:`ConcatField`): ``activation`` (tanh, softplus, elu), ``layer`` (concat,
     concatsquash), ``time_freqs`` (0: ``t`` itself; k: k Fourier pairs of ``t``, zuko's CNF
     uses 3) and ``time_input`` (``"every"`` layer, FFJORD's; ``"first"`` only, zuko's CNF).
-    The defaults are FFJORD's toy field: tanh, ``t`` concatenated at every layer.
+    The defaults: FFJORD's toy field (``t`` concatenated at every layer) with ELU in place of
+    its tanh (docs/cnf.md, "The registered field is ELU": closer to zuko's CNF on the thin
+    toys at the same step time). A run saved before the default changed (no ``activation`` in
+    its ``config.json``) trained with tanh and loads with tanh (:meth:`upgrade_fields`).
     """
 
     hidden: int = 64
     depth: int = 3
-    activation: str = "tanh"
+    activation: str = "elu"
     layer: str = "concat"
     time_freqs: int = 0
     time_input: str = "every"
@@ -729,6 +739,13 @@ class FFJORDConfig:
     train_atol: float | None = 1e-4
     kinetic: float = 0.0
     jacobian: float = 0.0
+
+    @staticmethod
+    def upgrade_fields(old: dict) -> dict:
+        """A ``config.json`` saved before ``activation`` existed trained the tanh field."""
+        if "activation" not in old and _FFJORD_FIELDS_OF_EVERY_SAVED_CONFIG <= set(old):
+            old = {**old, "activation": "tanh"}
+        return old
 
     def validate(self) -> None:
         """The field's options, checked when the config is made (bad values name the key)."""
