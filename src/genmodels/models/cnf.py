@@ -645,6 +645,13 @@ class CNF(Transform):
         return x, ladj
 
 
+def _check_weights(**weights) -> None:
+    """RNODE's regulariser weights (shared by ``CNFModel`` and ``FFJORDConfig.validate``)."""
+    for name, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {w!r}")
+
+
 class CNFModel(FlowModel):
     """A density model ``Standardize`` then a :class:`CNF`, over ``N(0, I)`` (task "density").
 
@@ -666,9 +673,7 @@ class CNFModel(FlowModel):
         jacobian: float = 0.0,
     ) -> None:
         super().__init__([cnf], event_shape)
-        for name, w in (("kinetic", kinetic), ("jacobian", jacobian)):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {w!r}")
+        _check_weights(kinetic=kinetic, jacobian=jacobian)
         if (kinetic or jacobian) and cnf.trace == "field":
             raise ValueError("kinetic/jacobian regularisers need a CNF with trace='exact' or "
                              "'hutchinson', got trace='field'")  # fmt: skip
@@ -750,10 +755,7 @@ class FFJORDConfig:
     def validate(self) -> None:
         """The field's options, checked when the config is made (bad values name the key)."""
         _check_field_options(self.activation, self.layer, self.time_freqs, self.time_input)
-        for name in ("kinetic", "jacobian"):
-            w = getattr(self, name)
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {w!r}")
+        _check_weights(kinetic=self.kinetic, jacobian=self.jacobian)
 
 
 @dataclass
