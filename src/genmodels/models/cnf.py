@@ -488,28 +488,28 @@ class _Augmented(nn.Module):
 
     def __init__(self, field: nn.Module, trace: str, noise: Tensor | None, regularise=False):
         super().__init__()
+        if regularise and trace == "field":
+            raise ValueError("the kinetic/Jacobian regularisers need trace='exact' or "
+                             "'hutchinson' (the field's closed-form divergence gives no "
+                             "Jacobian)")  # fmt: skip
         self.field, self.trace, self.noise, self.regularise = field, trace, noise, regularise
+        # the field's own divergence: closed form ("field") or the fused exact trace
+        self.own = trace == "field" or (trace == "exact" and getattr(field, "fused", False))
+        self.method = "hutchinson" if trace == "hutchinson" else "exact"
 
     def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         z = state[0]
-        if self.trace == "field":
-            if self.regularise:
-                raise ValueError("the kinetic/Jacobian regularisers need trace='exact' or "
-                                 "'hutchinson' (the field's closed-form divergence gives no "
-                                 "Jacobian)")  # fmt: skip
-            return self.field.with_divergence(t, z)
-        if self.trace == "exact" and getattr(self.field, "fused", False):
-            if not self.regularise:
-                return self.field.with_divergence(t, z)
-            dz, div, frob = self.field.with_divergence(t, z, frobenius=True)
-            return dz, div, dz.square().sum(1), frob
-        method = "hutchinson" if self.trace == "hutchinson" else "exact"
         if not self.regularise:
-            return dynamics_with_divergence(self.field, t, z, method=method, noise=self.noise)
-        dz, div, frob = dynamics_with_divergence(
-            self.field, t, z, method=method, noise=self.noise, frobenius=True
-        )
-        return dz, div, dz.square().reshape(z.shape[0], -1).sum(1), frob
+            if self.own:
+                return self.field.with_divergence(t, z)
+            return dynamics_with_divergence(self.field, t, z, method=self.method, noise=self.noise)
+        if self.own:
+            dz, div, frob = self.field.with_divergence(t, z, frobenius=True)
+        else:
+            dz, div, frob = dynamics_with_divergence(
+                self.field, t, z, method=self.method, noise=self.noise, frobenius=True
+            )
+        return dz, div, dz.square().flatten(1).sum(1), frob
 
 
 class CNF(Transform):

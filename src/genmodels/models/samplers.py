@@ -503,8 +503,7 @@ def pc(
     and the result is the last x̄ (no noise on the final step). 2 score evaluations per step;
     ``steps`` defaults to 1000. Args as :func:`euler_maruyama`.
     """
-    if not snr > 0:
-        raise ValueError(f"snr must be > 0, got {snr}")
+    snr = check_snr(snr)
     ts = _sde_grid(ts, steps, eps, 1000)
     N, n = len(ts) - 1, x_T.shape[0]
     x = x_T.clone()
