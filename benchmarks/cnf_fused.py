@@ -24,7 +24,9 @@ from genmodels.integrate import dynamics_with_divergence
 from genmodels.models.cnf import ConcatField
 
 FORMS = {
-    "default (tanh, t at every layer)": {},
+    "tanh, t at every layer (FFJORD's toy field)": dict(activation="tanh"),
+    "elu, t at every layer": dict(activation="elu"),
+    "elu, 1 Fourier pair at every layer": dict(activation="elu", time_freqs=1),
     "zuko form (elu, 3 Fourier pairs, first layer)": dict(
         activation="elu", time_freqs=3, time_input="first"
     ),

@@ -104,8 +104,10 @@ def time_features(t: Tensor, freqs: int, T: float, dtype: torch.dtype) -> Tensor
     tt = t.to(dtype).reshape(1, 1)
     if freqs == 0:
         return tt
-    j = torch.arange(1, freqs + 1, dtype=dtype, device=tt.device)
-    angle = tt * j * (math.pi / T)
+    if freqs == 1:  # the same numbers as the general form below (tt * 1 is exact)
+        angle = tt * (math.pi / T)
+    else:
+        angle = tt * torch.arange(1, freqs + 1, dtype=dtype, device=tt.device) * (math.pi / T)
     return torch.cat([angle.cos(), angle.sin()], 1)
 
 
@@ -144,7 +146,7 @@ def _scaled_back(kind: str, g_a: Tensor, g_s: Tensor, h: Tensor, s: Tensor, out:
     if kind == "tanh":
         inner = torch.addcmul(g_a, g_s, h, value=-2.0)
     elif kind == "elu":
-        inner = torch.where(h > 0, g_a, g_a + g_s)
+        inner = torch.addcmul(g_a, g_s, h <= 0)  # one op for where(h > 0, g_a, g_a + g_s)
     else:
         inner = torch.addcmul(g_a + g_s, g_s, s, value=-1.0)
     torch.mul(inner, s, out=out)
@@ -210,20 +212,20 @@ class _FusedConcatMLP(torch.autograd.Function):
             ctx.save_for_backward(z, tau, *weights)
         else:
             X = z.new_empty((D + 1) * B, W0.shape[0])
-            x_p, x_t = X.split([B, D * B])
+            x_p, x_t = X[:B], X[B:]  # slices: views without split's Python wrapper
             s = _act_into(act, pre, x_p)
             torch.mul(s, W0t.contiguous().unsqueeze(1), out=x_t.view(D, B, -1))
             inputs, slopes, tangents = [X], [s], []
             for i in range(1, last + 1):
                 Wh, c = split(i)
                 Y = nn.functional.linear(X, Wh)
-                y_p, y_t = Y.split([B, D * B])
+                y_p, y_t = Y[:B], Y[B:]
                 y_p += c
                 P = y_t.view(D, B, -1)
                 if i == last:
                     break
                 X = torch.empty_like(Y)
-                x_p, x_t = X.split([B, D * B])
+                x_p, x_t = X[:B], X[B:]
                 s = _act_into(act, y_p, x_p)
                 torch.mul(P, s, out=x_t.view(D, B, -1))
                 inputs.append(X)
@@ -284,16 +286,17 @@ class _FusedConcatMLP(torch.autograd.Function):
             g_c = g_p.sum(0)
             g_params[2 * i] = time_columns(i, g_c, torch.mm(G.t(), X))
             g_params[2 * i + 1] = g_c
-            g_a, g_V = torch.mm(G, Wh).split([B, D * B])
+            g_aV = torch.mm(G, Wh)
+            g_a, g_V = g_aV[:B], g_aV[B:]
             g_V = g_V.view(D, B, -1)
             s = slopes[i - 1]
             P_prev = tangents[i - 2] if i > 1 else W0.t().unsqueeze(1)
             g_s = (g_V * P_prev).sum(0)
             G = torch.empty_like(X)
-            g_p, g_t = G.split([B, D * B])
+            g_p, g_t = G[:B], G[B:]
             torch.mul(g_V, s, out=g_t.view(D, B, -1))
             _scaled_back(act, g_a, g_s, X[:B], s, g_p)
-        g_p, g_t = G.split([B, D * B])
+        g_p, g_t = G[:B], G[B:]
         g_c = g_p.sum(0)
         g_params[0] = time_columns(0, g_c, torch.addmm(g_t.view(D, B, -1).sum(1).t(), g_p.t(), z))
         g_params[1] = g_c
