@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from genmodels.distributions import Flow, Planar, standard_normal_log_prob
-from genmodels.models.cnf import CNF, ConcatField, PlanarField
+from genmodels.models.cnf import CNF, ConcatField, PlanarField, time_features
 from genmodels.registry import DataInfo, get
 
 D64 = torch.float64
@@ -300,7 +301,8 @@ def _reference_field(f: ConcatField, t: torch.Tensor, z: torch.Tensor, first_onl
         dict(activation="elu", time_freqs=3, time_input="first"),  # zuko's CNF field
         dict(activation="softplus", time_freqs=2, time_input="every"),
         dict(activation="elu", time_freqs=0, time_input="first"),
-        dict(activation="tanh"),  # the registered default: one concatenation per layer
+        dict(activation="tanh"),  # FFJORD's toy field: t itself, one concatenation per layer
+        dict(activation="elu", time_freqs=1),  # the registered default
     ],
 )
 def test_concat_field_time_features_are_the_written_out_mlp(kw):
@@ -384,10 +386,10 @@ def test_ffjord_config_round_trip_and_old_runs_build_the_same_field():
     g.load_state_dict(f.state_dict())
     with torch.no_grad():
         assert torch.equal(model.log_prob(x), again.log_prob(x))
-    # a config.json written before these options existed (no time_* keys) is the default,
-    # and the default field's tensors have the old names and shapes
+    # a config.json written before these options existed (no time_* keys) trained with t
+    # itself at every layer: it loads so, with the old names and shapes (one time column)
     old = {k: v for k, v in to_json_dict(spec.config()).items() if not k.startswith("time_")}
-    assert spec.make_config(old) == spec.config()
+    assert spec.make_config(old) == replace(spec.config(), time_freqs=0)
     field = spec.build(spec.make_config(old), info).cnf.field
     shapes = {k: tuple(v.shape) for k, v in field.state_dict().items()}
     assert shapes == {
@@ -396,6 +398,10 @@ def test_ffjord_config_round_trip_and_old_runs_build_the_same_field():
         "layers.2.weight": (64, 65), "layers.2.bias": (64,),
         "layers.3.weight": (2, 65), "layers.3.bias": (2,),
     }  # fmt: skip
+    # the registered default: one Fourier pair (two time columns) at every layer
+    field = spec.build(spec.config(), info).cnf.field
+    shapes = {k: tuple(v.shape) for k, v in field.state_dict().items()}
+    assert shapes["layers.0.weight"] == (64, 4) and shapes["layers.3.weight"] == (2, 66)
 
 
 def test_ffjord_default_is_elu_and_a_run_saved_before_it_loads_with_tanh():
@@ -410,6 +416,27 @@ def test_ffjord_default_is_elu_and_a_run_saved_before_it_loads_with_tanh():
     assert spec.make_config({"hidden": 32}).activation == "elu"  # a user's override: the default
     field = spec.build(spec.make_config(before), DataInfo("moons", "points", (2,))).cnf.field
     assert isinstance(field.act, nn.Tanh)
+
+
+def test_ffjord_default_time_features_are_one_fourier_pair_and_old_runs_keep_t():
+    from genmodels.config import to_json_dict
+
+    spec = get("ffjord")
+    assert spec.config().time_freqs == 1
+    saved = to_json_dict(spec.config())
+    assert spec.make_config(saved).time_freqs == 1
+    # a run saved with the ELU field of t itself (time_freqs written out) loads as it trained
+    assert spec.make_config({**saved, "time_freqs": 0}).time_freqs == 0
+    # a config.json from before time_freqs existed: t itself
+    before = {k: v for k, v in saved.items() if k != "time_freqs"}
+    assert spec.make_config(before).time_freqs == 0
+    assert spec.make_config({"hidden": 32}).time_freqs == 1  # a user's override: the default
+    # the default's time input is (cos πt/T, sin πt/T) at every layer
+    f = spec.build(spec.config(), DataInfo("moons", "points", (2,))).cnf.field
+    assert f.extra == [2, 2, 2, 2]
+    t = torch.tensor(0.25)
+    tau = time_features(t, f.time_freqs, f.T, torch.float32)
+    torch.testing.assert_close(tau, torch.tensor([[math.cos(math.pi / 4), math.sin(math.pi / 4)]]))
 
 
 def test_training_tolerances_apply_only_while_autograd_records():

@@ -35,9 +35,10 @@ Where each number comes from:
   1000 steps reach test NLL 2.872 on 8gaussians (exact 2.833) in 1.7 min CPU with evaluation.
   Now 3000 steps with a 100-step linear warm-up and cosine decay to 0 (docs/cnf.md, "Quality
   at the registered budget"): no worse than realnvp on 7 of the 8 toys (2000 steps: 5 of 8),
-  150-313 s of training CPU per toy. How the recipe was chosen: on rings, seed 0, 2000
-  steps reach test NLL 3.334 with the cosine
-  schedule against 3.377 at a constant 2e-3 (a peak of 5e-3 was worse: 3.407 at step 1000 vs
+  150-313 s of training CPU per toy (the field is ELU with one Fourier pair of t since stop 16:
+  docs/cnf.md, "The registered field: one Fourier pair"). How the recipe was chosen: on
+  rings, seed 0, 2000 steps reach test NLL 3.334 with the cosine schedule against 3.377 at a
+  constant 2e-3 (a peak of 5e-3 was worse: 3.407 at step 1000 vs
   3.367), training at rtol = atol = 1e-4 (``train_rtol``, evaluation at 1e-5) 3.338 in 0.71x
   the CPU time; FFJORD's concatsquash layers were worse here (3.472 vs 3.367 at step 1000).
 - neural processes (``cnp``, ``np``, ``ndp``, ``nd2p``) on tasks: the NDP paper's budget

@@ -28,8 +28,9 @@ probability flow ODE):
 
 Models:
 
-- ``ffjord``: an MLP field ``f(z, t)`` (t concatenated to every hidden layer's input, as
-  FFJORD's ``concat`` layers; ELU), exact trace in 2D by default; the activation, the layer
+- ``ffjord``: an MLP field ``f(z, t)`` (the time features ``(cos πt, sin πt)`` concatenated to
+  every hidden layer's input, as FFJORD's ``concat`` layers concatenate ``t``; ELU), exact
+  trace in 2D by default; the activation, the layer
   type and the time features (``t`` itself or Fourier pairs, at every layer or only the
   first, as zuko's CNF) are options of its config.
 - ``planar-cnf``: the lecture's planar CNF (Chen et al. 2018, section 4)::
@@ -723,17 +724,19 @@ class FFJORDConfig:
     The field (:class:`ConcatField`): ``activation`` (tanh, softplus, elu), ``layer`` (concat,
     concatsquash), ``time_freqs`` (0: ``t`` itself; k: k Fourier pairs of ``t``, zuko's CNF
     uses 3) and ``time_input`` (``"every"`` layer, FFJORD's; ``"first"`` only, zuko's CNF).
-    The defaults: FFJORD's toy field (``t`` concatenated at every layer) with ELU in place of
-    its tanh (docs/cnf.md, "The registered field is ELU": closer to zuko's CNF on the thin
-    toys at the same step time). A run saved before the default changed (no ``activation`` in
-    its ``config.json``) trained with tanh and loads with tanh (:meth:`upgrade_fields`).
+    The defaults: FFJORD's toy field (the time features concatenated at every layer) with ELU
+    in place of its tanh and one Fourier pair ``(cos πt/T, sin πt/T)`` in place of ``t``
+    (docs/cnf.md, "The registered field": closer to zuko's CNF on the thin toys at a fraction
+    of its step time). A run saved before a default changed trained with the old one and
+    loads with it (:meth:`upgrade_fields`): no ``activation`` in its ``config.json`` is tanh,
+    no ``time_freqs`` is ``t`` itself (0).
     """
 
     hidden: int = 64
     depth: int = 3
     activation: str = "elu"
     layer: str = "concat"
-    time_freqs: int = 0
+    time_freqs: int = 1
     time_input: str = "every"
     trace: str = "exact"
     noise: str = "rademacher"
@@ -750,9 +753,10 @@ class FFJORDConfig:
 
     @staticmethod
     def upgrade_fields(old: dict) -> dict:
-        """A ``config.json`` saved before ``activation`` existed trained the tanh field."""
-        if "activation" not in old and _FFJORD_FIELDS_OF_EVERY_SAVED_CONFIG <= set(old):
-            old = {**old, "activation": "tanh"}
+        """A ``config.json`` saved before ``activation`` (``time_freqs``) existed trained the
+        tanh field (with ``t`` itself as the time input)."""
+        if _FFJORD_FIELDS_OF_EVERY_SAVED_CONFIG <= set(old):
+            old = {"activation": "tanh", "time_freqs": 0} | old
         return old
 
     def validate(self) -> None:
