@@ -102,7 +102,7 @@ def time_features(t: Tensor, freqs: int, T: float, dtype: torch.dtype) -> Tensor
     with the period tied to the flow's end time ``T``; with ``j = 1`` alone, ``t ↦ (cos, sin)``
     is already one-to-one on ``[0, T]``, higher ``j`` let the field change faster along ``t``.
     """
-    tt = t.to(dtype).reshape(1, 1)
+    tt = (t if t.dtype == dtype else t.to(dtype)).reshape(1, 1)
     if freqs == 0:
         return tt
     if freqs == 1:  # the same numbers as the general form below (tt * 1 is exact)
@@ -134,7 +134,7 @@ def _act_into(kind: str, pre: Tensor, out: Tensor) -> Tensor:
         h = torch.tanh(pre, out=out)
         return 1.0 - h * h
     if kind == "elu":  # σ' = 1 above 0, e^pre = h + 1 below
-        h = out.copy_(nn.functional.elu(pre))
+        h = torch._C._nn.elu(pre, out=out)  # F.elu has no out=; the same kernel, no copy
         return (h + 1.0).clamp_(max=1.0)
     out.copy_(nn.functional.softplus(pre))  # torch's softplus is the identity above 20
     return torch.sigmoid(pre).masked_fill_(pre > 20.0, 1.0)
@@ -147,7 +147,10 @@ def _scaled_back(kind: str, g_a: Tensor, g_s: Tensor, h: Tensor, s: Tensor, out:
     if kind == "tanh":
         inner = torch.addcmul(g_a, g_s, h, value=-2.0)
     elif kind == "elu":
-        inner = torch.addcmul(g_a, g_s, h <= 0)  # one op for where(h > 0, g_a, g_a + g_s)
+        # where(h > 0, g_a, g_a + g_s) as one addcmul with the mask 1[h <= 0] written as
+        # floats into ``out`` (overwritten below): a bool mask costs 3x more on CPU (the
+        # comparison kernel and addcmul's bool->float promotion)
+        inner = torch.addcmul(g_a, g_s, torch.le(h, 0.0, out=out))
     else:
         inner = torch.addcmul(g_a + g_s, g_s, s, value=-1.0)
     torch.mul(inner, s, out=out)
@@ -372,6 +375,7 @@ class ConcatField(nn.Module):
         else:
             self.extra = [n_t if time_input == "every" or i == 0 else 0 for i in range(len(pairs))]
         self.layers = nn.ModuleList(nn.Linear(a + e, b) for (a, b), e in zip(pairs, self.extra))
+        self.dim, self._extra = dim, tuple(self.extra)
         if self.squash:  # per layer: the gate σ(G τ + c) and the shift E τ, both from τ
             self.gates = nn.ModuleList(nn.Linear(n_t, b) for _, b in pairs)
             self.shifts = nn.ModuleList(nn.Linear(n_t, b, bias=False) for _, b in pairs)
@@ -401,13 +405,17 @@ class ConcatField(nn.Module):
         """
         if self.squash:
             return dynamics_with_divergence(self, t, z, method="exact", frobenius=frobenius)
-        d = self.layers[0].in_features - self.extra[0]
+        d = self.dim
         if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must be a (batch, {d}) tensor, got {got}")
-        tau = time_features(torch.as_tensor(t), self.time_freqs, self.T, z.dtype)
-        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
-        spec = (self.activation, tuple(self.extra), bool(frobenius))
+        if not isinstance(t, Tensor):
+            t = torch.as_tensor(t)
+        tau = time_features(t, self.time_freqs, self.T, z.dtype)
+        # (weight, bias) of every layer, read from the modules at each call (a layer or a
+        # parameter the user replaces is seen), without nn.Module.__getattr__ per name
+        params = [p for layer in self.layers._modules.values() for p in layer._parameters.values()]
+        spec = (self.activation, self._extra, bool(frobenius))
         return _FusedConcatMLP.apply(z, tau, spec, *params)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
