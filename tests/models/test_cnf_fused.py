@@ -210,3 +210,22 @@ def test_double_backward_and_bad_state_are_clear_errors():
         f.with_divergence(torch.tensor(0.0), torch.randn(3, 3, dtype=D64))
     with pytest.raises(ValueError, match=r"z must be a \(batch, 2\) tensor"):
         f.with_divergence(torch.tensor(0.0), torch.randn(3, dtype=D64))
+
+
+def test_a_replaced_parameter_and_a_float_time_are_seen():
+    # with_divergence reads the layers' parameters at every call (no cached list): a weight
+    # the user replaces, or a layer swapped for another, is what the fused node uses
+    f = _field("elu", 1, hidden=6, depth=2)
+    z, t = torch.randn(5, 2, dtype=D64), 0.3
+    with torch.no_grad():
+        got = f.with_divergence(t, z)  # t as a Python float
+        want = dynamics_with_divergence(f, torch.tensor(t, dtype=D64), z)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        f.layers[1].weight = nn.Parameter(torch.randn_like(f.layers[1].weight))
+        f.layers[0] = nn.Linear(f.layers[0].in_features, 6).to(D64)
+        again = f.with_divergence(t, z)
+        want2 = dynamics_with_divergence(f, torch.tensor(t, dtype=D64), z)
+    assert not torch.allclose(again[0], got[0])
+    for a, b in zip(again, want2):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

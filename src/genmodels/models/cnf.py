@@ -409,8 +409,8 @@ class ConcatField(nn.Module):
         if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must be a (batch, {d}) tensor, got {got}")
-        if not isinstance(t, Tensor):
-            t = torch.as_tensor(t)
+        if not isinstance(t, Tensor):  # a Python float in z's dtype (not float32 first)
+            t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
         tau = time_features(t, self.time_freqs, self.T, z.dtype)
         # (weight, bias) of every layer, read from the modules at each call (a layer or a
         # parameter the user replaces is seen), without nn.Module.__getattr__ per name
