@@ -68,16 +68,18 @@ def test_values_equal_the_vjp_path_for_other_shapes(d, depth):
 
 
 @pytest.mark.parametrize("act,freqs,time_input", OPTIONS)
-@pytest.mark.parametrize("frobenius", [False, True])
-def test_gradcheck_wrt_state_time_features_and_every_parameter(act, freqs, time_input, frobenius):
+@pytest.mark.parametrize("mode", ["plain", "frobenius", "flat"])
+def test_gradcheck_wrt_state_time_features_and_every_parameter(act, freqs, time_input, mode):
     # elu's second derivative jumps at 0: with these draws no pre-activation lies within
-    # gradcheck's step (1e-6) of 0, so the finite differences see a smooth function
+    # gradcheck's step (1e-6) of 0, so the finite differences see a smooth function.
+    # "flat": the node on the flat CNF state [z, l] -> [f, div] (odeint's fast path)
     f = _field(act, freqs, time_input, hidden=5, seed=1)
-    z = torch.randn(4, 2, dtype=D64, requires_grad=True)
+    n = 4 * 3 if mode == "flat" else 4
+    z = torch.randn(n, *(() if mode == "flat" else (2,)), dtype=D64, requires_grad=True)
     t = torch.tensor(0.6, dtype=D64)
     tau = time_features(t, f.time_freqs, f.T, D64).requires_grad_(True)
     params = [p for layer in f.layers for p in (layer.weight, layer.bias)]
-    spec = (act, tuple(f.extra), frobenius)
+    spec = (act, tuple(f.extra), mode == "frobenius", mode == "flat")
 
     def fn(z, tau, *ps):
         return _FusedConcatMLP.apply(z, tau, spec, *ps)
@@ -229,3 +231,66 @@ def test_a_replaced_parameter_and_a_float_time_are_seen():
     assert not torch.allclose(again[0], got[0])
     for a, b in zip(again, want2):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("act", ["tanh", "elu", "softplus"])
+def test_flat_divergence_is_with_divergence_on_the_flat_state(act):
+    f = _field(act, 1, hidden=8, dtype=torch.float32)
+    z, l = torch.randn(7, 2), torch.randn(7)
+    t = torch.tensor(0.4)
+    y = torch.cat([z.reshape(-1), l]).requires_grad_(True)
+    out = f.flat_divergence(t, y)
+    dz, div = f.with_divergence(t, y[:14].view(7, 2))
+    assert torch.equal(out, torch.cat([dz.reshape(-1), div]))  # the same numbers, bit for bit
+    g = torch.randn(21)
+    (g_flat,) = torch.autograd.grad(out, y, g)
+    (g_ref,) = torch.autograd.grad(torch.cat([dz.reshape(-1), div]), y, g)
+    assert torch.equal(g_flat, g_ref) and torch.equal(g_flat[14:], torch.zeros(7))
+    with pytest.raises(ValueError, match=r"y must be a flat \(batch \* 3,\) state"):
+        f.flat_divergence(t, torch.randn(8))
+    with pytest.raises(ValueError, match=r"y must be a flat"):
+        f.flat_divergence(t, torch.randn(3, 3))
+    with pytest.raises(ValueError, match="needs concat layers"):
+        ConcatField(2, 4, 1, layer="concatsquash").flat_divergence(t, y)
+
+
+def test_odeint_takes_the_flat_path_of_a_fused_cnf_with_the_same_numbers(monkeypatch):
+    # a CNF's (z, l) dynamics with the fused exact trace hand odeint their flat_forward: every
+    # evaluation after the checked first one goes through it, and the solve (values, step
+    # counts, gradients) is what the structured path computes, bit for bit
+    from genmodels.integrate import SolverStats
+    from genmodels.models import cnf as cnf_mod
+
+    f = _field("elu", 1, hidden=8, dtype=torch.float32)
+    x = torch.randn(16, 2)
+    runs = {}
+    for path in ("flat", "structured"):
+        if path == "structured":  # the dynamics without their flat_forward
+            init = cnf_mod._Augmented.__init__
+
+            def no_flat(self, *a, init=init, **k):
+                init(self, *a, **k)
+                self.flat_forward = None
+
+            monkeypatch.setattr(cnf_mod._Augmented, "__init__", no_flat)
+        calls, stats = [], SolverStats()
+        real = ConcatField.flat_divergence
+
+        def counted(self, t, y, real=real, calls=calls):
+            calls.append(1)
+            return real(self, t, y)
+
+        monkeypatch.setattr(ConcatField, "flat_divergence", counted)
+        orig = cnf_mod.odeint
+        monkeypatch.setattr(
+            cnf_mod, "odeint", lambda *a, orig=orig, stats=stats, **k: orig(*a, stats=stats, **k)
+        )
+        cnf = CNF(f, rtol=1e-4, atol=1e-4)
+        z, ladj = cnf(x)
+        grads = torch.autograd.grad(z.square().sum() + ladj.sum(), list(f.parameters()))
+        runs[path] = (z, ladj, grads, stats.nfe, len(calls))
+        monkeypatch.undo()
+    (z1, l1, g1, n1, c1), (z2, l2, g2, n2, c2) = runs["flat"], runs["structured"]
+    assert c1 == n1 - 1 and c2 == 0  # every evaluation but the checked first one
+    assert n1 == n2 and torch.equal(z1, z2) and torch.equal(l1, l2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))

@@ -196,9 +196,14 @@ class _FusedConcatMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, tau: Tensor, spec: tuple, *params: Tensor):
-        act, extras, frobenius = spec
+        act, extras, frobenius, flat = spec
         weights, biases = params[0::2], params[1::2]
-        B, D = z.shape
+        if flat:  # z is the flat CNF state [z.flatten(), l]: read z from it, no autograd view
+            D = weights[0].shape[1] - extras[0]
+            B = z.shape[0] // (D + 1)
+            z = z[: B * D].view(B, D)
+        else:
+            B, D = z.shape
         last = len(weights) - 1
 
         def split(i: int) -> tuple[Tensor, Tensor]:
@@ -239,13 +244,18 @@ class _FusedConcatMLP(torch.autograd.Function):
             keep = (J,) if frobenius else ()
             ctx.save_for_backward(z, tau, *weights, *inputs, *slopes, *tangents, *keep)
         ctx.spec, ctx.shape = spec, (B, D)
+        if flat:  # the flat derivative [f.flatten(), div] written in place: no cat node
+            out = f.new_empty(B * (D + 1))
+            out[: B * D].view(B, D).copy_(f)
+            torch.sum(J.diagonal(dim1=0, dim2=2), -1, out=out[B * D :])
+            return out
         div = J.diagonal(dim1=0, dim2=2).sum(-1)
         if frobenius:
             return f, div, J.square().sum((0, 2))
         return f, div
 
     @staticmethod
-    def backward(ctx, g_f: Tensor, g_div: Tensor, *g_frob: Tensor):
+    def backward(ctx, *grads: Tensor):
         # torch's once_differentiable only objects when the incoming gradients carry a graph;
         # with constant ones (grad(div.sum(), z, create_graph=True)) it would silently return
         # gradients without one. A backward that records (create_graph=True) is refused here.
@@ -255,8 +265,12 @@ class _FusedConcatMLP(torch.autograd.Function):
                 "its backward cannot be differentiated (create_graph=True). For higher "
                 "derivatives use dynamics_with_divergence(field, t, z) (the vjp path)."
             )
-        act, extras, frobenius = ctx.spec
+        act, extras, frobenius, flat = ctx.spec
         B, D = ctx.shape
+        if flat:
+            g_f, g_div, g_frob = grads[0][: B * D].view(B, D), grads[0][B * D :], ()
+        else:
+            g_f, g_div, g_frob = grads[0], grads[1], grads[2:]
         L = len(extras)
         saved = ctx.saved_tensors
         z, tau, weights = saved[0], saved[1], saved[2 : 2 + L]
@@ -304,7 +318,12 @@ class _FusedConcatMLP(torch.autograd.Function):
         g_c = g_p.sum(0)
         g_params[0] = time_columns(0, g_c, torch.addmm(g_t.view(D, B, -1).sum(1).t(), g_p.t(), z))
         g_params[1] = g_c
-        g_z = torch.mm(g_p, W0) if ctx.needs_input_grad[0] else None
+        g_z = None
+        if ctx.needs_input_grad[0] and flat:  # the flat state's gradient: l's part is zero
+            g_z = g_f.new_zeros(B * (D + 1))
+            torch.mm(g_p, W0, out=g_z[: B * D].view(B, D))
+        elif ctx.needs_input_grad[0]:
+            g_z = torch.mm(g_p, W0)
         return (g_z, g_tau, None, *g_params)
 
 
@@ -415,8 +434,32 @@ class ConcatField(nn.Module):
         # (weight, bias) of every layer, read from the modules at each call (a layer or a
         # parameter the user replaces is seen), without nn.Module.__getattr__ per name
         params = [p for layer in self.layers._modules.values() for p in layer._parameters.values()]
-        spec = (self.activation, self._extra, bool(frobenius))
+        spec = (self.activation, self._extra, bool(frobenius), False)
         return _FusedConcatMLP.apply(z, tau, spec, *params)
+
+    def flat_divergence(self, t: Tensor, y: Tensor) -> Tensor:
+        """:meth:`with_divergence` on the flat CNF state: ``y = [z.flatten(), l]`` ``(B(D+1),)``
+        to ``[f(t, z).flatten(), tr ∂f/∂z]`` ``(B(D+1),)``, the same numbers in one autograd
+        node (``concat`` layers only).
+
+        It is the ``flat_forward`` a CNF's augmented dynamics hand to ``odeint``
+        (:meth:`~genmodels.integrate._flat.FlatState.wrap`): the solver holds the tuple state
+        ``(z, l)`` as one flat vector anyway, and this skips the slice and view of ``z`` and the
+        concatenation of ``(f, div)`` at every evaluation, with their autograd nodes.
+        """
+        if self.squash:
+            raise ValueError("flat_divergence needs concat layers (the fused trace), got "
+                             "layer='concatsquash'")  # fmt: skip
+        d = self.dim
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] % (d + 1):
+            got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f"y must be a flat (batch * {d + 1},) state [z, l], got {got}")
+        if not isinstance(t, Tensor):
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        tau = time_features(t, self.time_freqs, self.T, y.dtype)
+        params = [p for layer in self.layers._modules.values() for p in layer._parameters.values()]
+        spec = (self.activation, self._extra, False, True)
+        return _FusedConcatMLP.apply(y, tau, spec, *params)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
@@ -508,6 +551,9 @@ class _Augmented(nn.Module):
         # the field's own divergence: closed form ("field") or the fused exact trace
         self.own = trace == "field" or (trace == "exact" and getattr(field, "fused", False))
         self.method = "hutchinson" if trace == "hutchinson" else "exact"
+        # odeint's flat fast path (FlatState.wrap): the fused exact trace on [z, l] as one vector
+        fused = trace == "exact" and not regularise and getattr(field, "fused", False)
+        self.flat_forward = field.flat_divergence if fused else None
 
     def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         z = state[0]
