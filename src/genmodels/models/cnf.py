@@ -428,14 +428,7 @@ class ConcatField(nn.Module):
         if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must be a (batch, {d}) tensor, got {got}")
-        if not isinstance(t, Tensor):  # a Python float in z's dtype (not float32 first)
-            t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
-        tau = time_features(t, self.time_freqs, self.T, z.dtype)
-        # (weight, bias) of every layer, read from the modules at each call (a layer or a
-        # parameter the user replaces is seen), without nn.Module.__getattr__ per name
-        params = [p for layer in self.layers._modules.values() for p in layer._parameters.values()]
-        spec = (self.activation, self._extra, bool(frobenius), False)
-        return _FusedConcatMLP.apply(z, tau, spec, *params)
+        return self._fused(t, z, bool(frobenius), False)
 
     def flat_divergence(self, t: Tensor, y: Tensor) -> Tensor:
         """:meth:`with_divergence` on the flat CNF state: ``y = [z.flatten(), l]`` ``(B(D+1),)``
@@ -454,12 +447,18 @@ class ConcatField(nn.Module):
         if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] % (d + 1):
             got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise ValueError(f"y must be a flat (batch * {d + 1},) state [z, l], got {got}")
-        if not isinstance(t, Tensor):
-            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-        tau = time_features(t, self.time_freqs, self.T, y.dtype)
+        return self._fused(t, y, False, True)
+
+    def _fused(self, t, x: Tensor, frobenius: bool, flat: bool):
+        """One :class:`_FusedConcatMLP` node on ``x`` (``z``, or the flat state with ``flat``)."""
+        if not isinstance(t, Tensor):  # a Python float in x's dtype (not float32 first)
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        tau = time_features(t, self.time_freqs, self.T, x.dtype)
+        # (weight, bias) of every layer, read from the modules at each call (a layer or a
+        # parameter the user replaces is seen), without nn.Module.__getattr__ per name
         params = [p for layer in self.layers._modules.values() for p in layer._parameters.values()]
-        spec = (self.activation, self._extra, False, True)
-        return _FusedConcatMLP.apply(y, tau, spec, *params)
+        spec = (self.activation, self._extra, frobenius, flat)
+        return _FusedConcatMLP.apply(x, tau, spec, *params)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         """``dz/dt`` ``(B, D)`` at time ``t`` (0-dim) and state ``z`` ``(B, D)``."""
