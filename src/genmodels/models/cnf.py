@@ -28,7 +28,7 @@ probability flow ODE):
 
 Models:
 
-- ``ffjord``: an MLP field ``f(z, t)`` (the time features ``(cos πt, sin πt)`` concatenated to
+- ``ffjord``: an MLP field ``f(z, t)`` (the time features ``(cos πt/T, sin πt/T)`` concatenated to
   every hidden layer's input, as FFJORD's ``concat`` layers concatenate ``t``; ELU), exact
   trace in 2D by default; the activation, the layer
   type and the time features (``t`` itself or Fourier pairs, at every layer or only the
